@@ -1,0 +1,130 @@
+"""Recordings: scans, their neurons, images and trials.
+
+A scan is imported whole, in one transaction, by :func:`insert_recording`; its neurons, images
+and trials are part tables, so a scan is never half there. Arrays are stored one blob per row
+(a trial's response vector, an image), inserted in bulk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import dj, new_schema
+
+schema = new_schema()
+
+
+@schema
+class Scan(dj.Manual):
+    definition = """
+    # one recording session: a Sensorium folder or a lab's netCDF file
+    scan_key        : varchar(32)   # {animal_id}-{session}-{scan_idx}
+    ---
+    animal_id       : int32
+    session         : int32
+    scan_idx        : int32
+    n_neurons       : int32
+    n_trials        : int32
+    image_height    : int32         # pixels
+    image_width     : int32         # pixels
+    source          : varchar(1024) # path it was imported from
+    """
+
+    class Neuron(dj.Part):
+        definition = """
+        -> master
+        unit_id         : int64
+        ---
+        neuron_idx      : int32         # column in the trials' response vectors
+        area            : varchar(32)
+        layer           : varchar(32)
+        motor_x         : float32       # cortical position, um
+        motor_y         : float32
+        motor_z         : float32
+        """
+
+    class Image(dj.Part):
+        definition = """
+        -> master
+        image_id        : int64
+        ---
+        image           : <blob>        # (H, W) float32, raw stored units
+        """
+
+    class Trial(dj.Part):
+        definition = """
+        -> master
+        trial_idx       : int32
+        ---
+        tier            : enum('train', 'validation', 'test')
+        -> Scan.Image
+        responses       : <blob>        # (n_neurons,) float32, in neuron_idx order
+        behavior = null : <blob>        # (B,) float32
+        pupil_center = null : <blob>    # (2,) float32
+        """
+
+
+def insert_recording(rec, chunk: int = 1000) -> bool:
+    """Insert a validated :class:`v1twin.recording.Recording`; False where the scan is already there.
+
+    Importing the same scan twice changes nothing. All rows go in one transaction, so a
+    failure part way leaves the database as it was.
+    """
+    rec.validate()
+    key = {"scan_key": rec.scan_key}
+    if Scan & key:
+        return False
+    n_trials, n_neurons = rec.responses.shape
+    height, width = rec.images.shape[1:]
+    trials = [
+        dict(
+            key, trial_idx=i, tier=str(rec.tiers[i]), image_id=int(rec.image_ids[i]),
+            responses=rec.responses[i].astype(np.float32),
+            behavior=None if rec.behavior is None else rec.behavior[i],
+            pupil_center=None if rec.pupil_center is None else rec.pupil_center[i],
+        )
+        for i in range(n_trials)
+    ]
+    with Scan.connection.transaction:
+        Scan.insert1(dict(
+            key, animal_id=rec.animal_id, session=rec.session, scan_idx=rec.scan_idx,
+            n_neurons=n_neurons, n_trials=n_trials, image_height=height, image_width=width,
+            source=str(rec.source)[:1024],
+        ))
+        Scan.Neuron.insert(
+            dict(key, unit_id=int(u), neuron_idx=i, area=str(a), layer=str(la),
+                 motor_x=float(c[0]), motor_y=float(c[1]), motor_z=float(c[2]))
+            for i, (u, a, la, c) in enumerate(zip(rec.unit_ids, rec.area, rec.layer, rec.motor_coordinates))
+        )
+        Scan.Image.insert(
+            dict(key, image_id=int(i), image=img.astype(np.float32)) for i, img in zip(rec.image_index, rec.images)
+        )
+        for start in tqdm(range(0, n_trials, chunk), desc=f"insert {rec.scan_key}", leave=False):
+            Scan.Trial.insert(trials[start:start + chunk])
+    return True
+
+
+def load_scan(scan_key: str) -> dict[str, np.ndarray]:
+    """Everything a model needs from one scan, as arrays.
+
+    Returns:
+        images (T, 1, H, W) float32 per trial, responses (T, N) float32, tiers (T,) str,
+        image_ids (T,) int64, unit_ids (N,) int64 in response-column order.
+    """
+    key = {"scan_key": scan_key}
+    if not Scan & key:
+        raise KeyError(f"scan {scan_key!r} is not in {Scan.full_table_name}")
+    trial_idx, tiers, image_ids, responses = (Scan.Trial & key).to_arrays(
+        "trial_idx", "tier", "image_id", "responses", order_by="trial_idx"
+    )
+    ids, imgs = (Scan.Image & key).to_arrays("image_id", "image", order_by="image_id")
+    lookup = np.searchsorted(ids, image_ids.astype(np.int64))
+    unit_ids = (Scan.Neuron & key).to_arrays("unit_id", order_by="neuron_idx")
+    return dict(
+        images=np.stack(imgs)[lookup][:, None].astype(np.float32),
+        responses=np.stack(responses).astype(np.float32),
+        tiers=tiers.astype(str),
+        image_ids=image_ids.astype(np.int64),
+        unit_ids=np.asarray(unit_ids).astype(np.int64),
+    )

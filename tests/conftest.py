@@ -1,0 +1,83 @@
+"""Shared fixtures: a real PostgreSQL server and schemas private to this test session.
+
+`make test` starts the project's local server (`v1twin db start`); where DJ_HOST is set the
+tests use that server instead. Either way they run in schemas named ``test{pid}_*`` and drop
+them at the end, so a developer's own tables are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def db():
+    """Activated schema modules (dict stage -> module) on a private prefix."""
+    from schemas import connection
+
+    if connection.external_credentials() is None:
+        from v1twin.server import LocalServer
+
+        LocalServer.default().start()
+    import schemas
+
+    prefix = f"test{os.getpid()}"
+    saved = os.environ.get("V1TWIN_SCHEMA_PREFIX")
+    os.environ["V1TWIN_SCHEMA_PREFIX"] = prefix  # the CLI, called in tests, uses it too
+    modules = schemas.activate(prefix)
+    yield modules
+    schemas.drop_all(prefix)
+    if saved is None:
+        os.environ.pop("V1TWIN_SCHEMA_PREFIX")
+    else:
+        os.environ["V1TWIN_SCHEMA_PREFIX"] = saved
+
+
+@pytest.fixture
+def recording_tables(db):
+    """The recording module, emptied after the test."""
+    recording = db["recording"]
+    yield recording
+    recording.Scan.delete(prompt=False)
+
+
+def make_scan_arrays(n_neurons=12, n_train=40, n_validation=10, n_test_images=4, n_repeats=3,
+                     height=9, width=16, seed=0):
+    """Small random arrays in the shape of a Sensorium scan (the format, not the science)."""
+    rng = np.random.default_rng(seed)
+    n_test = n_test_images * n_repeats
+    tiers = np.array(["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test)
+    image_ids = np.concatenate([
+        np.arange(n_train + n_validation),
+        1000 + np.repeat(np.arange(n_test_images), n_repeats),
+    ])
+    order = rng.permutation(len(tiers))
+    tiers, image_ids = tiers[order], image_ids[order]
+    pictures = {i: rng.uniform(0, 255, (1, height, width)).astype(np.float32) for i in np.unique(image_ids)}
+    return dict(
+        images=np.stack([pictures[i] for i in image_ids]),
+        responses=rng.poisson(2.0, (len(tiers), n_neurons)).astype(np.float32),
+        tiers=tiers,
+        image_ids=image_ids,
+        unit_ids=np.arange(1, n_neurons + 1),
+        cell_motor_coordinates=rng.normal(size=(n_neurons, 3)).astype(np.float32),
+        area=np.array(["V1"] * n_neurons),
+        layer=np.array(["L2/3"] * n_neurons),
+        behavior=rng.normal(size=(len(tiers), 3)).astype(np.float32),
+        pupil_center=rng.normal(size=(len(tiers), 2)).astype(np.float32),
+    )
+
+
+@pytest.fixture
+def scan_folder(tmp_path):
+    """A valid Sensorium folder written by v1twin.sensorium.write_sensorium, and its arrays."""
+    from v1twin.sensorium import write_sensorium
+
+    arrays = make_scan_arrays()
+    folder = write_sensorium(
+        tmp_path / "static11111-2-3-Test", animal_id=11111, session=2, scan_idx=3, **arrays
+    )
+    return folder, arrays
