@@ -2,7 +2,7 @@
 
 A scan is imported whole, in one transaction, by :func:`insert_recording`; its neurons, images
 and trials are part tables, so a scan is never half there. Arrays are stored one blob per row
-(a trial's response vector, an image), inserted in bulk.
+(a trial's response vector, an image) as uncompressed ``<array>`` values, inserted in bulk.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import dj, new_schema
+from . import codecs, dj, new_schema  # noqa: F401  (codecs registers <array>)
 
 schema = new_schema()
 
@@ -49,7 +49,7 @@ class Scan(dj.Manual):
         -> master
         image_id        : int64
         ---
-        image           : <blob>        # (H, W) float32, raw stored units
+        image           : <array>       # (H, W) float32, raw stored units
         """
 
     class Trial(dj.Part):
@@ -59,9 +59,9 @@ class Scan(dj.Manual):
         ---
         tier            : enum('train', 'validation', 'test')
         -> Scan.Image
-        responses       : <blob>        # (n_neurons,) float32, in neuron_idx order
-        behavior = null : <blob>        # (B,) float32
-        pupil_center = null : <blob>    # (2,) float32
+        responses       : <array>       # (n_neurons,) float32, in neuron_idx order
+        behavior = null : <array>       # (B,) float32
+        pupil_center = null : <array>   # (2,) float32
         """
 
 
