@@ -1,0 +1,102 @@
+"""The response-model contract shared by the twin and the virtual-V1 simulator.
+
+A *response model* maps a batch of images on the canvas to non-negative rates of all its neurons::
+
+    model(images (B, 1, H, W) float32) -> (B, N)
+
+and carries two numpy attributes:
+
+- ``rf_positions`` (N, 2): receptive-field centres, columns ``(x, y)`` = (column, row), pixels;
+- ``preferred_orientations`` (N,): radians, or ``None`` (the twin, before it has been estimated).
+
+Stimuli are in standardized units (0 = mean gray). Canvas H = 36 x W = 64.
+
+Helpers here keep the rest of ``insilico`` free of model specifics: ``own_responses`` evaluates
+images that each belong to one neuron and keeps only that neuron's output (the "diagonal").
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+HEIGHT = 36
+WIDTH = 64
+
+#: ``respond(stimuli_centred (B, 1, H, W)) -> (B, N)``: response of every neuron ``n`` to stimulus
+#: ``b`` moved onto neuron ``n``'s own RF. The direct path shifts and evaluates (see
+#: :func:`insilico.search.direct_respond`); the twin's fast path lets its readout do the moving.
+RespondFn = Callable[[torch.Tensor], torch.Tensor]
+
+#: ``respond_own(images (M, 1, H, W)) -> (M,)``: response of neuron ``m`` to image ``m``.
+RespondOwnFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class ResponseModel(Protocol):
+    """Anything with ``__call__(images (B,1,H,W)) -> (B,N)`` and the two RF attributes."""
+
+    rf_positions: np.ndarray  # (N, 2) x = column, y = row, pixels
+    preferred_orientations: Optional[np.ndarray]  # (N,) radians, or None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B,1,H,W) -> (B,N)
+        ...
+
+
+def canvas_center(height: int = HEIGHT, width: int = WIDTH) -> tuple[float, float]:
+    """The position ``(x, y)`` at which "centred" stimuli are rendered: ``(width // 2, height // 2)``.
+
+    Integer, so that a shift onto an integer RF position is an integer shift.
+    """
+    return float(width // 2), float(height // 2)
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's parameters (CPU when it has none)."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    dev = getattr(model, "device", None)
+    return torch.device(dev) if dev is not None else torch.device("cpu")
+
+
+def rf_positions(model, positions=None) -> np.ndarray:
+    """``positions`` if given, else ``model.rf_positions``, as float (N, 2); clear error otherwise."""
+    pos = positions if positions is not None else getattr(model, "rf_positions", None)
+    if pos is None:
+        raise ValueError("no RF positions: pass positions=(N, 2) or give the model rf_positions")
+    pos = np.asarray(pos, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"rf_positions must have shape (N, 2) (x, y); got {pos.shape}")
+    return pos
+
+
+def preferred_orientations(model, orientations=None, n: Optional[int] = None) -> np.ndarray:
+    """``orientations`` if given, else ``model.preferred_orientations`` (N,); clear error otherwise."""
+    ori = orientations if orientations is not None else getattr(model, "preferred_orientations", None)
+    if ori is None:
+        raise ValueError(
+            "no preferred orientations: pass orientations=(N,) (e.g. the per-neuron optimal Gabor "
+            "orientations) or give the model preferred_orientations")
+    ori = np.asarray(ori, dtype=np.float64)
+    if ori.ndim != 1 or (n is not None and ori.shape[0] != n):
+        raise ValueError(f"preferred orientations must have shape ({n},); got {ori.shape}")
+    return ori
+
+
+def own_responses(model, images: torch.Tensor, neuron_index) -> torch.Tensor:
+    """Response of neuron ``neuron_index[m]`` to ``images[m]``: (M,1,H,W), (M,) -> (M,).
+
+    Uses ``model.respond_own(images, neuron_index)`` when the model offers it (cheaper: one
+    readout per image), else evaluates all neurons and gathers.
+    """
+    idx = torch.as_tensor(neuron_index, dtype=torch.long, device=images.device)
+    fn = getattr(model, "respond_own", None)
+    if callable(fn):
+        return fn(images, idx)
+    out = model(images)
+    if out.ndim != 2 or out.shape[0] != images.shape[0]:
+        raise ValueError(f"model must return (B, N); got {tuple(out.shape)} for B={images.shape[0]}")
+    return out.gather(1, idx.to(out.device)[:, None])[:, 0]

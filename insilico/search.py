@@ -1,0 +1,500 @@
+"""Optimal Gabor and DoG stimuli by grid search, per neuron and per cluster.
+
+Two ways to get the response of every neuron to every stimulus of a grid:
+
+* **Direct path (the reference)**, ``respond=None, center=None``: for every (stimulus, neuron) pair
+  the stimulus is *rendered* at that neuron's RF (plus the grid's positional offset) and the model
+  is evaluated; only that neuron's output is kept. B stimuli x N neurons = B*N images, rendered and
+  evaluated chunk by chunk (:func:`pair_responses`). Exact, expensive.
+* **Centred path**, ``respond=fn`` (and/or ``center=(x, y)``): the grid is rendered *once* at
+  ``center`` (default :func:`insilico.model.canvas_center`) plus the offsets, and
+  ``respond(stimuli_centred (B,1,H,W)) -> (B, N)`` returns every neuron's response to each stimulus
+  moved onto its own RF. The twin supplies a fast ``respond`` (its readout does the moving);
+  :func:`direct_respond` is the generic one for any ResponseModel (Fourier-shifts each stimulus onto
+  each RF: B*N images again, but any image, e.g. an MEI, can be moved).
+
+Nothing loops over neurons: loops run over chunks of stimuli (or stimulus-neuron pairs).
+
+Conventions: canvas H=36 x W=64; x = column, y = row (pixels); standardized units; radians.
+Gabor parameters follow DT Eq. 1-2 (``size`` = sigma of Eq. 1, so the envelope's standard
+deviation is size / 2; ``sf`` in cycles / pixel; ``contrast`` = a, peak amplitude a / 2), DoG
+parameters DT Eq. 9-10.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .model import (HEIGHT, WIDTH, RespondFn, canvas_center, model_device, own_responses,
+                    preferred_orientations, rf_positions)
+
+GABOR_KEYS = ("x", "y", "size", "sf", "contrast", "orientation", "phase")
+DOG_KEYS = ("x", "y", "sigma_center", "sigma_surround", "a_center", "a_surround")
+PLAID_KEYS = GABOR_KEYS + ("orthogonal_contrast",)
+
+
+def _stimuli():
+    from . import stimuli  # written in parallel; imported lazily so that this module always loads
+    return stimuli
+
+
+def render_gabor(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+    """Gabors (DT Eq. 1-2) from flat parameter tensors (M,) -> (M, 1, H, W)."""
+    return _stimuli().gabor(*(p[k] for k in GABOR_KEYS), height=height, width=width)
+
+
+def render_dog(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+    """DoGs (DT Eq. 9-10) from flat parameter tensors (M,) -> (M, 1, H, W)."""
+    return _stimuli().dog(*(p[k] for k in DOG_KEYS), height=height, width=width)
+
+
+def render_plaid(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+    """Plaids (optimal Gabor + orthogonal Gabor) from flat parameter tensors (M,) -> (M,1,H,W)."""
+    return _stimuli().plaid(*(p[k] for k in PLAID_KEYS), height=height, width=width)
+
+
+RENDERERS = {"gabor": (render_gabor, GABOR_KEYS), "dog": (render_dog, DOG_KEYS),
+             "plaid": (render_plaid, PLAID_KEYS)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------------
+def product(**axes) -> tuple[Dict[str, torch.Tensor], tuple]:
+    """Cartesian product of 1-d axes -> (dict of flat float32 tensors (B,), grid shape), C order."""
+    vals = [torch.as_tensor(np.asarray(v, dtype=np.float64).ravel(), dtype=torch.float32)
+            for v in axes.values()]
+    shape = tuple(len(v) for v in vals)
+    mesh = torch.meshgrid(*vals, indexing="ij")
+    return {k: m.reshape(-1) for k, m in zip(axes, mesh)}, shape
+
+
+def _orients(n: int, period: float = math.pi) -> tuple:
+    return tuple(float(v) for v in np.arange(n) * period / n)
+
+
+@dataclass(frozen=True)
+class GaborGrid:
+    """Search grid for optimal Gabors (DT Eq. 1-2).
+
+    offsets: pixel offsets around each RF, applied to x and y (a square of len(offsets)**2);
+    sizes: sigma of Eq. 1 (envelope s.d. = size / 2), pixels; sfs: cycles / pixel;
+    contrasts: a of Eq. 1 (peak amplitude a / 2, standardized units); orientations: radians in
+    [0, pi) (with phases over [0, 2 pi) this covers every Gabor: rotation by pi = phase -> -phase);
+    phases: radians in [0, 2 pi).
+
+    ``GaborGrid()`` is the default (GPU-sized: 9 positions x 6 sizes x 5 sfs x 3 contrasts x 12
+    orientations x 8 phases = 77,760 stimuli); ``GaborGrid.cpu()`` (192 stimuli, RF positions must
+    be known to ~1 px) takes ~7 s for 300 neurons on one CPU core with the direct path.
+    """
+
+    offsets: tuple = (-2.0, 0.0, 2.0)
+    sizes: tuple = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+    sfs: tuple = (1 / 24, 1 / 16, 1 / 12, 1 / 8, 1 / 6)
+    contrasts: tuple = (1.0, 2.0, 4.0)
+    orientations: tuple = field(default_factory=lambda: _orients(12))
+    phases: tuple = field(default_factory=lambda: _orients(8, 2 * math.pi))
+
+    @classmethod
+    def cpu(cls) -> "GaborGrid":
+        """192 stimuli: sizes 6, 12; sfs 1/16, 1/10, 1/6; contrast 4; 8 orientations; 4 phases."""
+        return cls(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 10, 1 / 6), contrasts=(4.0,),
+                   orientations=_orients(8), phases=_orients(4, 2 * math.pi))
+
+    def axes(self) -> dict:
+        """Grid axes in rendering order (x, y are offsets)."""
+        return dict(x=self.offsets, y=self.offsets, size=self.sizes, sf=self.sfs,
+                    contrast=self.contrasts, orientation=self.orientations, phase=self.phases)
+
+    def __len__(self) -> int:
+        return int(np.prod([len(v) for v in self.axes().values()]))
+
+
+@dataclass(frozen=True)
+class DoGGrid:
+    """Search grid for optimal DoGs (DT Eq. 9-10): x = a_c (1 + a_s) g(sigma_c) - a_s g(sigma_s).
+
+    Default 3,888 stimuli (GPU); ``DoGGrid.cpu()`` 20 stimuli.
+
+    offsets: pixels around the RF in x and y; sigma_center / sigma_surround: pixels (pairs with
+    surround <= center are skipped); a_center: signed amplitude (negative = OFF centre),
+    standardized units; a_surround: relative surround strength >= 0.
+    """
+
+    offsets: tuple = (-2.0, 0.0, 2.0)
+    sigma_center: tuple = (1.0, 2.0, 3.0, 4.0, 6.0)
+    sigma_surround: tuple = (2.0, 4.0, 6.0, 8.0, 12.0)
+    a_center: tuple = (-4.0, -2.0, -1.0, 1.0, 2.0, 4.0)
+    a_surround: tuple = (0.0, 0.25, 0.5, 1.0)
+
+    @classmethod
+    def cpu(cls) -> "DoGGrid":
+        return cls(offsets=(0.0,), sigma_center=(1.5, 3.0, 5.0), sigma_surround=(4.0, 8.0),
+                   a_center=(-2.0, 2.0), a_surround=(0.0, 0.5))
+
+    def axes(self) -> dict:
+        return dict(x=self.offsets, y=self.offsets, sigma_center=self.sigma_center,
+                    sigma_surround=self.sigma_surround, a_center=self.a_center,
+                    a_surround=self.a_surround)
+
+    def params(self):
+        p, _ = product(**self.axes())
+        keep = p["sigma_surround"] > p["sigma_center"]
+        return {k: v[keep] for k, v in p.items()}
+
+    def __len__(self) -> int:
+        return len(self.params()["x"])
+
+
+def _grid_params(grid) -> Dict[str, torch.Tensor]:
+    if isinstance(grid, DoGGrid):
+        return grid.params()
+    return product(**grid.axes())[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Response engines
+# ---------------------------------------------------------------------------------------------
+def _progress(it, total, progress, desc):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, total=total, desc=desc)
+
+
+def _tensor_dict(d: Mapping, device) -> Dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v,
+                               dtype=torch.float32).to(device).reshape(-1) for k, v in d.items()}
+
+
+@torch.no_grad()
+def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: Mapping, *,
+                   relative: Sequence[str] = (), respond: Optional[RespondFn] = None,
+                   center=None, anchors=None, chunk_size: int = 2048, progress: bool = False,
+                   height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
+    """Responses of every neuron to its own stimulus under every condition: (J, N).
+
+    neuron_params: per-neuron stimulus parameters, each (N,), with ``x, y`` the absolute position
+        at which neuron n's stimulus is shown.
+    condition_params: (J,) each; per condition j, these values replace the neuron's own, except
+        keys in ``relative``, which are added to them (e.g. positional offsets, orientation offsets).
+    kind: 'gabor', 'dog' or 'plaid' (which renderer and which keys).
+
+    Direct path (``respond=None``): the stimulus of pair (j, n) is rendered at its absolute position
+    and neuron n's output is kept (``own_responses``). With ``respond``: it is rendered at
+    ``center + (x_n - anchor_n)`` (``anchors`` (N, 2), default the model's RF positions) and
+    ``respond`` moves it onto the RF; again only neuron n's column is kept.
+
+    Loops over chunks of ``chunk_size`` (condition, neuron) pairs, condition-major.
+    """
+    render, keys = RENDERERS[kind]
+    device = model_device(model)
+    npar = _tensor_dict({k: v for k, v in neuron_params.items() if k in keys}, device)
+    cpar = _tensor_dict({k: v for k, v in condition_params.items() if k in keys}, device)
+    missing = [k for k in keys if k not in npar and k not in cpar]
+    if missing:
+        raise ValueError(f"{kind} parameters missing: {missing}")
+    n = len(npar["x"]) if "x" in npar else None
+    if n is None:
+        raise ValueError("neuron_params must give per-neuron x and y")
+    j = len(next(iter(cpar.values()))) if cpar else 1
+    if respond is not None:
+        cx, cy = canvas_center(height, width) if center is None else center
+        anc = torch.as_tensor(rf_positions(model, anchors), dtype=torch.float32, device=device)
+        npar = dict(npar, x=npar["x"] - anc[:, 0] + cx, y=npar["y"] - anc[:, 1] + cy)
+    out = torch.empty(j * n, dtype=torch.float32)
+    starts = range(0, j * n, chunk_size)
+    for s in _progress(starts, len(starts), progress, f"{kind} pairs"):
+        k = torch.arange(s, min(s + chunk_size, j * n), device=device)
+        jj, nn = k // n, k % n
+        p = {}
+        for key in keys:
+            if key in cpar:
+                v = cpar[key][jj]
+                p[key] = v + npar[key][nn] if (key in relative and key in npar) else v
+            else:
+                p[key] = npar[key][nn]
+        images = render(height=height, width=width, **p)
+        if respond is None:
+            r = own_responses(model, images, nn)
+        else:
+            r = respond(images).gather(1, nn[:, None])[:, 0]
+        out[s:s + len(k)] = r.float().cpu()
+    return out.reshape(j, n)
+
+
+def shift_images(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Move images by (dx, dy) pixels (x = column, y = row): (M,1,H,W), (M,), (M,) -> (M,1,H,W).
+
+    Fourier shift on a zero-padded (2H, 2W) canvas: exact for integer shifts (content shifted in
+    from outside the canvas is 0); band-limited interpolation for fractional ones. |dx| < W, |dy| < H.
+    """
+    m, c, h, w = images.shape
+    pad = torch.zeros(m, c, 2 * h, 2 * w, dtype=images.dtype, device=images.device)
+    pad[..., :h, :w] = images
+    f = torch.fft.rfft2(pad)
+    ky = torch.fft.fftfreq(2 * h, device=images.device)[:, None]
+    kx = torch.fft.rfftfreq(2 * w, device=images.device)[None, :]
+    ramp = torch.exp(-2j * math.pi * (ky * dy.to(images.dtype)[:, None, None]
+                                      + kx * dx.to(images.dtype)[:, None, None]))
+    out = torch.fft.irfft2(f * ramp[:, None], s=(2 * h, 2 * w))
+    return out[..., :h, :w].contiguous()
+
+
+def direct_respond(model, positions=None, center=None, chunk_size: int = 2048,
+                   progress: bool = False) -> RespondFn:
+    """Generic ``respond`` for any ResponseModel: shift each centred stimulus onto each neuron's RF.
+
+    Returns ``respond(stimuli_centred (B,1,H,W)) -> (B, N)``: entry (b, n) = neuron n's response to
+    stimulus b moved from ``center`` (default canvas centre) to ``positions[n]`` (default the
+    model's RF positions). B*N shifted images, evaluated in chunks, own outputs kept. This is the
+    slow reference for the twin's fast respond and works for any image (MEIs included).
+    """
+    pos = torch.as_tensor(rf_positions(model, positions), dtype=torch.float32)
+
+    @torch.no_grad()
+    def respond(stimuli: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = stimuli.shape
+        cx, cy = canvas_center(h, w) if center is None else center
+        device = stimuli.device
+        d = pos.to(device) - torch.tensor([cx, cy], dtype=torch.float32, device=device)
+        n = d.shape[0]
+        out = torch.empty(b * n, dtype=torch.float32)
+        starts = range(0, b * n, chunk_size)
+        for s in _progress(starts, len(starts), progress, "shift pairs"):
+            k = torch.arange(s, min(s + chunk_size, b * n), device=device)
+            bb, nn = k // n, k % n
+            imgs = shift_images(stimuli[bb], d[nn, 0], d[nn, 1])
+            out[s:s + len(k)] = own_responses(model, imgs, nn).float().cpu()
+        return out.reshape(b, n)
+
+    return respond
+
+
+@torch.no_grad()
+def centred_responses(respond: RespondFn, kind: str, params: Mapping, *, center=None,
+                      chunk_size: int = 256, progress: bool = False, height: int = HEIGHT,
+                      width: int = WIDTH, device=None) -> torch.Tensor:
+    """Render stimuli at ``center`` + (x, y) offsets in ``params`` (each (B,)) and call ``respond``
+    on chunks of ``chunk_size`` stimuli: (B, N)."""
+    render, keys = RENDERERS[kind]
+    cx, cy = canvas_center(height, width) if center is None else center
+    p = _tensor_dict({k: v for k, v in params.items() if k in keys}, device or "cpu")
+    p["x"] = p["x"] + cx
+    p["y"] = p["y"] + cy
+    b = len(p["x"])
+    outs = []
+    starts = range(0, b, chunk_size)
+    for s in _progress(starts, len(starts), progress, f"centred {kind}"):
+        images = render(height=height, width=width, **{k: v[s:s + chunk_size] for k, v in p.items()})
+        outs.append(respond(images).float().cpu())
+    return torch.cat(outs, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-neuron search
+# ---------------------------------------------------------------------------------------------
+def _grid_responses(model, kind, grid_params, pos, *, respond, center, chunk_size, progress,
+                    height, width):
+    """(B, N) responses to the grid (x, y offsets around each RF)."""
+    if respond is None and center is None:  # direct reference: render at each RF
+        npar = {"x": pos[:, 0], "y": pos[:, 1]}
+        return pair_responses(model, kind, npar, grid_params, relative=("x", "y"),
+                              chunk_size=chunk_size, progress=progress, height=height, width=width)
+    if respond is None:
+        respond = direct_respond(model, pos, center, chunk_size=chunk_size)
+    return centred_responses(respond, kind, grid_params, center=center, chunk_size=256,
+                             progress=progress, height=height, width=width,
+                             device=model_device(model))
+
+
+def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
+    val, idx = resp.max(0)  # (N,)
+    idx = idx.numpy()
+    data = {k: ("neuron", grid_params[k].cpu().numpy()[idx].astype(np.float64)) for k in keys}
+    data["x"] = ("neuron", pos[:, 0] + data["x"][1])
+    data["y"] = ("neuron", pos[:, 1] + data["y"][1])
+    data["response"] = ("neuron", val.numpy().astype(np.float64))
+    return xr.Dataset(data, coords={"neuron": np.arange(len(pos))})
+
+
+def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
+                  respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
+                  return_responses: bool = False, progress: bool = False,
+                  height: int = HEIGHT, width: int = WIDTH):
+    """Optimal Gabor per neuron by grid search (DT "Per neuron optimal Gabors").
+
+    model: ResponseModel; positions (N, 2): RF centres (default ``model.rf_positions``) around
+    which the grid's offsets are searched.
+    respond / center: see the module docstring. ``respond=None, center=None`` = direct reference.
+
+    Returns an xr.Dataset over ``neuron`` with x, y (absolute, pixels), size, sf, contrast,
+    orientation, phase and response (the best predicted rate); with ``return_responses`` also the
+    (B, N) response table (a torch tensor, grid order of ``product(**grid.axes())``).
+    """
+    grid = GaborGrid() if grid is None else grid
+    pos = rf_positions(model, positions)
+    gp = _grid_params(grid)
+    resp = _grid_responses(model, "gabor", gp, pos, respond=respond, center=center,
+                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    ds = _best(resp, gp, pos, GABOR_KEYS)
+    ds.attrs.update(kind="gabor", path="direct" if respond is None and center is None else "centred")
+    return (ds, resp) if return_responses else ds
+
+
+def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
+                respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
+                return_responses: bool = False, progress: bool = False,
+                height: int = HEIGHT, width: int = WIDTH):
+    """Optimal DoG per neuron by grid search (DT Eq. 9-10); as :func:`optimal_gabor`.
+
+    Returns an xr.Dataset over ``neuron``: x, y, sigma_center, sigma_surround, a_center,
+    a_surround, response.
+    """
+    grid = DoGGrid() if grid is None else grid
+    pos = rf_positions(model, positions)
+    gp = _grid_params(grid)
+    resp = _grid_responses(model, "dog", gp, pos, respond=respond, center=center,
+                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    ds = _best(resp, gp, pos, DOG_KEYS)
+    ds.attrs.update(kind="dog", path="direct" if respond is None and center is None else "centred")
+    return (ds, resp) if return_responses else ds
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-cluster search
+# ---------------------------------------------------------------------------------------------
+def _cluster_matrix(clusters, n):
+    labels = np.asarray(clusters)
+    if labels.shape != (n,):
+        raise ValueError(f"clusters must have shape ({n},) (one label per neuron); got {labels.shape}")
+    uniq, inv = np.unique(labels, return_inverse=True)
+    onehot = np.zeros((n, len(uniq)), dtype=np.float32)
+    onehot[np.arange(n), inv] = 1.0
+    return uniq, inv, torch.as_tensor(onehot / onehot.sum(0, keepdims=True))
+
+
+def _circ_nearest(targets: np.ndarray, grid: np.ndarray, period: float) -> np.ndarray:
+    d = np.abs((targets[..., None] - grid + period / 2) % period - period / 2)
+    return d.argmin(-1)
+
+
+def cluster_optimal_gabor(model, clusters, grid: Optional[GaborGrid] = None, *, positions=None,
+                          orientations=None, orientation_offsets: Sequence[float] = (0.0,),
+                          respond: Optional[RespondFn] = None, center=None,
+                          chunk_size: int = 2048, progress: bool = False,
+                          height: int = HEIGHT, width: int = WIDTH) -> xr.Dataset:
+    """Optimal Gabor per cluster (DT "Per cluster optimal Gabors").
+
+    One set of size, sf, contrast, phase (and an orientation offset) shared by a cluster; neuron n
+    sees it at its own RF ``positions[n]`` and orientation ``orientations[n] + offset`` (defaults:
+    the model's rf_positions / preferred_orientations; for the twin pass the per-neuron optimal
+    Gabors' x, y, orientation). The grid's positional offsets are not used. Maximises the mean
+    response over each cluster's neurons; all clusters at once (one-hot matrix product).
+
+    Direct path (default): pairs rendered exactly. With ``respond``/``center`` (centred path), the
+    shared grid is rendered once per absolute orientation of ``grid.orientations`` and each neuron
+    reads the orientation nearest (mod pi) to its own preferred orientation + offset.
+
+    Returns an xr.Dataset with dims ``cluster`` (label coordinate; cluster_size, cluster_sf,
+    cluster_contrast, cluster_phase, cluster_orientation_offset, cluster_response = the mean) and
+    ``neuron`` (cluster_label, and the full per-neuron parameters x, y, size, sf, contrast,
+    orientation, phase and response) -- the Dataset can be handed straight to the experiments.
+    """
+    grid = GaborGrid() if grid is None else grid
+    pos = rf_positions(model, positions)
+    n = len(pos)
+    pref = preferred_orientations(model, orientations, n)
+    uniq, inv, avg = _cluster_matrix(clusters, n)
+    shared = dict(size=grid.sizes, sf=grid.sfs, contrast=grid.contrasts, phase=grid.phases,
+                  orientation=tuple(orientation_offsets))
+    sp, _ = product(**shared)
+    b = len(sp["size"])
+    if respond is None and center is None:
+        npar = {"x": pos[:, 0], "y": pos[:, 1], "orientation": pref}
+        resp = pair_responses(model, "gabor", npar, sp, relative=("orientation",),
+                              chunk_size=chunk_size, progress=progress, height=height,
+                              width=width)  # (B, N)
+    else:
+        abs_o = np.asarray(grid.orientations, dtype=np.float64)
+        full, _ = product(x=(0.0,), y=(0.0,), size=grid.sizes, sf=grid.sfs,
+                          contrast=grid.contrasts, phase=grid.phases, orientation=abs_o)
+        resp_full = _grid_responses(model, "gabor", full, pos, respond=respond, center=center,
+                                    chunk_size=chunk_size, progress=progress, height=height,
+                                    width=width)  # (B0 * O, N)
+        b0 = b // len(orientation_offsets)
+        resp_full = resp_full.reshape(b0, len(abs_o), n)
+        tgt = pref[None, :] + np.asarray(orientation_offsets)[:, None]  # (n_off, N)
+        nearest = torch.as_tensor(_circ_nearest(tgt, abs_o, math.pi))  # (n_off, N)
+        # resp[b0, off, n] = resp_full[b0, nearest[off, n], n]
+        idx = nearest[None].expand(b0, -1, -1)
+        resp = resp_full.gather(1, idx).reshape(b0 * len(orientation_offsets), n)
+    mean = resp @ avg  # (B, K)
+    val, best = mean.max(0)
+    best = best.numpy()
+    cl = {f"cluster_{k}": ("cluster", sp[k].numpy()[best].astype(np.float64))
+          for k in ("size", "sf", "contrast", "phase")}
+    cl["cluster_orientation_offset"] = ("cluster", sp["orientation"].numpy()[best].astype(np.float64))
+    cl["cluster_response"] = ("cluster", val.numpy().astype(np.float64))
+    bn = best[inv]  # each neuron's cluster's best stimulus
+    neu = {k: ("neuron", sp[k].numpy()[bn].astype(np.float64)) for k in ("size", "sf", "contrast", "phase")}
+    neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn])
+    neu["x"] = ("neuron", pos[:, 0].copy())
+    neu["y"] = ("neuron", pos[:, 1].copy())
+    neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))
+    neu["cluster_label"] = ("neuron", uniq[inv])
+    ds = xr.Dataset({**cl, **neu}, coords={"cluster": uniq, "neuron": np.arange(n)})
+    ds.attrs.update(kind="cluster_gabor",
+                    path="direct" if respond is None and center is None else "centred")
+    return ds
+
+
+def cluster_optimal_dog(model, clusters, grid: Optional[DoGGrid] = None, *, positions=None,
+                        respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
+                        progress: bool = False, height: int = HEIGHT,
+                        width: int = WIDTH) -> xr.Dataset:
+    """Optimal DoG per cluster: shared sigma/amplitudes, each neuron at its own RF (no offsets).
+
+    Returns an xr.Dataset with dims ``cluster`` (cluster_sigma_center, cluster_sigma_surround,
+    cluster_a_center, cluster_a_surround, cluster_response = mean) and ``neuron`` (cluster_label
+    and the full per-neuron parameters x, y, sigma_center, ..., response).
+    """
+    grid = DoGGrid() if grid is None else grid
+    pos = rf_positions(model, positions)
+    n = len(pos)
+    uniq, inv, avg = _cluster_matrix(clusters, n)
+    gp = DoGGrid(offsets=(0.0,), sigma_center=grid.sigma_center, sigma_surround=grid.sigma_surround,
+                 a_center=grid.a_center, a_surround=grid.a_surround).params()
+    resp = _grid_responses(model, "dog", gp, pos, respond=respond, center=center,
+                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    val, best = (resp @ avg).max(0)
+    best = best.numpy()
+    shared = ("sigma_center", "sigma_surround", "a_center", "a_surround")
+    cl = {f"cluster_{k}": ("cluster", gp[k].numpy()[best].astype(np.float64)) for k in shared}
+    cl["cluster_response"] = ("cluster", val.numpy().astype(np.float64))
+    bn = best[inv]
+    neu = {k: ("neuron", gp[k].numpy()[bn].astype(np.float64)) for k in shared}
+    neu["x"] = ("neuron", pos[:, 0].copy())
+    neu["y"] = ("neuron", pos[:, 1].copy())
+    neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))
+    neu["cluster_label"] = ("neuron", uniq[inv])
+    ds = xr.Dataset({**cl, **neu}, coords={"cluster": uniq, "neuron": np.arange(n)})
+    ds.attrs.update(kind="cluster_dog",
+                    path="direct" if respond is None and center is None else "centred")
+    return ds
+
+
+def params_of(ds, keys=GABOR_KEYS) -> Dict[str, np.ndarray]:
+    """Per-neuron parameter dict (N,) from a search Dataset, a DataFrame or a mapping."""
+    out = {}
+    for k in keys:
+        if k not in ds:
+            raise ValueError(f"stimulus parameters lack {k!r}; have {list(ds.keys())}")
+        v = ds[k]
+        out[k] = np.asarray(getattr(v, "values", v), dtype=np.float64).reshape(-1)
+    return out
