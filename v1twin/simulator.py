@@ -1,0 +1,555 @@
+"""The virtual V1: a ground-truth population of model neurons of known types.
+
+Real recordings cannot tell whether the pipeline is right; this simulator can. ``VirtualV1`` is a
+``torch.nn.Module`` mapping images ``(B, 1, 36, 64)`` in STANDARDIZED units (0 = mean gray, 1 = one
+std of natural-image pixels) to noiseless firing rates ``(B, N)`` (expected spike counts per trial,
+always > 0). ``simulate_scans`` shows it natural image patches and draws Poisson spike counts, with
+repeated test images, in the layout of a Sensorium scan; ``write_simulation`` writes Sensorium
+folders (through ``v1twin.sensorium.write_sensorium``) plus ``truth.csv``.
+
+Stimulus conventions are those of ``insilico.stimuli`` (the neurons' filters ARE built with
+``insilico.stimuli.gabor`` / ``dog``): position x = column, y = row (pixels); orientation phi as in
+DT Eq. 2 (phi = 0: horizontal stripes, wave vector along +y); sf in cycles/pixel; ``size`` is the
+paper's sigma (envelope std = size / 2). So ``gabor(rf_x, rf_y, size, sf, a, orientation, 0)`` is
+(up to a 2% DC correction, see below) the preferred stimulus of a neuron's linear part.
+
+One response function for every neuron
+--------------------------------------
+Per neuron n (RF centre r_n, orientation theta_n, spatial frequency nu_n, size sigma_n)::
+
+    Le, Lo   = <x, f_even>, <x, f_odd>        quadrature pair at (r_n, theta_n, nu_n, sigma_n),
+                                              phases 0 and pi/2, DC removed, unit L2 norm
+                                              (for "dog" cells: Le = <x, DoG filter>, Lo = 0)
+    Lpe, Lpo = the same pair at the orthogonal orientation theta_n + pi/2
+    E(p)     = sum over 8 orientations of |x * h_theta|^2 (p): orientation-untuned local energy map
+               (complex Gabors at the population's base sf 0.07 c/px and size 0.9 / 0.07, DC
+               removed, unit norm; zero padding = gray outside the canvas; via FFT, evaluated on
+               the stride-2 grid of pixels, which is exact since x * h_theta is band-limited)
+    tuned    = (1 - m) relu(Le) + m sqrt(Le^2 + Lo^2)          m: energy mix (phase invariance)
+    untuned  = sqrt(sum_p wc_n(p) E(p))                        wc: Gaussian at the RF (sum 1)
+    drive    = (1 - u) tuned + u untuned                       u: untuned (contrast-energy) mix
+    S        = sqrt(sum_p ws_n(p) E(p))                        ws: annulus around the RF (sum 1)
+    C        = sqrt(Lpe^2 + Lpo^2)                             orthogonal energy at the RF
+    z        = drive / (1 + k_sur S / s0 + k_cross C / c0) / d0     divisive normalisation
+    rate     = baseline + gain * z ** 1.5
+
+``s0``, ``c0`` (the medians of S and C) and ``d0`` (the mean of drive / denominator) are calibrated
+per neuron on natural image patches, so ``k_sur`` and ``k_cross`` are dimensionless: on a typical
+natural image the denominator is about 1 + k_sur + k_cross. ``gain`` is set so that the mean rate
+over natural images equals the neuron's ``target_mean`` (log-uniform in [1, 4] spikes per trial),
+``baseline`` is 15-35 % of it. The annulus ``ws`` is
+``exp(-r^2 / 2(3 s)^2) (1 - exp(-r^2 / 2(2 s)^2))^2`` and ``wc`` a Gaussian of std ``0.5 s``, with
+``s = size / 2`` the RF envelope std.
+
+Types (equal numbers; 6 types)
+------------------------------
+A type is ONE response function up to RF position and orientation (and small jitter), namely the
+formula above with a type-specific filter and type-specific ranges of the graded strengths:
+
+================  ========  =============  ============  ============  ===========
+type              filter    energy mix m   untuned u     k_sur         k_cross
+================  ========  =============  ============  ============  ===========
+simple            Gabor     weak           weak          weak          weak
+complex           Gabor     STRONG         weak          weak          weak
+simple_surround   Gabor     weak           weak          STRONG        weak
+complex_cross     Gabor     STRONG         weak          weak          STRONG
+dog               DoG (ON)  weak           weak          weak          weak
+contrast_energy   Gabor     STRONG         STRONG        weak          weak
+================  ========  =============  ============  ============  ===========
+
+weak / STRONG: m in U(0, 0.2) / U(0.8, 1); u in U(0, 0.1) / U(0.8, 0.95); k_sur, k_cross
+log-uniform in [0.1, 0.8] / [2, 6] (a weak k still gives a small, graded suppression index).
+Every neuron thus carries GRADED amounts of every nonlinearity, strong in its own type and weak
+(never exactly 0) elsewhere, so the tuning indices
+vary within types too (phase invariance: m; orientation tuning: u; surround suppression: k_sur;
+cross-orientation inhibition: k_cross).
+
+* Phase decision: every Gabor-type neuron's linear part has the SAME phase, tau = 0
+  (even-symmetric, bright centre stripe: an ON-centred "bar" detector). Rotation by pi maps
+  tau = 0 to tau = 0, so alignment over orientation needs no phase; a type is one function. The
+  ``phase`` column of ``truth`` is 0 for all neurons.
+* "dog" cells are ON-centre DoGs (DT Eq. 9, a_cen = 1, sigma_sur = 3 sigma_cen, a_sur chosen so
+  that the surround integral is 0.9 x the centre's, sigma_cen = 2.5 px +-10 %, peak sf
+  0.041-0.05 c/px). Their orientation is drawn like the others but only sets their weak
+  cross-orientation pool (the DoG is isotropic);
+  their ``sf`` is the peak of the DoG's amplitude spectrum and ``size`` is 2 sigma_cen.
+* "contrast_energy" cells (the sixth type) respond to local contrast energy of any orientation
+  (80-95 %) with a weak, phase-invariant preference for theta_n.
+* Jitter within a type: sf = 0.07 c/px x U(0.87, 1.15) (0.061-0.081 c/px, wavelength 12-16 px);
+  size = 0.9 / sf x U(0.9, 1.1) (envelope std about 0.45 wavelength, 5.6-7.3 px).
+* RF centres: uniform in the canvas minus a margin of 10 px (x in [10, 53], y in [10, 25]);
+  orientations uniform in [0, pi).
+* Filters of Gabor types have their DC removed (f - (sum f / sum env) env, a 2 % correction), so
+  that they do not respond to uniform luminance; DoG filters keep their 10 % DC (ON cells respond
+  to light).
+
+Scans
+-----
+Each scan has its own neuron population (seed ``seed * 1000 + scan index``) drawn from the same
+type distribution and its OWN natural images (as in Sensorium, scans do not share images).
+Images are random crops at random scales (crop height 72 px up to the largest that fits, aspect
+36:64, random horizontal flip) of the photographs bundled with scikit-image, scikit-learn and
+matplotlib (nothing is downloaded), grayscale, area-resized to 36 x 64 and stored raw in [0, 255].
+The model sees ``(raw - pixel_mean) / pixel_std`` with the mean and std of the scan's train images.
+Image ids are unique across scans (scan k uses ids from ``k * 100000``); test images are repeated
+``n_repeats`` times with the same id; trial order is shuffled.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from insilico.stimuli import dog as dog_stimulus
+from insilico.stimuli import gabor
+
+__all__ = ["TYPES", "VirtualV1", "SimulatedScan", "natural_images", "simulate_scans",
+           "write_simulation", "oracle_correlation"]
+
+TYPES = ("simple", "complex", "simple_surround", "complex_cross", "dog", "contrast_energy")
+HEIGHT, WIDTH = 36, 64
+BASE_SF = 0.07            # cycles / pixel
+SIZE_TIMES_SF = 0.9       # paper sigma = 0.9 / sf: envelope std = 0.45 wavelength
+N_ENERGY_ORIENTATIONS = 8
+EXPONENT = 1.5
+_EPS = 1e-6
+
+# (lo, hi) ranges of the graded strengths
+_MIX_WEAK, _MIX_STRONG = (0.0, 0.2), (0.8, 1.0)
+_UNT_WEAK, _UNT_STRONG = (0.0, 0.1), (0.8, 0.95)
+_K_WEAK, _K_STRONG = (0.1, 0.8), (2.0, 6.0)  # log-uniform
+
+# which strengths are strong, per type: (energy_mix, untuned_mix, surround, cross)
+_STRONG = {
+    "simple": (False, False, False, False),
+    "complex": (True, False, False, False),
+    "simple_surround": (False, False, True, False),
+    "complex_cross": (True, False, False, True),
+    "dog": (False, False, False, False),
+    "contrast_energy": (True, True, False, False),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# natural images
+# ----------------------------------------------------------------------------------------------
+def _gray(im) -> np.ndarray:
+    im = np.asarray(im)
+    if im.dtype == bool:
+        im = im.astype(np.float64) * 255.0
+    im = im.astype(np.float64)
+    if im.ndim == 3:
+        im = im[..., :3] @ np.array([0.2125, 0.7154, 0.0721])
+    if im.max() <= 1.0:
+        im = im * 255.0
+    return im.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _source_photographs() -> tuple[np.ndarray, ...]:
+    """Grayscale photographs in [0, 255] bundled with the installed packages (no network)."""
+    out = []
+    try:
+        import skimage.data as skd
+        for name in ("astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass",
+                     "gravel", "moon", "rocket", "immunohistochemistry"):
+            try:
+                out.append(_gray(getattr(skd, name)()))
+            except Exception:  # an image that needs the network, or a missing one
+                pass
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+        out.extend(_gray(im) for im in load_sample_images().images)
+    except Exception:
+        pass
+    try:
+        import matplotlib.cbook as cbook
+        import matplotlib.pyplot as plt
+        out.append(_gray(plt.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))))
+    except Exception:
+        pass
+    if len(out) < 3:
+        raise RuntimeError("natural_images: fewer than 3 bundled photographs could be loaded "
+                           "(scikit-image / scikit-learn / matplotlib sample data)")
+    return tuple(out)
+
+
+def natural_images(n: int, seed=0, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """``n`` natural image patches ``(n, 1, height, width)`` float32, raw in [0, 255].
+
+    Random crops at random scales (crop height log-uniform from ``2 * height`` to the largest
+    crop of aspect height:width that fits) of the bundled photographs, random horizontal flips,
+    area-resized. Deterministic given ``seed`` (an int or a sequence of ints).
+    """
+    photos = _source_photographs()
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 1, height, width), np.float32)
+    aspect = width / height
+    for k in range(n):
+        im = photos[rng.integers(len(photos))]
+        H, W = im.shape
+        h_max = min(H, int(W / aspect))
+        h_min = min(2 * height, h_max)
+        h = int(round(math.exp(rng.uniform(math.log(h_min), math.log(h_max)))))
+        w = min(W, int(round(h * aspect)))
+        r0 = rng.integers(0, H - h + 1)
+        c0 = rng.integers(0, W - w + 1)
+        crop = torch.from_numpy(np.ascontiguousarray(im[r0:r0 + h, c0:c0 + w]))[None, None]
+        patch = F.interpolate(crop, size=(height, width), mode="area")[0, 0].numpy()
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[k, 0] = patch
+    return np.clip(out, 0.0, 255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------
+def _dc_free_unit(f: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    """Remove the DC of filters f (K, H, W) along their envelopes env, then unit L2 norm."""
+    dc = f.sum((-2, -1), keepdim=True) / env.sum((-2, -1), keepdim=True)
+    f = f - dc * env
+    return f / f.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+
+
+def _dog_peak_sf(sc: float, ss: float, a_cen: float, a_sur: float) -> float:
+    f = np.linspace(0.0, 0.5, 5001)
+    amp = (a_cen * (1 + a_sur) * sc ** 2 * np.exp(-2 * np.pi ** 2 * sc ** 2 * f ** 2)
+           - a_sur * ss ** 2 * np.exp(-2 * np.pi ** 2 * ss ** 2 * f ** 2))
+    return float(f[np.argmax(np.abs(amp))])
+
+
+class VirtualV1(torch.nn.Module):
+    """A population of ``n_neurons`` model V1 neurons of known types (see the module docstring).
+
+    ``forward(x)``: ``x`` ``(B, 1, H, W)`` standardized images -> ``(B, N)`` noiseless rates > 0.
+    Differentiable in ``x`` (for MEIs). Move with ``.to(device)``.
+
+    Attributes (numpy, length N): ``rf_positions (N, 2)`` (x, y px), ``preferred_orientations``
+    (rad), ``spatial_frequencies`` (c/px), ``sizes`` (paper sigma, px), ``types`` (str), and the
+    graded strengths ``energy_mix``, ``untuned_mix``, ``surround_strength``, ``cross_strength``;
+    ``truth`` is a DataFrame with one row per neuron.
+
+    ``calibration_images``: standardized natural images (M, 1, H, W) used to set the pool scales
+    and gains; default: 600 patches from ``natural_images`` standardized by their own mean/std.
+    """
+
+    def __init__(self, n_neurons: int = 300, seed: int = 0, height: int = HEIGHT,
+                 width: int = WIDTH, types: tuple[str, ...] = TYPES, margin: float = 10.0,
+                 calibration_images: np.ndarray | torch.Tensor | None = None):
+        super().__init__()
+        if n_neurons < 1:
+            raise ValueError(f"VirtualV1: n_neurons must be >= 1, got {n_neurons}")
+        unknown = set(types) - set(TYPES)
+        if unknown:
+            raise ValueError(f"VirtualV1: unknown types {sorted(unknown)}; known: {TYPES}")
+        self.n_neurons, self.height, self.width, self.seed = int(n_neurons), height, width, seed
+        rng = np.random.default_rng(seed)
+        N = self.n_neurons
+        # equal numbers per type (differ by at most one if N is not a multiple), shuffled order
+        t = np.array([types[k % len(types)] for k in range(N)], dtype=object)
+        self.types = rng.permutation(t).astype(str)
+
+        self.rf_positions = np.stack([rng.uniform(margin, width - 1 - margin, N),
+                                      rng.uniform(margin, height - 1 - margin, N)], 1)
+        self.preferred_orientations = rng.uniform(0.0, math.pi, N)
+        sf = BASE_SF * rng.uniform(0.87, 1.15, N)
+        size = SIZE_TIMES_SF / sf * rng.uniform(0.9, 1.1, N)
+        self.phases = np.zeros(N)
+
+        def draw(strong_mask, weak, strong, log=False):
+            lo = np.where(strong_mask, strong[0], weak[0])
+            hi = np.where(strong_mask, strong[1], weak[1])
+            if log:
+                return np.exp(rng.uniform(np.log(lo), np.log(hi)))
+            return rng.uniform(lo, hi)
+
+        strong = np.array([_STRONG[ty] for ty in self.types]).reshape(N, 4)
+        self.energy_mix = draw(strong[:, 0], _MIX_WEAK, _MIX_STRONG)
+        self.untuned_mix = draw(strong[:, 1], _UNT_WEAK, _UNT_STRONG)
+        self.surround_strength = draw(strong[:, 2], _K_WEAK, _K_STRONG, log=True)
+        self.cross_strength = draw(strong[:, 3], _K_WEAK, _K_STRONG, log=True)
+        self.target_mean = np.exp(rng.uniform(np.log(1.0), np.log(4.0), N))
+        self.baseline = self.target_mean * rng.uniform(0.15, 0.35, N)
+
+        # DoG cells
+        is_dog = self.types == "dog"
+        self.dog_sigma_center = np.where(is_dog, 2.5 * rng.uniform(0.9, 1.1, N), np.nan)
+        self.dog_sigma_surround = 3.0 * self.dog_sigma_center
+        # surround integral = 0.9 x centre integral:  a_sur * 9 = 0.9 (1 + a_sur)
+        a_sur = 0.9 / (9.0 - 0.9)
+        self.dog_a_surround = np.where(is_dog, a_sur, np.nan)
+        for n in np.flatnonzero(is_dog):
+            sf[n] = _dog_peak_sf(self.dog_sigma_center[n], self.dog_sigma_surround[n], 1.0, a_sur)
+            size[n] = 2.0 * self.dog_sigma_center[n]
+        self.spatial_frequencies, self.sizes = sf, size
+
+        # ---- filters (4, N, H, W): even, odd at theta; even, odd at theta + pi/2 ----
+        x = torch.tensor(self.rf_positions[:, 0], dtype=torch.float32)
+        y = torch.tensor(self.rf_positions[:, 1], dtype=torch.float32)
+        th = torch.tensor(self.preferred_orientations, dtype=torch.float32)
+        sft = torch.tensor(np.where(is_dog, BASE_SF, sf), dtype=torch.float32)
+        szt = torch.tensor(np.where(is_dog, SIZE_TIMES_SF / BASE_SF, size), dtype=torch.float32)
+        env = gabor(x, y, szt, 0.0, 2.0, th, 0.0, height, width)[:, 0]
+        filt = []
+        for dth, tau in [(0.0, 0.0), (0.0, math.pi / 2), (math.pi / 2, 0.0), (math.pi / 2, math.pi / 2)]:
+            g = gabor(x, y, szt, sft, 2.0, th + dth, tau, height, width)[:, 0]
+            filt.append(_dc_free_unit(g, env))
+        filt = torch.stack(filt)  # (4, N, H, W)
+        if is_dog.any():
+            idx = torch.from_numpy(np.flatnonzero(is_dog))
+            d = dog_stimulus(x[idx], y[idx], torch.tensor(self.dog_sigma_center[is_dog], dtype=torch.float32),
+                             torch.tensor(self.dog_sigma_surround[is_dog], dtype=torch.float32),
+                             1.0, a_sur, height, width)[:, 0]
+            filt[0, idx] = d / d.flatten(1).norm(dim=1).view(-1, 1, 1)
+            filt[1, idx] = 0.0
+        self.register_buffer("filters", filt.reshape(4 * N, height * width).contiguous())
+
+        # ---- pooling weights on the energy map: centre Gaussian and surround annulus ----
+        s = torch.tensor(size / 2.0, dtype=torch.float32).view(-1, 1, 1)
+        s = torch.where(torch.from_numpy(is_dog).view(-1, 1, 1),
+                        torch.tensor(SIZE_TIMES_SF / BASE_SF / 2.0), s)
+        # the energy map is evaluated on the stride-2 grid (rows 0, 2, ..., cols 0, 2, ...)
+        ii = torch.arange(0, height, 2, dtype=torch.float32).view(1, -1, 1)
+        jj = torch.arange(0, width, 2, dtype=torch.float32).view(1, 1, -1)
+        r2 = (ii - y.view(-1, 1, 1)) ** 2 + (jj - x.view(-1, 1, 1)) ** 2
+        wc = torch.exp(-r2 / (2 * (0.5 * s) ** 2))
+        ws = torch.exp(-r2 / (2 * (3.0 * s) ** 2)) * (1 - torch.exp(-r2 / (2 * (2.0 * s) ** 2))) ** 2
+        wc = wc / wc.sum((1, 2), keepdim=True)
+        ws = ws / ws.sum((1, 2), keepdim=True)
+        self.register_buffer("pool_weights", torch.cat([wc, ws]).reshape(2 * N, -1).contiguous())
+
+        # ---- energy-map kernels (FFT of complex Gabors at BASE_SF, 8 orientations) ----
+        # padded grid 72 x 96 (fast FFT sizes, zero padding = gray); the filtered images are
+        # band-limited (|f| < 0.13 c/px) so they are computed on the stride-2 grid exactly by
+        # keeping the central half of the spectrum.
+        self.pad_rows, self.pad_cols = 18, 16
+        Hp, Wp = height + 2 * self.pad_rows, width + 2 * self.pad_cols
+        if Hp % 4 or Wp % 4 or height % 2 or width % 2:
+            raise ValueError(f"VirtualV1: height and width must be even, got {height} x {width}")
+        ths = torch.arange(N_ENERGY_ORIENTATIONS, dtype=torch.float32) * math.pi / N_ENERGY_ORIENTATIONS
+        cx, cy = float(Wp // 2), float(Hp // 2)
+        e_env = gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, 0.0, 2.0, 0.0, 0.0, Hp, Wp)[:, 0]
+        ge = _dc_free_unit(gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, 0.0, Hp, Wp)[:, 0], e_env)
+        go = _dc_free_unit(gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, math.pi / 2, Hp, Wp)[:, 0], e_env)
+        h = torch.fft.ifftshift(torch.complex(ge, go), dim=(-2, -1))
+        K = torch.fft.fft2(h)
+        self._rows = torch.cat([torch.arange(Hp // 4), torch.arange(Hp - Hp // 4, Hp)])
+        self._cols = torch.cat([torch.arange(Wp // 4), torch.arange(Wp - Wp // 4, Wp)])
+        self.register_buffer("energy_kernels", K[:, self._rows][:, :, self._cols].contiguous())
+
+        as_t = lambda v: torch.tensor(np.asarray(v), dtype=torch.float32)  # noqa: E731
+        self.register_buffer("m", as_t(self.energy_mix))
+        self.register_buffer("u", as_t(self.untuned_mix))
+        self.register_buffer("k_sur", as_t(self.surround_strength))
+        self.register_buffer("k_cross", as_t(self.cross_strength))
+        self.register_buffer("base", as_t(self.baseline))
+        for name in ("s0", "c0", "d0", "gain"):
+            self.register_buffer(name, torch.ones(N))
+
+        if calibration_images is None:
+            raw = natural_images(600, seed=[int(seed), 7919], height=height, width=width)
+            calibration_images = (raw - raw.mean()) / raw.std()
+        self.calibrate(torch.as_tensor(np.asarray(calibration_images), dtype=torch.float32))
+
+    # ------------------------------------------------------------------------------------------
+    def energy_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Orientation-untuned local energy ``sum_theta |x * h_theta|^2`` of images (B, 1, H, W)
+        on the stride-2 grid: ``(B, (H/2) * (W/2))`` (rows 0, 2, ..., columns 0, 2, ...)."""
+        pr, pc = self.pad_rows, self.pad_cols
+        xp = F.pad(x[:, 0], (pc, pc, pr, pr))
+        Hp, Wp = xp.shape[-2:]
+        X = torch.fft.fft2(xp)
+        X = X[:, self._rows.to(X.device)][:, :, self._cols.to(X.device)]  # central half spectrum
+        R = torch.fft.ifft2(X[:, None] * self.energy_kernels[None]) * 0.25  # (B, O, Hp/2, Wp/2)
+        E = (R.real ** 2 + R.imag ** 2).sum(1)
+        E = E[:, pr // 2:pr // 2 + self.height // 2, pc // 2:pc // 2 + self.width // 2]
+        return E.reshape(x.shape[0], -1)
+
+    def _components(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2:] != (self.height, self.width):
+            raise ValueError(f"VirtualV1 expects images (B, 1, {self.height}, {self.width}); "
+                             f"got {tuple(x.shape)}")
+        x = x.to(self.filters.dtype)
+        B, N = x.shape[0], self.n_neurons
+        L = (x.reshape(B, -1) @ self.filters.T).view(B, 4, N)
+        Le, Lo, Lpe, Lpo = L.unbind(1)
+        P = (self.energy_map(x) @ self.pool_weights.T).clamp_min(0).view(B, 2, N)
+        tuned = (1 - self.m) * F.relu(Le) + self.m * torch.sqrt(Le ** 2 + Lo ** 2 + _EPS)
+        untuned = torch.sqrt(P[:, 0] + _EPS)
+        drive = (1 - self.u) * tuned + self.u * untuned
+        S = torch.sqrt(P[:, 1] + _EPS)
+        C = torch.sqrt(Lpe ** 2 + Lpo ** 2 + _EPS)
+        return drive, S, C
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        drive, S, C = self._components(x)
+        z = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0) / self.d0
+        return self.base + self.gain * z ** EXPONENT
+
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor, batch_size: int = 250) -> None:
+        """Set s0, c0 (median pools), d0 and gain (mean rate = target_mean) on ``images``."""
+        images = images.to(self.filters.device)
+        parts = [self._components(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        drive, S, C = (torch.cat(p) for p in zip(*parts))
+        self.s0.copy_(S.median(0).values)
+        self.c0.copy_(C.median(0).values)
+        v = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0)
+        self.d0.copy_(v.mean(0))
+        zp = (v / self.d0) ** EXPONENT
+        tm = torch.as_tensor(self.target_mean, dtype=torch.float32, device=self.s0.device)
+        self.gain.copy_((tm - self.base) / zp.mean(0))
+
+    @torch.no_grad()
+    def rates(self, images, batch_size: int = 256) -> np.ndarray:
+        """Noiseless rates (T, N) as numpy for standardized images (T, 1, H, W), in batches."""
+        dev = self.filters.device
+        out = []
+        for i in range(0, len(images), batch_size):
+            xb = torch.as_tensor(np.asarray(images[i:i + batch_size]), dtype=torch.float32).to(dev)
+            out.append(self(xb).cpu())
+        return torch.cat(out).numpy()
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def truth(self) -> pd.DataFrame:
+        """One row per neuron with every ground-truth parameter."""
+        return pd.DataFrame({
+            "unit_id": np.arange(1, self.n_neurons + 1),
+            "type": self.types,
+            "rf_x": self.rf_positions[:, 0], "rf_y": self.rf_positions[:, 1],
+            "orientation": self.preferred_orientations,
+            "sf": self.spatial_frequencies, "size": self.sizes, "phase": self.phases,
+            "energy_mix": self.energy_mix, "untuned_mix": self.untuned_mix,
+            "surround_strength": self.surround_strength, "cross_strength": self.cross_strength,
+            "dog_sigma_center": self.dog_sigma_center, "dog_sigma_surround": self.dog_sigma_surround,
+            "dog_a_surround": self.dog_a_surround,
+            "baseline": self.baseline, "target_mean": self.target_mean,
+            "gain": self.gain.detach().cpu().numpy().astype(np.float64),
+            "exponent": np.full(self.n_neurons, EXPONENT),
+        })
+
+
+# ----------------------------------------------------------------------------------------------
+# scans
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class SimulatedScan:
+    """One simulated scan in Sensorium's layout. T trials, N neurons."""
+    name: str                       # "animal_id-session-scan_idx", e.g. "90001-1-1"
+    animal_id: int
+    session: int
+    scan_idx: int
+    images: np.ndarray              # (T, 1, 36, 64) float32, raw [0, 255]
+    responses: np.ndarray           # (T, N) float32 Poisson counts
+    rates: np.ndarray               # (T, N) float32 noiseless expected counts
+    tiers: np.ndarray               # (T,) str: "train" / "validation" / "test"
+    image_ids: np.ndarray           # (T,) int64
+    model: VirtualV1
+    pixel_mean: float
+    pixel_std: float
+    unit_ids: np.ndarray            # (N,) int64
+    cell_motor_coordinates: np.ndarray  # (N, 3) float32, um
+    area: np.ndarray                # (N,) str "V1"
+    layer: np.ndarray               # (N,) str "L2/3"
+    truth: pd.DataFrame = field(repr=False, default=None)
+
+    def standardized(self) -> np.ndarray:
+        """The images as the model saw them: (raw - pixel_mean) / pixel_std."""
+        return (self.images - self.pixel_mean) / self.pixel_std
+
+
+def simulate_scans(n_scans: int = 2, n_neurons: int = 300, n_train: int = 4000,
+                   n_validation: int = 500, n_test_images: int = 100, n_repeats: int = 10,
+                   seed: int = 0, device=None) -> list[SimulatedScan]:
+    """Simulate ``n_scans`` scans of a virtual V1 (see the module docstring).
+
+    Per scan: ``n_train + n_validation + n_test_images * n_repeats`` trials, shuffled; its own
+    images and its own population of ``n_neurons`` (equal numbers per type).
+    """
+    scans = []
+    for s in range(n_scans):
+        rng = np.random.default_rng([int(seed), s, 1])
+        n_unique = n_train + n_validation + n_test_images
+        raw = natural_images(n_unique, seed=[int(seed), s, 2])
+        tier_u = np.array(["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test_images)
+        pixel_mean = float(raw[:n_train].mean()) if n_train else float(raw.mean())
+        pixel_std = float(raw[:n_train].std()) if n_train else float(raw.std())
+        model = VirtualV1(n_neurons, seed=int(seed) * 1000 + s)
+        if device is not None:
+            model = model.to(device)
+        rates_u = model.rates((raw - pixel_mean) / pixel_std)
+        trial_img = np.concatenate([np.arange(n_train + n_validation),
+                                    np.repeat(np.arange(n_train + n_validation, n_unique), n_repeats)])
+        trial_img = rng.permutation(trial_img)
+        rates = rates_u[trial_img].astype(np.float32)
+        responses = rng.poisson(rates).astype(np.float32)
+        animal_id, session, scan_idx = 90001 + s, 1, 1
+        rf = model.rf_positions
+        coords = np.stack([15.0 * rf[:, 0] + rng.normal(0, 20, n_neurons),
+                           15.0 * rf[:, 1] + rng.normal(0, 20, n_neurons),
+                           rng.uniform(180, 300, n_neurons)], 1).astype(np.float32)
+        unit_ids = np.arange(1, n_neurons + 1, dtype=np.int64)
+        truth = model.truth
+        truth.insert(0, "scan", f"{animal_id}-{session}-{scan_idx}")
+        scans.append(SimulatedScan(
+            name=f"{animal_id}-{session}-{scan_idx}", animal_id=animal_id, session=session,
+            scan_idx=scan_idx, images=raw[trial_img], responses=responses, rates=rates,
+            tiers=tier_u[trial_img], image_ids=(s * 100000 + trial_img).astype(np.int64),
+            model=model, pixel_mean=pixel_mean, pixel_std=pixel_std, unit_ids=unit_ids,
+            cell_motor_coordinates=coords, area=np.array(["V1"] * n_neurons),
+            layer=np.array(["L2/3"] * n_neurons), truth=truth))
+    return scans
+
+
+def oracle_correlation(responses: np.ndarray, image_ids: np.ndarray, tiers: np.ndarray | None = None,
+                       tier: str = "test") -> np.ndarray:
+    """Leave-one-out oracle correlation per neuron (N,) over the repeated images of ``tier``:
+    the correlation of each single trial with the mean of the other repeats of its image."""
+    mask = np.ones(len(image_ids), bool) if tiers is None else (np.asarray(tiers) == tier)
+    r, ids = np.asarray(responses, np.float64)[mask], np.asarray(image_ids)[mask]
+    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    if (counts < 2).any():
+        keep = counts[inv] >= 2
+        r, ids = r[keep], ids[keep]
+        uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(uniq), r.shape[1]))
+    np.add.at(sums, inv, r)
+    loo = (sums[inv] - r) / (counts[inv] - 1)[:, None]
+    rc, lc = r - r.mean(0), loo - loo.mean(0)
+    den = np.sqrt((rc ** 2).sum(0) * (lc ** 2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rc * lc).sum(0) / den, np.nan)
+
+
+def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
+    """Write each scan as a Sensorium folder ``out_dir/static{animal}-{session}-{scan_idx}-VirtualV1/``
+    (via ``v1twin.sensorium.write_sensorium``) and all neurons' ground truth to
+    ``out_dir/truth.csv`` (one row per neuron, ``scan`` column = scan name). Returns the folders."""
+    from v1twin.sensorium import write_sensorium
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for sc in scans:
+        folder = out_dir / f"static{sc.animal_id}-{sc.session}-{sc.scan_idx}-VirtualV1"
+        write_sensorium(folder, images=sc.images, responses=sc.responses, tiers=sc.tiers,
+                        image_ids=sc.image_ids, unit_ids=sc.unit_ids,
+                        cell_motor_coordinates=sc.cell_motor_coordinates, area=sc.area,
+                        layer=sc.layer, animal_id=sc.animal_id, session=sc.session,
+                        scan_idx=sc.scan_idx)
+        folders.append(folder)
+    truth = pd.concat([sc.truth if sc.truth is not None else sc.model.truth.assign(scan=sc.name)
+                       for sc in scans], ignore_index=True)
+    truth.to_csv(out_dir / "truth.csv", index=False)
+    return folders
