@@ -23,7 +23,7 @@ import datajoint as dj  # noqa: E402
 
 from . import connection  # noqa: E402
 
-STAGES = ("recording",)
+STAGES = ("recording", "model", "clustering")
 
 
 def new_schema() -> dj.Schema:

@@ -1,0 +1,216 @@
+"""Bar codes to functional clusters: Readout -> Alignment -> Clustering, and the t-SNE Embedding.
+
+Each ``make`` fetches its inputs, calls :mod:`clustering`, and inserts. Per-neuron results are
+part rows keyed by the neuron (``scan_key``, ``unit_id``), so they join with every other table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import clustering as cl
+
+from . import codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from .model import config_hash
+
+schema = new_schema()
+
+
+@schema
+class Readout(dj.Computed):
+    definition = """
+    # each neuron's bar code (readout feature weights) and RF position from a trained twin
+    -> model.TrainedModel
+    ---
+    features        : int32         # F
+    orientations    : int32         # O
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        barcode         : <array>   # (F, O) float32, feature-major (twin.core)
+        rf_x            : float32   # canvas pixels (column)
+        rf_y            : float32   # canvas pixels (row)
+        """
+
+    def make(self, key):
+        twin = model.load_model(key, device="cpu")
+        rows = []
+        for scan in twin.readouts:
+            unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays("unit_id", order_by="neuron_idx")
+            codes, rf = twin.barcodes(scan), twin.rf_positions(scan)
+            rows += [dict(key, scan_key=scan, unit_id=int(u), barcode=c.astype(np.float32), rf_x=p[0], rf_y=p[1])
+                     for u, c, p in zip(unit_ids, codes, rf)]
+        f, o = rows[0]["barcode"].shape
+        self.insert1(dict(key, features=f, orientations=o))
+        self.Unit.insert(rows)
+
+
+def fetch_barcodes(key: dict) -> tuple[list[dict], np.ndarray]:
+    """Neuron keys (scan_key, unit_id) and bar codes (N, F, O) of a Readout, in a fixed order."""
+    scans, units, codes = (Readout.Unit & key).to_arrays("scan_key", "unit_id", "barcode", order_by=("scan_key", "unit_id"))
+    return [dict(scan_key=s, unit_id=int(u)) for s, u in zip(scans, units)], np.stack(codes)
+
+
+@schema
+class AlignmentParams(dj.Lookup):
+    definition = """
+    # CyclicAligner parameters (ICLR Eq. 5 and the beta sweep), deduplicated by hash
+    alignment_hash  : char(32)
+    ---
+    params          : json          # keyword arguments of clustering.CyclicAligner
+    """
+
+    @classmethod
+    def add(cls, **params) -> dict:
+        defaults = {"n_betas": 20, "min_temperature": 5.0, "metric": "euclidean", "random_state": 0}
+        unknown = set(params) - set(defaults) - {"max_iter", "refine_iter", "lr"}
+        if unknown:
+            raise KeyError(f"unknown alignment parameters {sorted(unknown)}")
+        params = {**defaults, **params}
+        key = {"alignment_hash": config_hash(params)}
+        cls.insert1(dict(key, params=params), skip_duplicates=True)
+        return key
+
+
+def aligner(params: dict) -> cl.CyclicAligner:
+    p = dict(params)
+    betas = np.logspace(-3, 1, p.pop("n_betas"))
+    return cl.CyclicAligner(betas=betas, **p)
+
+
+@schema
+class Alignment(dj.Computed):
+    definition = """
+    # bar codes rotated to a canonical orientation (von Mises relaxation, beta sweep)
+    -> Readout
+    -> AlignmentParams
+    ---
+    temperature     : float32       # T of the chosen fit
+    beta            : float32       # beta of the chosen fit
+    losses          : <blob>        # per beta: structured array (beta, temperature, eq3, eq5, n_iter)
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Readout.Unit
+        ---
+        angle           : float32   # radians; rotating the bar code by it aligns it
+        aligned         : <array>   # (F, O) float32
+        """
+
+    def make(self, key):
+        neurons, codes = fetch_barcodes(key)
+        fitted = aligner((AlignmentParams & key).fetch1("params")).fit(codes)
+        aligned = fitted.transform(codes)
+        self.insert1(dict(key, temperature=fitted.temperature_, beta=fitted.beta_, losses=fitted.losses_))
+        self.Unit.insert(dict(key, **n, angle=a, aligned=np.asarray(x, np.float32))
+                         for n, a, x in zip(neurons, fitted.angles_, aligned))
+
+
+def fetch_aligned(key: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Neuron keys, aligned bar codes (N, F, O) and angles (N,) of an Alignment."""
+    scans, units, codes, angles = (Alignment.Unit & key).to_arrays(
+        "scan_key", "unit_id", "aligned", "angle", order_by=("scan_key", "unit_id"))
+    return [dict(scan_key=s, unit_id=int(u)) for s, u in zip(scans, units)], np.stack(codes), angles
+
+
+@schema
+class ClusteringParams(dj.Lookup):
+    definition = """
+    clustering_hash : char(32)
+    ---
+    method          : enum('gmm', 'kmeans')  # gmm: spherical covariances
+    n_clusters      : int32
+    seed            : int32
+    heldout_max_k   : int32         # held-out likelihood curve over k = 2..heldout_max_k
+    """
+
+    @classmethod
+    def add(cls, method: str = "kmeans", n_clusters: int = 6, seed: int = 0, heldout_max_k: int = 12) -> dict:
+        params = dict(method=method, n_clusters=int(n_clusters), seed=int(seed), heldout_max_k=int(heldout_max_k))
+        if method not in ("gmm", "kmeans"):
+            raise ValueError(f"method must be 'gmm' or 'kmeans', got {method!r}")
+        key = {"clustering_hash": config_hash(params)}
+        cls.insert1(dict(key, **params), skip_duplicates=True)
+        return key
+
+
+@schema
+class Clustering(dj.Computed):
+    definition = """
+    # clusters of aligned bar codes, held-out likelihood over k, and the cluster confusion matrix
+    -> Alignment
+    -> ClusteringParams
+    ---
+    centres         : <array>       # (k, F, O) cluster means of the aligned bar codes
+    heldout_k       : <array>       # (K,) numbers of clusters tried
+    heldout_ll      : <array>       # (K,) held-out GMM log-likelihood per neuron (nats)
+    confusion       : <array>       # (k, k) correlation of cluster-mean neurons over train images
+    block           : <array>       # (k,) block of each cluster at correlation 0.5
+    block_order     : <array>       # (k,) cluster order that puts blocks together
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Alignment.Unit
+        ---
+        cluster         : int32
+        """
+
+    def make(self, key):
+        p = (ClusteringParams & key).fetch1()
+        neurons, aligned, _ = fetch_aligned(key)
+        labels, centres = cl.fit_clusters(aligned, p["method"], p["n_clusters"], random_state=p["seed"])
+        ks = np.arange(2, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
+        ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"])
+        confusion = cl.cluster_confusion(centre_features(key), centres)
+        order, block = cl.greedy_blocks(confusion, threshold=0.5)
+        self.insert1(dict(key, centres=centres.astype(np.float32), heldout_k=ks, heldout_ll=ll,
+                          confusion=confusion, block=np.asarray(block), block_order=np.asarray(order)))
+        self.Unit.insert(dict(key, **n, cluster=int(c)) for n, c in zip(neurons, labels))
+
+
+def centre_features(key: dict, max_images: int = 2000) -> np.ndarray:
+    """Core output (n_images, F, O) at the canvas centre for the model's training images."""
+    twin = model.load_model(key, device="cpu")
+    scan = sorted(twin.readouts)[0]
+    arrays = recording.load_scan(scan)
+    images = arrays["images"][arrays["tiers"] == "train"][:max_images]
+    with torch.no_grad():
+        out = twin.core(torch.from_numpy(twin.standardize(images)))
+    h, w = out.shape[-2:]
+    f, o = twin.core.features[-1], twin.core.orientations
+    return out[:, :, h // 2, w // 2].reshape(-1, f, o).numpy()
+
+
+@schema
+class Embedding(dj.Computed):
+    definition = """
+    # 2-D t-SNE (openTSNE) of the aligned bar codes
+    -> Alignment
+    ---
+    perplexity      : float32
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Alignment.Unit
+        ---
+        x               : float32
+        y               : float32
+        """
+
+    def make(self, key):
+        neurons, aligned, _ = fetch_aligned(key)
+        perplexity = float(min(30, max(2, (len(aligned) - 1) // 3)))
+        xy = cl.tsne_embedding(aligned, random_state=0, perplexity=perplexity)
+        self.insert1(dict(key, perplexity=perplexity))
+        self.Unit.insert(dict(key, **n, x=p[0], y=p[1]) for n, p in zip(neurons, xy))

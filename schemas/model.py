@@ -1,0 +1,208 @@
+"""The twin: hyper-parameter sets, trained models with per-neuron metrics, and the GLM baseline.
+
+``TrainedModel`` stores the weights (a dict of arrays) and the architecture (``Twin.config``),
+so :func:`load_model` rebuilds the model without any data loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import torch
+
+from twin.data import ScanData
+from twin.glm import PoissonGLM
+from twin.metrics import evaluate, single_trial_correlation
+from twin.model import Twin
+from twin.presets import get_preset
+from twin.training import TrainConfig, build_model, fit
+
+from . import codecs, dj, new_schema, recording  # noqa: F401  (codecs registers <array>)
+
+schema = new_schema()
+
+
+def config_hash(config: dict) -> str:
+    """md5 of the canonical JSON of a parameter set: equal parameters, equal key."""
+    return hashlib.md5(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+@schema
+class ModelConfig(dj.Lookup):
+    definition = """
+    # architecture + training hyper-parameters, deduplicated by hash
+    model_hash      : char(32)
+    ---
+    preset          : varchar(32)   # preset it started from ('custom' if none)
+    config          : json          # {"core": ..., "readout": ..., "train": TrainConfig}
+    """
+
+    @classmethod
+    def add(cls, preset: str = "cpu", **train_overrides) -> dict:
+        """Insert a preset (with optional TrainConfig overrides); returns its key."""
+        p = get_preset(preset)
+        train = {**p.train.to_dict(), **train_overrides}
+        unknown = set(train) - set(TrainConfig().to_dict())
+        if unknown:
+            raise KeyError(f"unknown training parameters {sorted(unknown)}")
+        config = {"core": _jsonable(p.core), "readout": p.readout, "train": train}
+        key = {"model_hash": config_hash(config)}
+        cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
+        return key
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@schema
+class Dataset(dj.Manual):
+    definition = """
+    # the scans one model is fitted to (one shared core, a readout per scan)
+    dataset_hash    : char(32)      # md5 of the sorted scan keys
+    ---
+    n_scans         : int32
+    """
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan
+        """
+
+    @classmethod
+    def add(cls, scan_keys: list[str] | None = None) -> dict:
+        """Insert the set of scans (default: every imported scan); returns its key."""
+        scans = sorted(scan_keys or recording.Scan().to_arrays("scan_key"))
+        if not scans:
+            raise ValueError(f"no scans: {recording.Scan.full_table_name} is empty; import recordings first")
+        missing = [s for s in scans if not recording.Scan & {"scan_key": s}]
+        if missing:
+            raise KeyError(f"scans {missing} are not in {recording.Scan.full_table_name}")
+        key = {"dataset_hash": config_hash({"scans": scans})}
+        with cls.connection.transaction:
+            if not cls & key:
+                cls.insert1(dict(key, n_scans=len(scans)))
+                cls.Member.insert(dict(key, scan_key=s) for s in scans)
+        return key
+
+
+def load_scans(dataset_key: dict) -> list[ScanData]:
+    """Every member scan as a ScanData (name = scan key)."""
+    keys = (Dataset.Member & dataset_key).to_arrays("scan_key", order_by="scan_key")
+    return [ScanData(name=k, **_model_fields(recording.load_scan(k))) for k in keys]
+
+
+def _model_fields(arrays: dict) -> dict:
+    return {f: arrays[f] for f in ("images", "responses", "tiers", "image_ids")}
+
+
+@schema
+class TrainedModel(dj.Computed):
+    definition = """
+    # a twin fitted to a dataset, with its weights
+    -> Dataset
+    -> ModelConfig
+    ---
+    architecture    : json          # Twin.config: rebuilds the model without data
+    weights         : <blob>        # state_dict as {name: array}
+    device          : varchar(32)   # where it was trained
+    epochs          : int32
+    train_seconds   : float32
+    best_val_corr   : float32       # mean single-trial validation correlation
+    test_corr       : float32       # median over neurons
+    feve            : float32       # median over neurons
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        test_corr       : float32   # single-trial test correlation
+        corr_to_avg     : float32   # correlation to the mean over repeats
+        oracle_corr     : float32   # leave-one-out over repeats
+        feve            : float32   # fraction of explainable variance explained
+        rf_x            : float32   # readout RF centre, canvas pixels (column)
+        rf_y            : float32   # (row)
+        """
+
+    def make(self, key):
+        config = (ModelConfig & key).fetch1("config")
+        scans = load_scans(key)
+        train = TrainConfig(**config["train"])
+        model = build_model(config, scans, seed=train.seed)
+        t0 = time.perf_counter()
+        history = fit(model, scans, train, progress=True)
+        seconds = time.perf_counter() - t0
+        units, metrics = _unit_rows(key, model, scans)
+        self.insert1(dict(
+            key, architecture=model.config,
+            weights={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+            device=str(history["device"]), epochs=len(history["epoch"]), train_seconds=seconds,
+            best_val_corr=history["best_val_corr"],
+            test_corr=float(np.nanmedian(metrics["test_correlation"])),
+            feve=float(np.nanmedian(metrics["feve"])),
+        ))
+        self.Unit.insert(units)
+
+
+def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict], dict]:
+    """Per-neuron metric rows for the Unit part, and the metrics concatenated over scans."""
+    rows, allm = [], []
+    for scan in scans:
+        m = evaluate(model, scan)
+        unit_ids = (recording.Scan.Neuron & {"scan_key": scan.name}).to_arrays("unit_id", order_by="neuron_idx")
+        rf = model.rf_positions(scan.name)
+        for i, unit in enumerate(unit_ids):
+            rows.append(dict(
+                key, scan_key=scan.name, unit_id=int(unit),
+                test_corr=m["test_correlation"][i], corr_to_avg=m["correlation_to_average"][i],
+                oracle_corr=m["oracle_correlation"][i], feve=m["feve"][i],
+                rf_x=rf[i, 0], rf_y=rf[i, 1],
+            ))
+        allm.append(m)
+    return rows, {k: np.concatenate([m[k] for m in allm]) for k in allm[0]}
+
+
+def load_model(key: dict, device: str | None = None) -> Twin:
+    """Rebuild a stored twin (eval mode) on `device` (default: cuda if available)."""
+    architecture, weights = (TrainedModel & key).fetch1("architecture", "weights")
+    model = Twin.from_config(architecture)
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+@schema
+class GLM(dj.Computed):
+    definition = """
+    # per-neuron Poisson GLM on the pixels (log link, L2 chosen by cross-validation)
+    -> recording.Scan
+    ---
+    downsample      : int32         # image downsampling factor before the GLM
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        test_corr       : float32   # single-trial test correlation
+        alpha           : float32   # L2 penalty chosen by cross-validation
+        """
+
+    def make(self, key):
+        arrays = recording.load_scan(key["scan_key"])
+        scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
+        glm = PoissonGLM().fit(scan)
+        test = scan.select("test")
+        corr = single_trial_correlation(glm.predict(test.images), test.responses)
+        self.insert1(dict(key, downsample=glm.downsample))
+        self.Unit.insert(
+            dict(key, unit_id=int(u), test_corr=c, alpha=a)
+            for u, c, a in zip(arrays["unit_ids"], corr, glm.alpha_)
+        )

@@ -1,0 +1,109 @@
+"""Pipeline parameters: a preset (``cpu`` or ``paper``) overridden by a TOML file.
+
+Every parameter, its default per preset and its meaning is listed in :data:`PARAMETERS`;
+``v1twin populate --config FILE`` reads a file such as::
+
+    [model]
+    max_epochs = 20
+    [clustering]
+    method = "gmm"
+    n_clusters = 10
+
+An unknown section or key, or a value of the wrong type, is refused with an error that names
+it, before anything runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+# section -> key -> (cpu default, paper default, help)
+PARAMETERS: dict[str, dict[str, tuple]] = {
+    "model": {
+        "preset": ("cpu", "paper", "twin.presets architecture: 'cpu' (small core) or 'paper' (16x8, kernels 13,5,5)"),
+        "max_epochs": (30, 200, "upper bound on training epochs (early stopping on validation correlation)"),
+        "patience": (3, 5, "epochs without improvement before a learning-rate decay"),
+        "lr": (1e-2, 5e-3, "initial Adam learning rate"),
+        "batch_size": (64, 64, "trials per scan per step"),
+        "seed": (0, 0, "seeds initialisation and batch order"),
+    },
+    "alignment": {
+        "n_betas": (6, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),
+        "min_temperature": (5.0, 5.0, "fits with T at or below this are not eligible (ICLR: 5)"),
+        "max_iter": (300, 2000, "Adam steps per beta"),
+        "random_state": (0, 0, "seeds pair sampling"),
+    },
+    "clustering": {
+        "method": ("kmeans", "kmeans", "'kmeans' (DT: 50 clusters) or 'gmm' (spherical covariances)"),
+        "n_clusters": (6, 50, "number of clusters"),
+        "seed": (0, 0, "random state of the clustering"),
+        "heldout_max_k": (12, 60, "held-out GMM likelihood is computed for k = 2..heldout_max_k"),
+    },
+    "insilico": {
+        "grid": ("cpu", "paper", "Gabor/DoG search grid size: 'cpu' (hundreds of stimuli) or 'paper'"),
+        "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
+        "mei_norm": (10.0, 10.0, "L2 norm of every MEI (standardized units)"),
+        "energies": ([4.0, 8.0, 16.0], [2.0, 4.0, 8.0, 16.0, 32.0], "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17)"),
+    },
+}
+
+PRESETS = ("cpu", "paper")
+
+
+class ConfigError(ValueError):
+    """A config file with an unknown key or a value of the wrong type."""
+
+
+def defaults(preset: str = "cpu") -> dict[str, dict]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+    column = PRESETS.index(preset)
+    return {section: {key: spec[column] for key, spec in keys.items()} for section, keys in PARAMETERS.items()}
+
+
+def load(path: str | Path | None = None, preset: str = "cpu") -> dict[str, dict]:
+    """The preset's parameters, overridden by the TOML file at ``path`` (if any)."""
+    config = defaults(preset)
+    if path is None:
+        return config
+    path = Path(path)
+    try:
+        overrides = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such file") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    for section, values in overrides.items():
+        if section not in PARAMETERS:
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {sorted(PARAMETERS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in PARAMETERS[section]:
+                raise ConfigError(f"{path}: unknown key {section}.{key}; known: {sorted(PARAMETERS[section])}")
+            config[section][key] = _checked(path, section, key, value, config[section][key])
+    return config
+
+
+def _checked(path: Path, section: str, key: str, value, default):
+    """The value, if it has the default's type (an int is accepted for a float)."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is list and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return [float(v) for v in value]
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{path}: {section}.{key} = {value!r} is a {type(value).__name__}, expected {expected.__name__}"
+        )
+    return value
+
+
+def describe() -> str:
+    """A table of every parameter with both presets' defaults, for ``--help`` and the README."""
+    lines = [f"{'parameter':28} {'cpu':>14} {'paper':>14}  meaning"]
+    for section, keys in PARAMETERS.items():
+        for key, (cpu, paper, text) in keys.items():
+            lines.append(f"{section + '.' + key:28} {str(cpu):>14} {str(paper):>14}  {text}")
+    return "\n".join(lines)

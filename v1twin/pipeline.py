@@ -1,0 +1,66 @@
+"""The pipeline's stages, in dependency order, and how to populate them.
+
+``v1twin populate [STAGE...]`` (one process) and ``v1twin worker [STAGE...]`` (any number of
+processes on any number of machines sharing one database, with DataJoint's job reservation)
+both come here. Parameter sets from the config are inserted first, so that each stage's
+``key_source`` holds the work to do; populate restricts itself to the config's keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+STAGES: dict[str, tuple[str, ...]] = {
+    "model": ("model.TrainedModel", "model.GLM"),
+    "clustering": ("clustering.Readout", "clustering.Alignment", "clustering.Clustering", "clustering.Embedding"),
+}
+
+
+def tables(stages=None) -> list:
+    """The computed tables of the named stages (default: all), in dependency order."""
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise KeyError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+    out = []
+    for stage in STAGES:  # dependency order, whatever order they were named in
+        if stage in stages:
+            for name in STAGES[stage]:
+                module, table = name.split(".")
+                out.append(getattr(importlib.import_module(f"schemas.{module}"), table)())
+    return out
+
+
+def add_parameters(config: dict) -> dict:
+    """Insert the config's parameter sets (idempotent); returns the restriction selecting them."""
+    from schemas import clustering, model
+
+    m = dict(config["model"])
+    restriction = dict(model.ModelConfig.add(m.pop("preset"), **m))
+    restriction.update(model.Dataset.add())
+    restriction.update(clustering.AlignmentParams.add(**config["alignment"]))
+    restriction.update(clustering.ClusteringParams.add(**config["clustering"]))
+    return restriction
+
+
+def populate(config: dict, stages=None, reserve_jobs: bool = False, restrict: bool = True) -> dict[str, dict]:
+    """Populate every table of the stages in order; returns DataJoint's result per table.
+
+    With ``reserve_jobs`` each key is reserved in the table's job queue before its ``make``,
+    so concurrent workers never compute the same key twice. Errors are recorded in the job
+    table (see ``v1twin jobs``) rather than stopping the other keys.
+    """
+    restriction = add_parameters(config)
+    results = {}
+    for table in tables(stages):
+        keys = [_restriction_for(table, restriction)] if restrict else []
+        results[table.__class__.__name__] = table.populate(
+            *keys, reserve_jobs=reserve_jobs, display_progress=True, suppress_errors=reserve_jobs,
+        )
+    return results
+
+
+def _restriction_for(table, restriction: dict) -> dict:
+    """The part of the restriction that names attributes of the table's key source."""
+    names = set(table.key_source.primary_key)
+    return {k: v for k, v in restriction.items() if k in names}
