@@ -1,0 +1,112 @@
+"""Hermite basis rotations and the rotation-equivariant core."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from twin.core import RotationEquivariantCore
+from twin.hermite import hermite_basis, n_basis, rotation_matrices, rotation_matrix, synthesize
+
+
+def test_basis_shape_and_orthonormality():
+    basis = hermite_basis(41, 5, sigma=4.0)
+    assert basis.shape == (n_basis(5), 41, 41) == (15, 41, 41)
+    flat = basis.reshape(15, -1)
+    # Orthonormal in the continuum; on a fine grid the Gram matrix is sigma^2 * identity.
+    np.testing.assert_allclose(flat @ flat.T / 4.0**2, np.eye(15), atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [13, 12])
+def test_rotation_by_90_degrees_is_exact(size):
+    rng = np.random.default_rng(0)
+    basis = hermite_basis(size, 6)
+    c = rng.normal(size=n_basis(6))
+    image = synthesize(c, basis)
+    rotated = synthesize(rotation_matrix(np.pi / 2, 6) @ c, basis)
+    np.testing.assert_allclose(rotated, np.rot90(image, 1), atol=1e-12)
+    assert not np.allclose(rotated, image, atol=1e-3)
+
+
+def test_rotation_by_arbitrary_angle_matches_resampled_image():
+    rng = np.random.default_rng(1)
+    basis = hermite_basis(81, 4, sigma=8.0)  # finely sampled, all support inside the patch
+    c = rng.normal(size=n_basis(4))
+    image = synthesize(c, basis)
+    expected = ndimage.rotate(image, 30.0, reshape=False, order=3)  # counter-clockwise as displayed
+    rotated = synthesize(rotation_matrix(np.deg2rad(30.0), 4) @ c, basis)
+    assert np.abs(rotated - expected).max() < 1e-2 * np.abs(image).max()
+    assert np.abs(image - expected).max() > 0.1 * np.abs(image).max()
+
+
+def test_rotation_matrices_form_a_cyclic_orthogonal_group():
+    mats = rotation_matrices(8, 5)
+    np.testing.assert_allclose(mats[0], np.eye(15), atol=1e-12)
+    np.testing.assert_allclose(mats[1] @ mats[1].T, np.eye(15), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.matrix_power(mats[1], 3), mats[3], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.matrix_power(mats[1], 8), np.eye(15), atol=1e-12)
+
+
+def _random_eval_core(orientations, seed=0):
+    torch.manual_seed(seed)
+    core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3))
+    for norm in core.norms:  # non-trivial batch-norm statistics, shared across orientations
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.normal_()
+        norm.bias.data.normal_()
+    return core.eval()
+
+
+@pytest.mark.parametrize("orientations", [8, 4])
+def test_core_is_equivariant_to_90_degree_rotation(orientations):
+    core = _random_eval_core(orientations)
+    x = torch.randn(2, 1, 19, 19)
+    with torch.no_grad():
+        out = core(x)
+        out_rot = core(torch.rot90(x, 1, dims=(-2, -1)))
+    b, c, h, w = out.shape
+    assert (c, h, w) == (2 * orientations, 19, 19)  # 'same' padding, F_last * O channels
+    k = orientations // 4  # 90 degrees counter-clockwise = k steps of 2*pi/O
+    # out(rot x)[:, f, o] == rot(out(x))[:, f, (o - k) % O]: roll forward along the orientation axis.
+    expected = torch.roll(torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w), k, dims=2)
+    scale = out.abs().max()
+    assert torch.allclose(out_rot.view(b, -1, orientations, h, w), expected, atol=1e-4 * scale)
+    # Not trivially invariant: the spatial rotation alone, without the shift, does not match.
+    unshifted = torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w)
+    assert (out_rot.view(b, -1, orientations, h, w) - unshifted).abs().max() > 1e-2 * scale
+
+
+def test_channel_order_is_feature_major():
+    torch.manual_seed(0)
+    core = RotationEquivariantCore(features=(3,), orientations=4, kernel_sizes=(7,)).eval()
+    with torch.no_grad():
+        core.convs[0].coefficients[1] = 0  # silence feature 1 in all orientations
+        out = core(torch.randn(1, 1, 15, 15))
+    per_channel = (out - out.mean(dim=(2, 3), keepdim=True)).abs().amax(dim=(0, 2, 3))
+    silent = per_channel < 1e-6
+    # Feature-major: channels f*O + o, so feature 1 is the contiguous block 4..7.
+    assert silent.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+
+
+def test_filters_of_orientation_o_are_rotated_copies():
+    torch.manual_seed(0)
+    core = RotationEquivariantCore(features=(2,), orientations=4, kernel_sizes=(9,))
+    filt = core.convs[0].filters().detach().view(2, 4, 9, 9)  # (F, O, S, S)
+    for o in range(4):
+        assert torch.allclose(filt[:, o], torch.rot90(filt[:, 0], o, dims=(-2, -1)), atol=1e-5)
+
+
+def test_core_rejects_even_kernels_and_mismatched_lengths():
+    with pytest.raises(ValueError, match="odd"):
+        RotationEquivariantCore(features=(2,), kernel_sizes=(4,))
+    with pytest.raises(ValueError, match="differ in length"):
+        RotationEquivariantCore(features=(2, 2), kernel_sizes=(5,))
+
+
+def test_image_layer_fast_path_equals_convolution_with_synthesized_filters():
+    torch.manual_seed(0)
+    conv = RotationEquivariantCore(features=(3,), orientations=8, kernel_sizes=(9,)).convs[0]
+    x = torch.randn(2, 1, 12, 17)
+    direct = torch.nn.functional.conv2d(x, conv.filters(), padding=4)
+    assert torch.allclose(conv(x), direct, atol=1e-5)

@@ -1,0 +1,147 @@
+"""Rotation-equivariant convolutional core (Ecker et al. 2019).
+
+Each layer has F features in O orientations. A filter is a vector of 2D Hermite
+coefficients (`twin.hermite`); its O copies are the filter rotated by 2*pi*o/O,
+o = 0..O-1, through the exact coefficient rotation matrix. Hidden layers also cyclically
+shift the orientation axis of their input channels, so that the whole core is equivariant.
+
+CHANNEL ORDER (the contract every reader of the core output uses): the core output
+(B, F*O, H, W) is FEATURE-MAJOR, channel ``c = f * O + o``; ``out.view(B, F, O, H, W)``
+gives (feature, orientation). Orientation o is the feature's filter rotated by 2*pi*o/O
+counter-clockwise as displayed.
+
+Equivariance: rotating the input counter-clockwise by 2*pi*k/O (k*90 degrees exactly on
+the pixel grid when O is a multiple of 4) rotates every feature map spatially and rolls the
+orientation axis forward: ``out(rot x)[:, f, o] == rot(out(x)[:, f, (o - k) % O])``,
+i.e. ``torch.roll(out.view(B, F, O, H, W), k, dims=2)``.
+
+Layers: conv -> batch norm (one per feature, shared by its O orientations) -> ELU,
+except the last layer, which has no ELU. 'same' zero padding: output H, W == input H, W.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hermite import hermite_basis, n_basis, rotation_matrices, synthesize
+
+__all__ = ["HermiteRotConv2d", "RotationEquivariantCore"]
+
+
+class HermiteRotConv2d(nn.Module):
+    """One rotation-equivariant convolution.
+
+    Args:
+        in_features: input features F_in (1 for the image; its orientation count is 1).
+        in_orientations: orientations of the input (1 for the image, O for hidden layers).
+        out_features: F_out.
+        orientations: O, the number of rotated copies of each output filter.
+        kernel_size: odd filter size S (pixels).
+        n_orders: Hermite orders; K = n_orders*(n_orders+1)/2 coefficients per filter.
+        sigma: Hermite width in pixels (default fits the kernel).
+
+    Input (B, F_in*O_in, H, W), feature-major; output (B, F_out*O, H, W), feature-major.
+    """
+
+    def __init__(self, in_features, in_orientations, out_features, orientations, kernel_size,
+                 n_orders, sigma=None):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.orientations = orientations
+        self.in_orientations = in_orientations
+        self.kernel_size = kernel_size
+        k = n_basis(n_orders)
+        # Derived from the constructor arguments, so not part of the state dict.
+        basis = hermite_basis(kernel_size, n_orders, sigma)
+        self.register_buffer("basis", torch.tensor(basis, dtype=torch.float32), persistent=False)
+        rotations = rotation_matrices(orientations, n_orders)
+        self.register_buffer("rotations", torch.tensor(rotations, dtype=torch.float32), persistent=False)
+        o, q = np.meshgrid(np.arange(orientations), np.arange(in_orientations), indexing="ij")
+        # Output orientation o reads input orientation q with base weights of (q - o) mod O_in.
+        self.register_buffer("shift_index", torch.tensor((q - o) % in_orientations), persistent=False)
+        # Unit-variance output for unit-variance input: ||filter|| ~ 1/sqrt(input channels).
+        basis_norm = self.basis.flatten(1).norm(dim=1).mean().item()
+        std = 1.0 / (basis_norm * np.sqrt(in_features * in_orientations * k))
+        self.coefficients = nn.Parameter(torch.randn(out_features, in_features, in_orientations, k) * std)
+
+    def rotated_coefficients(self) -> torch.Tensor:
+        """Hermite coefficients of all filters (F_out*O, F_in*O_in, K), both channel axes feature-major."""
+        w = torch.einsum("oKk,fiqk->foiqK", self.rotations, self.coefficients)  # (F_out, O, F_in, O_in, K)
+        f_out, o, f_in, o_in, k = w.shape
+        idx = self.shift_index.view(1, o, 1, o_in, 1).expand(f_out, -1, f_in, -1, k)
+        return torch.gather(w, 3, idx).reshape(f_out * o, f_in * o_in, k)
+
+    def filters(self) -> torch.Tensor:
+        """Spatial filters (F_out*O, F_in*O_in, S, S), both channel axes feature-major."""
+        return synthesize(self.rotated_coefficients(), self.basis)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F_in*O_in, H, W) -> (B, F_out*O, H, W), 'same' zero padding."""
+        pad = self.kernel_size // 2
+        if x.shape[1] == 1:  # image layer: convolve with the K basis functions, then mix (faster)
+            projections = F.conv2d(x, self.basis[:, None].to(x.dtype), padding=pad)  # (B, K, H, W)
+            return torch.einsum("ck,bkhw->bchw", self.rotated_coefficients()[:, 0], projections)
+        return F.conv2d(x, self.filters(), padding=pad)
+
+
+class RotationEquivariantCore(nn.Module):
+    """Stack of HermiteRotConv2d layers (see module doc for channel order and equivariance).
+
+    Args:
+        features: F per layer, e.g. (16, 16, 16).
+        orientations: O (all layers).
+        kernel_sizes: odd filter size per layer, e.g. (13, 5, 5).
+        n_hermite: Hermite orders per layer (int or tuple); default (S+1)//2 per layer.
+        momentum: batch-norm momentum.
+
+    forward: standardized images (B, 1, H, W) -> features (B, F_last*O, H, W).
+    """
+
+    def __init__(self, features=(16, 16, 16), orientations=8, kernel_sizes=(13, 5, 5),
+                 n_hermite=None, momentum=0.1):
+        super().__init__()
+        features, kernel_sizes = tuple(features), tuple(kernel_sizes)
+        if len(features) != len(kernel_sizes):
+            raise ValueError(f"features {features} and kernel_sizes {kernel_sizes} differ in length")
+        if n_hermite is None:
+            n_hermite = tuple((s + 1) // 2 for s in kernel_sizes)
+        elif isinstance(n_hermite, int):
+            n_hermite = (n_hermite,) * len(features)
+        self.features, self.orientations = features, orientations
+        self.kernel_sizes, self.n_hermite = kernel_sizes, tuple(n_hermite)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_f, in_o = 1, 1
+        for f, s, n in zip(features, kernel_sizes, self.n_hermite):
+            self.convs.append(HermiteRotConv2d(in_f, in_o, f, orientations, s, n))
+            self.norms.append(nn.BatchNorm3d(f, momentum=momentum))
+            in_f, in_o = f, orientations
+
+    @property
+    def out_channels(self) -> int:
+        """C = F_last * O."""
+        return self.features[-1] * self.orientations
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serializable)."""
+        return {"features": list(self.features), "orientations": self.orientations,
+                "kernel_sizes": list(self.kernel_sizes), "n_hermite": list(self.n_hermite),
+                "momentum": self.norms[0].momentum}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = conv(x)
+            b, _, h, w = x.shape
+            x = norm(x.view(b, -1, self.orientations, h, w)).view(b, -1, h, w)
+            if i < len(self.convs) - 1:
+                x = F.elu(x)
+        return x
+
+    def regularizer(self) -> torch.Tensor:
+        """Mean squared Hermite coefficient, summed over layers (L2 weight decay of the filters)."""
+        return sum(conv.coefficients.pow(2).mean() for conv in self.convs)

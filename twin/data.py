@@ -1,0 +1,73 @@
+"""In-memory recording of one scan: images shown, responses, tiers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TIERS", "ScanData"]
+
+TIERS = ("train", "validation", "test")
+
+
+@dataclass
+class ScanData:
+    """One scan's trials.
+
+    Attributes:
+        name: scan name (key of the model's readout).
+        images: (T, 1, H, W) float32, raw stored units (Sensorium: 0-255).
+        responses: (T, N) float32, non-negative activity per trial and neuron.
+        tiers: (T,) str, each in {"train", "validation", "test"}.
+        image_ids: (T,) int64; repeats of one image share an id (test repeats).
+    """
+
+    name: str
+    images: np.ndarray
+    responses: np.ndarray
+    tiers: np.ndarray
+    image_ids: np.ndarray
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images, dtype=np.float32)
+        self.responses = np.asarray(self.responses, dtype=np.float32)
+        self.tiers = np.asarray(self.tiers).astype(str)
+        self.image_ids = np.asarray(self.image_ids).astype(np.int64)
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"ScanData.name must be a non-empty str, got {self.name!r}")
+        if self.images.ndim != 4 or self.images.shape[1] != 1:
+            raise ValueError(f"ScanData.images must be (T, 1, H, W), got shape {self.images.shape}")
+        t = self.images.shape[0]
+        if self.responses.ndim != 2 or self.responses.shape[0] != t:
+            raise ValueError(f"ScanData.responses must be (T={t}, N), got shape {self.responses.shape}")
+        for field in ("tiers", "image_ids"):
+            shape = getattr(self, field).shape
+            if shape != (t,):
+                raise ValueError(f"ScanData.{field} must be (T={t},), got shape {shape}")
+        for field in ("images", "responses"):
+            if not np.isfinite(getattr(self, field)).all():
+                raise ValueError(f"ScanData.{field} of scan {self.name!r} contains NaN or inf")
+        unknown = set(np.unique(self.tiers)) - set(TIERS)
+        if unknown:
+            raise ValueError(f"ScanData.tiers has unknown values {sorted(unknown)}; allowed {TIERS}")
+
+    @property
+    def n_neurons(self) -> int:
+        return self.responses.shape[1]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W)."""
+        return tuple(self.images.shape[2:])
+
+    def mask(self, tier: str) -> np.ndarray:
+        """Boolean (T,) selecting the trials of one tier."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}; allowed {TIERS}")
+        return self.tiers == tier
+
+    def select(self, tier: str) -> "ScanData":
+        """The trials of one tier as a new ScanData (same name)."""
+        m = self.mask(tier)
+        return ScanData(self.name, self.images[m], self.responses[m], self.tiers[m], self.image_ids[m])

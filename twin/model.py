@@ -1,0 +1,107 @@
+"""The digital twin: one rotation-equivariant core shared by per-scan readouts.
+
+Stimulus units: the model takes STANDARDIZED images, 0 = mean gray and 1 = one standard
+deviation of the training-image pixels; `Twin.standardize` converts raw stored units
+(those of `ScanData.images`) with the buffers `input_mean`, `input_std`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core import RotationEquivariantCore
+from .readouts import READOUTS
+
+__all__ = ["Twin"]
+
+
+class Twin(nn.Module):
+    """Core + one readout per scan + ELU+1 output nonlinearity.
+
+    Args:
+        core: RotationEquivariantCore keyword arguments (its `config`).
+        readout: {"type": "gaussian" | "factorized", **readout hyper-parameters}.
+        n_neurons: {scan name: N}.
+        image_shape: (H, W) of the stimuli in pixels.
+    """
+
+    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape):
+        super().__init__()
+        readout = dict(readout)
+        kind = readout.pop("type")
+        if kind not in READOUTS:
+            raise ValueError(f"unknown readout type {kind!r}; choose from {sorted(READOUTS)}")
+        self.core = RotationEquivariantCore(**core)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        h, w = self.image_shape
+        f, o = self.core.features[-1], self.core.orientations
+        self.readouts = nn.ModuleDict(
+            {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()})
+        self.readout_type = kind
+        self.register_buffer("input_mean", torch.tensor(0.0))
+        self.register_buffer("input_std", torch.tensor(1.0))
+
+    @property
+    def config(self) -> dict:
+        """JSON-serializable constructor arguments: `Twin.from_config(config)` rebuilds the model."""
+        first = next(iter(self.readouts.values()))
+        return {
+            "core": self.core.config,
+            "readout": {"type": self.readout_type, **first.hyperparameters},
+            "n_neurons": {name: r.n_neurons for name, r in self.readouts.items()},
+            "image_shape": list(self.image_shape),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Twin":
+        """A freshly initialised model of that architecture; follow with `load_state_dict`."""
+        return cls(config["core"], config["readout"], config["n_neurons"], config["image_shape"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_mean.device
+
+    def standardize(self, raw):
+        """Raw stored units -> standardized units (same type and shape; numpy or torch)."""
+        if isinstance(raw, torch.Tensor):
+            return (raw - self.input_mean.to(raw.dtype)) / self.input_std.to(raw.dtype)
+        return ((raw - self.input_mean.item()) / self.input_std.item()).astype(np.float32)
+
+    def _readout(self, scan: str):
+        if scan not in self.readouts:
+            raise KeyError(f"unknown scan {scan!r}; model has {sorted(self.readouts)}")
+        return self.readouts[scan]
+
+    def forward(self, x: torch.Tensor, scan: str) -> torch.Tensor:
+        """Standardized images (B, 1, H, W) -> positive rates (B, N) of `scan`'s neurons."""
+        return F.elu(self._readout(scan)(self.core(x))) + 1
+
+    def at_rf(self, x_centred: torch.Tensor, scan: str) -> torch.Tensor:
+        """Rates (B, N) for standardized stimuli centred on the canvas, each moved onto each
+        neuron's RF by the readout (translation-equivariant fast path, see `twin.readouts`)."""
+        return F.elu(self._readout(scan).at_rf(self.core(x_centred))) + 1
+
+    @torch.no_grad()
+    def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:
+        """Rates (B, N) float32 for standardized images (B, 1, H, W), numpy or torch, in eval mode."""
+        was_training = self.training
+        self.eval()
+        x = torch.as_tensor(np.asarray(images_standardized, dtype=np.float32)
+                            if not isinstance(images_standardized, torch.Tensor) else images_standardized)
+        out = [self(x[i:i + batch_size].to(self.device, torch.float32), scan).float().cpu()
+               for i in range(0, len(x), batch_size)]
+        self.train(was_training)
+        if not out:
+            return np.zeros((0, self._readout(scan).n_neurons), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    def barcodes(self, scan: str) -> np.ndarray:
+        """Feature weights (N, F, O) of `scan`'s neurons, feature-major (see `twin.core`)."""
+        return self._readout(scan).barcodes.detach().cpu().numpy()
+
+    def rf_positions(self, scan: str) -> np.ndarray:
+        """RF centres (N, 2) in canvas pixels, columns (x = column, y = row)."""
+        return self._readout(scan).rf_positions.detach().cpu().numpy()

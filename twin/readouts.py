@@ -1,0 +1,166 @@
+"""Per-scan linear readouts from the core's feature maps to each neuron's drive.
+
+Core features are (B, C, H, W) with C = F*O in the feature-major channel order stated in
+`twin.core` (channel c = f*O + o). Bar codes (feature weights) use the same order, so
+``barcodes`` (N, F, O) is ``features.view(N, F, O)``.
+
+Positions: ``rf_positions`` are canvas pixels (x = column index, y = row index, pixel
+centres at integers). `at_rf` is the translation-equivariant fast path: given the features
+of stimuli centred on the canvas centre ((W-1)/2, (H-1)/2), it returns each neuron's drive
+as if each stimulus had been moved onto that neuron's own receptive field.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FactorizedReadout", "GaussianReadout", "READOUTS"]
+
+
+class _Readout(nn.Module):
+    """Shared parameters: feature weights (N, C) and bias (N,)."""
+
+    def __init__(self, n_neurons, features, orientations, height, width):
+        super().__init__()
+        self.n_neurons, self.n_features, self.orientations = n_neurons, features, orientations
+        self.height, self.width = height, width
+        channels = features * orientations
+        self.features = nn.Parameter(torch.randn(n_neurons, channels) / channels**0.5)
+        self.bias = nn.Parameter(torch.zeros(n_neurons))
+
+    @property
+    def barcodes(self) -> torch.Tensor:
+        """Feature weights (N, F, O), feature-major (see module doc)."""
+        return self.features.view(self.n_neurons, self.n_features, self.orientations)
+
+    def _pixel_to_unit(self, xy: torch.Tensor) -> torch.Tensor:
+        """Canvas pixels (x, y) -> grid_sample coordinates in [-1, 1] (align_corners=True)."""
+        size = xy.new_tensor([self.width - 1, self.height - 1])
+        return 2 * xy / size - 1
+
+    def _unit_to_pixel(self, u: torch.Tensor) -> torch.Tensor:
+        size = u.new_tensor([self.width - 1, self.height - 1])
+        return (u + 1) / 2 * size
+
+
+class FactorizedReadout(_Readout):
+    """Spatial mask (x) feature weights (Klindt et al. 2017).
+
+    drive_n = sum_{c,h,w} mask[n,h,w] * features[n,c] * core_out[b,c,h,w] + bias[n].
+
+    Args:
+        n_neurons, features, orientations, height, width: N, F, O and the core output H, W.
+        mask_l1, feature_l1: strengths of the L1 penalties in `regularizer`.
+    """
+
+    def __init__(self, n_neurons, features, orientations, height, width, mask_l1=1e-2, feature_l1=1e-2):
+        super().__init__(n_neurons, features, orientations, height, width)
+        self.mask_l1, self.feature_l1 = mask_l1, feature_l1
+        self.mask = nn.Parameter(torch.rand(n_neurons, height, width) / (height * width) ** 0.5)
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"mask_l1": self.mask_l1, "feature_l1": self.feature_l1}
+
+    def _drive(self, core_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = torch.einsum("bchw,nhw->bnc", core_out, mask)
+        return (pooled * self.features).sum(-1) + self.bias
+
+    def forward(self, core_out: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> linear drive (B, N)."""
+        return self._drive(core_out, self.mask)
+
+    def regularizer(self) -> torch.Tensor:
+        """L1 of masks and of feature weights, averaged over neurons (scalar)."""
+        return (self.mask_l1 * self.mask.abs().sum() + self.feature_l1 * self.features.abs().sum()) / self.n_neurons
+
+    @property
+    def rf_positions(self) -> torch.Tensor:
+        """Centre of mass of |mask| in canvas pixels (N, 2), columns (x, y)."""
+        m = self.mask.abs()
+        m = m / m.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        rows = torch.arange(self.height, dtype=m.dtype, device=m.device)
+        cols = torch.arange(self.width, dtype=m.dtype, device=m.device)
+        return torch.stack([(m.sum(1) * cols).sum(-1), (m.sum(2) * rows).sum(-1)], dim=1)
+
+    def centred_masks(self) -> torch.Tensor:
+        """Masks translated so that each RF centre of mass lies on the canvas centre (N, H, W).
+
+        Bilinear resampling, zeros outside; exact for integer translations.
+        """
+        centre = self.mask.new_tensor([(self.width - 1) / 2, (self.height - 1) / 2])
+        offset = self.rf_positions.detach() - centre  # (N, 2) pixels
+        rows = torch.arange(self.height, dtype=self.mask.dtype, device=self.mask.device)
+        cols = torch.arange(self.width, dtype=self.mask.dtype, device=self.mask.device)
+        gy, gx = torch.meshgrid(rows, cols, indexing="ij")
+        # centred[h, w] = mask[h + dy, w + dx]
+        xy = torch.stack([gx, gy], dim=-1)[None] + offset[:, None, None, :]
+        grid = self._pixel_to_unit(xy)
+        return F.grid_sample(self.mask[:, None], grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=True)[:, 0]
+
+    def at_rf(self, core_out_centred: torch.Tensor) -> torch.Tensor:
+        """Drive (B, N) for centred stimuli moved onto each neuron's RF (module doc)."""
+        return self._drive(core_out_centred, self.centred_masks())
+
+
+class GaussianReadout(_Readout):
+    """Reads the core at a learned point per neuron (Lurz et al. 2020).
+
+    Position mu_n in [-1, 1]^2 (x, y; -1/+1 = first/last pixel centre) is read with
+    bilinear F.grid_sample. In training the read point is mu + sigma * eps (eps ~ N(0, 1),
+    sigma learned); in eval mode it is mu.
+
+    Args:
+        n_neurons, features, orientations, height, width: N, F, O and the core output H, W.
+        init_mu_range: initial mu ~ U(-r, r); init_sigma: initial sigma (unit coordinates).
+        feature_l1: strength of the L1 penalty on feature weights in `regularizer`.
+    """
+
+    def __init__(self, n_neurons, features, orientations, height, width, init_mu_range=0.5,
+                 init_sigma=0.1, feature_l1=1e-2):
+        super().__init__(n_neurons, features, orientations, height, width)
+        self.init_mu_range, self.init_sigma, self.feature_l1 = init_mu_range, init_sigma, feature_l1
+        self.mu = nn.Parameter(torch.empty(n_neurons, 2).uniform_(-init_mu_range, init_mu_range))
+        self.sigma = nn.Parameter(torch.full((n_neurons, 2), float(init_sigma)))
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"init_mu_range": self.init_mu_range, "init_sigma": self.init_sigma,
+                "feature_l1": self.feature_l1}
+
+    def _read(self, core_out: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Features at grid points (B, N, 2) unit coordinates -> (B, C, N)."""
+        return F.grid_sample(core_out, grid[:, :, None, :], mode="bilinear", padding_mode="border",
+                             align_corners=True)[..., 0]
+
+    def forward(self, core_out: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> linear drive (B, N)."""
+        mu = self.mu.clamp(-1, 1)[None].expand(core_out.shape[0], -1, -1)
+        if self.training:
+            mu = (mu + self.sigma * torch.randn_like(mu)).clamp(-1, 1)
+        sampled = self._read(core_out, mu.to(core_out.dtype))
+        return torch.einsum("bcn,nc->bn", sampled, self.features.to(sampled.dtype)) + self.bias
+
+    def regularizer(self) -> torch.Tensor:
+        """L1 of feature weights, averaged over neurons (scalar)."""
+        return self.feature_l1 * self.features.abs().sum() / self.n_neurons
+
+    @property
+    def rf_positions(self) -> torch.Tensor:
+        """mu in canvas pixels (N, 2), columns (x, y)."""
+        return self._unit_to_pixel(self.mu.clamp(-1, 1))
+
+    def at_rf(self, core_out_centred: torch.Tensor) -> torch.Tensor:
+        """Drive (B, N) for centred stimuli moved onto each neuron's RF (module doc).
+
+        Reads the canvas centre (unit coordinates (0, 0)) with each neuron's own weights.
+        """
+        centre = core_out_centred.new_zeros(core_out_centred.shape[0], 1, 2)
+        sampled = self._read(core_out_centred, centre)[..., 0]  # (B, C)
+        return sampled @ self.features.to(sampled.dtype).T + self.bias
+
+
+READOUTS = {"factorized": FactorizedReadout, "gaussian": GaussianReadout}

@@ -1,0 +1,179 @@
+"""Fitting a Twin: model factory, Poisson loss, Adam, early stopping and learning-rate decay."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import ScanData
+from .metrics import correlation
+from .model import Twin
+
+__all__ = ["TrainConfig", "build_model", "fit", "poisson_loss", "resolve_device"]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters.
+
+    lr: initial Adam learning rate. batch_size: trials per scan per step (every step sums
+    the losses of one minibatch from every scan). max_epochs: an epoch is
+    ceil(largest train tier / batch_size) steps. patience: epochs without a validation
+    improvement larger than `tolerance` before the best weights are restored and the
+    learning rate is multiplied by `lr_decay_factor`; after `lr_decay_steps` decays the next
+    plateau stops training. readout_reg, core_reg: multipliers of the readouts' and the
+    core's `regularizer()`. seed: seeds batch order and readout sampling noise.
+    device: None -> "cuda" if available else "cpu".
+    """
+
+    lr: float = 5e-3
+    batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 5
+    tolerance: float = 1e-4
+    lr_decay_steps: int = 3
+    lr_decay_factor: float = 0.3
+    readout_reg: float = 1.0
+    core_reg: float = 0.0
+    seed: int = 0
+    device: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """None -> cuda if available, else cpu."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def poisson_loss(rates: torch.Tensor, responses: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Poisson negative log-likelihood (without log y!) summed over neurons, mean over trials."""
+    return (rates - responses * torch.log(rates + eps)).sum(1).mean()
+
+
+def _inverse_output(mean_rate: np.ndarray) -> np.ndarray:
+    """Drive x with ELU(x) + 1 == mean_rate (N,)."""
+    m = np.maximum(mean_rate, 1e-3)
+    return np.where(m > 1, m - 1, np.log(m))
+
+
+def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
+    """A Twin for `scans`, initialised with `seed`.
+
+    preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core" and "readout"
+    (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
+    each readout's bias so that the initial mean rate matches the neuron's train mean.
+    """
+    from .presets import Preset, get_preset  # presets imports TrainConfig from this module
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    arch = {"core": preset.core, "readout": preset.readout} if isinstance(preset, Preset) else preset
+    shapes = {s.image_shape for s in scans}
+    if len(shapes) != 1:
+        raise ValueError(f"all scans must share one image shape, got {sorted(shapes)}")
+    torch.manual_seed(seed)
+    model = Twin(arch["core"], arch["readout"], {s.name: s.n_neurons for s in scans}, shapes.pop())
+    pixels = np.concatenate([s.images[s.mask("train")].ravel() for s in scans]).astype(np.float64)
+    if pixels.size == 0:
+        raise ValueError("no train-tier trials in any scan")
+    model.input_mean.fill_(pixels.mean())
+    model.input_std.fill_(max(pixels.std(), 1e-6))
+    with torch.no_grad():
+        for s in scans:
+            mean_rate = s.responses[s.mask("train")].mean(0)
+            model.readouts[s.name].bias.copy_(torch.from_numpy(_inverse_output(mean_rate)).float())
+    return model
+
+
+def _tier_tensors(model: Twin, scan: ScanData, tier: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    m = scan.mask(tier)
+    x = torch.from_numpy(model.standardize(scan.images[m])).to(device)
+    return x, torch.from_numpy(scan.responses[m]).to(device)
+
+
+def _validation_correlation(model: Twin, val: dict, batch_size: int) -> float:
+    corrs = [correlation(model.predict(x, name, batch_size), y.cpu().numpy()) for name, (x, y) in val.items()]
+    return float(np.concatenate(corrs).mean())
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless minibatch indices: successive random permutations of range(n)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool = True) -> dict:
+    """Train `model` on the train tiers of `scans`, early-stopping on validation correlation.
+
+    The best weights (highest mean single-trial validation correlation over all neurons)
+    are restored at the end. Returns a history dict: per-epoch lists "epoch", "train_loss",
+    "val_corr", "lr", and "initial_val_corr", "best_val_corr", "best_epoch", "seconds",
+    "seconds_per_step" (wall time incl. validation / optimizer steps), "device".
+    """
+    device = resolve_device(config.device)
+    model.to(device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = {s.name: _tier_tensors(model, s, "train", device) for s in scans}
+    val = {s.name: _tier_tensors(model, s, "validation", device) for s in scans}
+    if any(len(y) == 0 for y, _ in train.values()) or any(len(y) == 0 for _, y in val.values()):
+        raise ValueError("every scan needs train and validation trials")
+    batches = {name: _batches(len(x), config.batch_size, generator) for name, (x, _) in train.items()}
+    steps = math.ceil(max(len(x) for x, _ in train.values()) / config.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+
+    best = _validation_correlation(model, val, 4 * config.batch_size)
+    history = {"epoch": [], "train_loss": [], "val_corr": [], "lr": [], "initial_val_corr": best,
+               "best_val_corr": best, "best_epoch": 0, "device": str(device)}
+    best_state = copy.deepcopy(model.state_dict())
+    wait, decays, n_steps, start = 0, 0, 0, time.perf_counter()
+    bar = tqdm(range(1, config.max_epochs + 1), disable=not progress, desc="fit", unit="epoch")
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.core.regularizer() * config.core_reg
+            for name, (x, y) in train.items():
+                idx = next(batches[name]).to(device)
+                with autocast:
+                    rates = model(x[idx], name)
+                loss = loss + poisson_loss(rates.float(), y[idx]) + config.readout_reg * model.readouts[name].regularizer()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            n_steps += 1
+        corr = _validation_correlation(model, val, 4 * config.batch_size)
+        lr = optimizer.param_groups[0]["lr"]
+        for key, value in zip(("epoch", "train_loss", "val_corr", "lr"), (epoch, total / steps, corr, lr)):
+            history[key].append(value)
+        bar.set_postfix(loss=f"{total / steps:.3f}", val_corr=f"{corr:.3f}", lr=f"{lr:.1e}")
+        if corr > history["best_val_corr"] + config.tolerance:
+            history["best_val_corr"], history["best_epoch"] = corr, epoch
+            best_state, wait = copy.deepcopy(model.state_dict()), 0
+            continue
+        wait += 1
+        if wait >= config.patience:
+            model.load_state_dict(best_state)
+            if decays >= config.lr_decay_steps:
+                break
+            decays, wait = decays + 1, 0
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay_factor
+    model.load_state_dict(best_state)
+    model.eval()
+    history["seconds"] = time.perf_counter() - start
+    history["seconds_per_step"] = history["seconds"] / max(n_steps, 1)
+    return history
