@@ -4,6 +4,9 @@
     v1twin simulate --out DIR [--seed S] [--neurons N] [--scans K] [--trials T]
     v1twin import sensorium PATH...      (folders or zips)
     v1twin import netcdf PATH...
+    v1twin populate [STAGE...] [--preset cpu|paper] [--config FILE]
+    v1twin worker [STAGE...] [--preset cpu|paper] [--config FILE]   (reserve_jobs: many at once)
+    v1twin jobs [--retry]
     v1twin demo [--out DIR]
 
 This is the only module that imports :mod:`schemas`.
@@ -91,12 +94,74 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _pipeline_config(args) -> dict:
+    from . import config
+
+    return config.load(args.config, preset=args.preset)
+
+
+def cmd_populate(args) -> int:
+    from . import pipeline
+
+    cfg = _pipeline_config(args)  # a bad config stops here, before the database is touched
+    _ensure_database()
+    import schemas
+
+    schemas.activate()
+    results = pipeline.populate(cfg, args.stages or None, reserve_jobs=args.reserve_jobs)
+    failed = 0
+    for table, result in results.items():
+        errors = result.get("error_list", [])
+        failed += len(errors)
+        print(f"{table:24} {result.get('success_count', 0):5d} computed, {len(errors)} errors")
+    return 1 if failed else 0
+
+
+def cmd_worker(args) -> int:
+    from . import pipeline
+
+    cfg = _pipeline_config(args)
+    _ensure_database()
+    import schemas
+
+    schemas.activate()
+    for table in pipeline.tables(args.stages or None):
+        released = pipeline.release_dead_reservations(table, args.orphan_timeout)
+        if released:
+            print(f"{table.__class__.__name__}: released {released} keys reserved by dead workers")
+    args.reserve_jobs = True
+    return cmd_populate(args)
+
+
+def cmd_jobs(args) -> int:
+    from . import pipeline
+
+    _ensure_database()
+    import schemas
+
+    schemas.activate()
+    for table in pipeline.tables():
+        errors = table.jobs.errors
+        progress = table.jobs.progress()
+        print(f"{table.__class__.__name__:24} " + " ".join(f"{k}={v}" for k, v in progress.items()))
+        for job in errors.to_dicts():
+            key = {k: job[k] for k in table.jobs.primary_key}
+            print(f"    error {key}: {job['error_message']}")
+        if args.retry and len(errors):
+            n = len(errors)
+            errors.delete_quick()
+            table.jobs.refresh()
+            print(f"    {n} error jobs returned to the queue")
+    return 0
+
+
 def cmd_demo(args) -> int:
-    out = Path(args.out)
-    data_dir = out / "data"
-    if not any(data_dir.glob("static*")):
-        cmd_simulate(argparse.Namespace(out=data_dir, scans=2, neurons=300, trials=4000, seed=0))
-    cmd_import(argparse.Namespace(format="sensorium", paths=sorted(data_dir.glob("static*"))))
+    from . import demo
+
+    _ensure_database()
+    result = demo.run(args.out, seed=args.seed)
+    print(demo.summary(result))
+    print(f"report: {args.out / 'report' / 'index.html'}   export: {args.out / 'export'}")
     return 0
 
 
@@ -121,19 +186,42 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", type=Path)
     imp.set_defaults(func=cmd_import)
 
+    for name, helptext in (("populate", "fill the pipeline's tables, stage by stage"),
+                           ("worker", "populate with job reservation: run any number at once")):
+        p = sub.add_parser(name, help=helptext, epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("stages", nargs="*", help="stages to fill (default: all, in dependency order)")
+        p.add_argument("--preset", choices=["cpu", "paper"], default="cpu")
+        p.add_argument("--config", type=Path, help="TOML file overriding the preset's parameters")
+        p.set_defaults(func=cmd_populate if name == "populate" else cmd_worker, reserve_jobs=False)
+        if name == "worker":
+            p.add_argument("--orphan-timeout", type=float, default=None,
+                           help="seconds after which keys reserved on other hosts are re-queued")
+
+    jobs = sub.add_parser("jobs", help="show the job queues and their errors")
+    jobs.add_argument("--retry", action="store_true", help="return error jobs to the queue")
+    jobs.set_defaults(func=cmd_jobs)
+
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated virtual V1")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
+def _config_help() -> str:
+    from .config import describe
+
+    return "parameters (set them in a TOML file given with --config):\n" + describe()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
     from .recording import RecordingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecordingError, FileNotFoundError, KeyError, PermissionError) as err:
+    except (RecordingError, ConfigError, FileNotFoundError, KeyError, PermissionError) as err:
         print(f"v1twin {args.command}: error: {err}", file=sys.stderr)
         return 2
 

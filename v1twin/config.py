@@ -91,8 +91,10 @@ def _checked(path: Path, section: str, key: str, value, default):
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if expected is list and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
-        return [float(v) for v in value]
+    if expected is list:
+        if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+        raise ConfigError(f"{path}: {section}.{key} = {value!r}: expected a non-empty list of numbers")
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(
             f"{path}: {section}.{key} = {value!r} is a {type(value).__name__}, expected {expected.__name__}"

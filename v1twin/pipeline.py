@@ -64,3 +64,36 @@ def _restriction_for(table, restriction: dict) -> dict:
     """The part of the restriction that names attributes of the table's key source."""
     names = set(table.key_source.primary_key)
     return {k: v for k, v in restriction.items() if k in names}
+
+
+def release_dead_reservations(table, orphan_timeout: float | None = None) -> int:
+    """Return to the queue the keys reserved by workers that died mid-``make``.
+
+    On this host a reservation whose process no longer exists is released at once; one from
+    another host only after ``orphan_timeout`` seconds (DataJoint's orphan cleanup). The
+    killed ``make`` left no rows: DataJoint runs each ``make`` in a transaction.
+    """
+    import os
+    import socket
+
+    jobs = table.jobs
+    reserved = (jobs.reserved & {"host": socket.gethostname()}).to_dicts()
+    dead = [job for job in reserved if not _alive(job["pid"])]
+    primary = jobs.primary_key
+    for job in dead:
+        (jobs & {k: job[k] for k in primary}).delete_quick()
+    if orphan_timeout is not None:
+        jobs.refresh(orphan_timeout=orphan_timeout)
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,385 @@
+"""In-silico experiments on a trained twin, per neuron and per cluster.
+
+OptimalGabor, OptimalDoG and MEI per neuron; the tuning batteries (orientation, phase,
+size-contrast, plaids, Gabor vs DoG vs MEI) from each neuron's optimal Gabor; the non-linearity
+index against the GLM; ClusterOptimalGabor and ClusterMEI per cluster. Curves are stored per
+neuron as ``<array>`` values with their coordinates in the master row; indices are columns, so
+population statistics are queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import insilico
+from insilico import experiments, search
+from insilico.indices import nonlinearity_index
+from insilico.mei import mei
+from insilico import twin_adapter
+from insilico.twin_adapter import TwinResponseModel
+
+from . import clustering, codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from .model import config_hash
+
+schema = new_schema()
+
+
+@schema
+class InSilicoParams(dj.Lookup):
+    definition = """
+    # stimulus grids and experiment settings, deduplicated by hash
+    insilico_hash   : char(32)
+    ---
+    params          : json          # grid ('cpu'|'paper'), mei_steps, mei_norm, energies
+    """
+
+    @classmethod
+    def add(cls, grid: str = "cpu", mei_steps: int = 100, mei_norm: float = 10.0,
+            energies=(4.0, 8.0, 16.0)) -> dict:
+        if grid not in ("cpu", "paper"):
+            raise ValueError(f"grid must be 'cpu' or 'paper', got {grid!r}")
+        params = dict(grid=grid, mei_steps=int(mei_steps), mei_norm=float(mei_norm), energies=[float(e) for e in energies])
+        key = {"insilico_hash": config_hash(params)}
+        cls.insert1(dict(key, params=params), skip_duplicates=True)
+        return key
+
+
+def _params(key) -> dict:
+    return (InSilicoParams & key).fetch1("params")
+
+
+def _grids(params: dict) -> tuple[search.GaborGrid, search.DoGGrid]:
+    if params["grid"] == "cpu":
+        return search.GaborGrid.cpu(), search.DoGGrid.cpu()
+    return search.GaborGrid(), search.DoGGrid()
+
+
+def scan_models(key: dict):
+    """(scan_key, unit_ids (N,), TwinResponseModel) for every scan of the trained twin."""
+    twin = model.load_model(key)
+    for scan in sorted(twin.readouts):
+        unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays("unit_id", order_by="neuron_idx")
+        yield scan, unit_ids, TwinResponseModel(twin, scan)
+
+
+def fast(rm: TwinResponseModel) -> dict:
+    """Keyword arguments that run an experiment by the equivariant fast path (core once on
+    centred stimuli), with neurons near the border on the direct path (twin_adapter)."""
+    return dict(respond=rm.hybrid_respond(), center=rm.center)
+
+
+def _rows(key, scan, unit_ids, columns: dict) -> list[dict]:
+    """Part rows: one per neuron, columns given as arrays (N,) or (N, ...)."""
+    return [dict(key, scan_key=scan, unit_id=int(u), **{c: v[i] for c, v in columns.items()})
+            for i, u in enumerate(unit_ids)]
+
+
+def _columns(ds, keys) -> dict:
+    return {k: np.asarray(ds[k].values, np.float32) for k in keys}
+
+
+@schema
+class OptimalGabor(dj.Computed):
+    definition = """
+    # the Gabor (DT Eq. 1-2) that drives each neuron most, by grid search
+    -> model.TrainedModel
+    -> InSilicoParams
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        x               : float32   # centre, canvas pixels (column)
+        y               : float32   # centre, canvas pixels (row)
+        size            : float32   # sigma of DT Eq. 1, pixels
+        sf              : float32   # cycles / pixel
+        contrast        : float32   # a of DT Eq. 1, standardized units
+        orientation     : float32   # radians, DT Eq. 2
+        phase           : float32   # radians
+        response        : float32   # predicted rate
+        """
+
+    def make(self, key):
+        grid, _ = _grids(_params(key))
+        rows = []
+        for scan, units, rm in scan_models(key):
+            best = twin_adapter.optimal_gabor(rm, grid, progress=True)
+            rows += _rows(key, scan, units, _columns(best, search.GABOR_KEYS + ("response",)))
+        self.insert1(key)
+        self.Unit.insert(rows)
+
+
+def gabor_params(key: dict, scan: str) -> dict[str, np.ndarray]:
+    """Optimal-Gabor parameters of one scan's neurons, (N,) each, in neuron_idx order."""
+    rows = (OptimalGabor.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_dicts(order_by="neuron_idx")
+    return {k: np.array([r[k] for r in rows], np.float32) for k in search.GABOR_KEYS}
+
+
+@schema
+class OptimalDoG(dj.Computed):
+    definition = """
+    # the difference of Gaussians (DT Eq. 9-10) that drives each neuron most
+    -> model.TrainedModel
+    -> InSilicoParams
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        x               : float32
+        y               : float32
+        sigma_center    : float32   # pixels
+        sigma_surround  : float32   # pixels
+        a_center        : float32   # signed (negative: OFF centre)
+        a_surround      : float32
+        response        : float32
+        """
+
+    def make(self, key):
+        _, grid = _grids(_params(key))
+        rows = []
+        for scan, units, rm in scan_models(key):
+            best = twin_adapter.optimal_dog(rm, grid, progress=True)
+            rows += _rows(key, scan, units, _columns(best, search.DOG_KEYS + ("response",)))
+        self.insert1(key)
+        self.Unit.insert(rows)
+
+
+def dog_params(key: dict, scan: str) -> dict[str, np.ndarray]:
+    rows = (OptimalDoG.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_dicts(order_by="neuron_idx")
+    return {k: np.array([r[k] for r in rows], np.float32) for k in search.DOG_KEYS}
+
+
+@schema
+class MEI(dj.Computed):
+    definition = """
+    # most exciting input per neuron: gradient ascent at a fixed L2 norm, all neurons in one batch
+    -> model.TrainedModel
+    -> InSilicoParams
+    ---
+    norm            : float32       # L2 norm of every MEI, standardized units
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Neuron
+        ---
+        image           : <array>   # (H, W) float32, standardized units
+        response        : float32   # predicted rate
+        """
+
+    def make(self, key):
+        p = _params(key)
+        rows = []
+        for scan, units, rm in scan_models(key):
+            result = mei(rm, respond_own=rm.respond_own, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
+            images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
+            rows += _rows(key, scan, units, {"image": images, "response": np.asarray(result.responses, np.float32)})
+        self.insert1(dict(key, norm=p["mei_norm"]))
+        self.Unit.insert(rows)
+
+
+def mei_images(key: dict, scan: str) -> np.ndarray:
+    """(N, 1, H, W) MEIs of one scan's neurons in neuron_idx order."""
+    images = (MEI.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_arrays("image", order_by="neuron_idx")
+    return np.stack(images)[:, None]
+
+
+class _Battery:
+    """Shared ``make`` of the tuning tables: run one experiment per scan, store curves + indices.
+
+    A subclass sets ``curve`` (the experiment's name in :func:`insilico.experiments.run_battery`
+    terms), ``coords`` (master attributes: coordinate name -> DataArray dim) and ``index``
+    (part attribute -> function of the curve DataArray).
+    """
+
+    def make(self, key):
+        rows, coords = [], None
+        for scan, units, rm in scan_models(key):
+            curve = self._experiment(key, scan, rm)
+            coords = {name: np.asarray(curve[dim].values, np.float32) for name, dim in self.coords.items()}
+            columns = {"curve": np.asarray(curve.values, np.float32)}
+            columns.update({name: np.asarray(f(curve), np.float32) for name, f in self.indices.items()})
+            rows += _rows(key, scan, units, columns)
+        self.insert1(dict(key, **coords))
+        self.Unit.insert(rows)
+
+
+@schema
+class OrientationTuning(_Battery, dj.Computed):
+    definition = """
+    # responses to the optimal Gabor at every orientation; F2/F0 (DT Eq. 11)
+    -> OptimalGabor
+    ---
+    orientations    : <array>       # (K,) radians
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        curve               : <array>   # (K,) predicted rates
+        orientation_index   : float32   # F2/F0
+        """
+
+    coords = {"orientations": "orientation"}
+    indices = {"orientation_index": lambda c: insilico.indices.orientation_index(c)}
+
+    def _experiment(self, key, scan, rm):
+        return experiments.orientation_tuning(rm, gabor_params(key, scan), 16, **fast(rm))
+
+
+@schema
+class PhaseTuning(_Battery, dj.Computed):
+    definition = """
+    # responses to the optimal Gabor at every phase; F1/F0 (DT Eq. 11)
+    -> OptimalGabor
+    ---
+    phases          : <array>       # (K,) radians
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        curve           : <array>   # (K,) predicted rates
+        phase_index     : float32   # F1/F0
+        """
+
+    coords = {"phases": "phase"}
+    indices = {"phase_index": lambda c: insilico.indices.phase_index(c)}
+
+    def _experiment(self, key, scan, rm):
+        return experiments.phase_tuning(rm, gabor_params(key, scan), 16, **fast(rm))
+
+
+@schema
+class SizeContrastTuning(_Battery, dj.Computed):
+    definition = """
+    # optimal Gabor at every size x contrast; suppression and contrast indices (DT Eq. 12-13)
+    -> OptimalGabor
+    ---
+    contrasts       : <array>       # (C,) a of DT Eq. 1
+    sizes           : <array>       # (S,) pixels
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        curve               : <array>   # (C, S) predicted rates
+        suppression_index   : float32
+        contrast_index      : float32
+        """
+
+    coords = {"contrasts": "contrast", "sizes": "size"}
+    indices = {
+        "suppression_index": lambda c: insilico.indices.suppression_index(c),
+        "contrast_index": lambda c: insilico.indices.contrast_index(c),
+    }
+
+    def _experiment(self, key, scan, rm):
+        return experiments.size_contrast_tuning(rm, gabor_params(key, scan), **fast(rm))
+
+
+@schema
+class PlaidTuning(_Battery, dj.Computed):
+    definition = """
+    # optimal Gabor + orthogonal Gabor at every pair of contrasts; plaid index (DT Eq. 14)
+    -> OptimalGabor
+    ---
+    optimal_contrasts       : <array>   # (P,)
+    orthogonal_contrasts    : <array>   # (Q,)
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        curve           : <array>   # (P, Q) predicted rates
+        plaid_index     : float32   # cross-orientation inhibition
+        """
+
+    coords = {"optimal_contrasts": "optimal_contrast", "orthogonal_contrasts": "orthogonal_contrast"}
+    indices = {"plaid_index": lambda c: insilico.indices.plaid_index(c)}
+
+    def _experiment(self, key, scan, rm):
+        return experiments.plaid_tuning(rm, gabor_params(key, scan), **fast(rm))
+
+
+@schema
+class StimulusComparison(_Battery, dj.Computed):
+    definition = """
+    # optimal Gabor, DoG and MEI at matched energies (L2 norms); DT Eq. 15-17
+    -> OptimalGabor
+    -> OptimalDoG
+    -> MEI
+    ---
+    energies        : <array>       # (E,) L2 norms, standardized units
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        curve           : <array>   # (3, E) predicted rates; rows: gabor, dog, mei
+        gabor_vs_dog    : float32
+        gabor_vs_mei    : float32
+        dog_vs_mei      : float32
+        """
+
+    coords = {"energies": "energy"}
+    indices = {
+        "gabor_vs_dog": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="gabor"), c.sel(stimulus="dog")),
+        "gabor_vs_mei": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="gabor"), c.sel(stimulus="mei")),
+        "dog_vs_mei": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="dog"), c.sel(stimulus="mei")),
+    }
+
+    def _experiment(self, key, scan, rm):
+        energies = _params(key)["energies"]
+        return experiments.stimulus_comparison(
+            rm, gabor_params(key, scan), dog_params(key, scan), mei_images(key, scan), energies)
+
+
+@schema
+class NonlinearityIndex(dj.Computed):
+    definition = """
+    # CNN test correlation / GLM test correlation (DT Eq. 18)
+    -> model.TrainedModel
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> model.TrainedModel.Unit
+        ---
+        cnn_corr            : float32
+        glm_corr            : float32
+        nonlinearity_index  : float32
+        """
+
+    @property
+    def key_source(self):
+        """Trained models all of whose scans have a fitted GLM."""
+        missing = model.Dataset.Member - model.GLM
+        return model.TrainedModel.proj() - (model.TrainedModel.proj() * missing.proj())
+
+    def make(self, key):
+        cnn = (model.TrainedModel.Unit & key).to_dicts(order_by=("scan_key", "unit_id"))
+        glm = {(r["scan_key"], r["unit_id"]): r["test_corr"] for r in (model.GLM.Unit * model.Dataset.Member & key).to_dicts()}
+        self.insert1(key)
+        self.Unit.insert(
+            dict(key, scan_key=r["scan_key"], unit_id=r["unit_id"], cnn_corr=r["test_corr"],
+                 glm_corr=glm[(r["scan_key"], r["unit_id"])],
+                 nonlinearity_index=float(nonlinearity_index(r["test_corr"], glm[(r["scan_key"], r["unit_id"])])))
+            for r in cnn)

@@ -1,0 +1,59 @@
+"""Pipeline config: presets, TOML overrides, and clear errors for unknown keys and wrong types."""
+
+from __future__ import annotations
+
+import pytest
+
+from v1twin import cli, config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    return path
+
+
+def test_presets_differ_where_documented():
+    cpu, paper = config.defaults("cpu"), config.defaults("paper")
+    assert cpu["model"]["preset"] == "cpu" and paper["model"]["preset"] == "paper"
+    assert paper["alignment"]["n_betas"] == 20  # the ICLR sweep
+    assert set(cpu) == set(config.PARAMETERS)
+
+
+def test_overrides_apply_and_ints_count_as_floats(tmp_path):
+    path = _write(tmp_path, "[clustering]\nmethod = 'gmm'\nn_clusters = 9\n[model]\nlr = 1\n")
+    cfg = config.load(path, "cpu")
+    assert cfg["clustering"]["method"] == "gmm"
+    assert cfg["clustering"]["n_clusters"] == 9
+    assert cfg["model"]["lr"] == 1.0 and isinstance(cfg["model"]["lr"], float)
+    assert cfg["alignment"] == config.defaults("cpu")["alignment"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[clustering]\nn_cluster = 9\n", "unknown key clustering.n_cluster"),
+    ("[clusterin]\nn_clusters = 9\n", "unknown section [clusterin]"),
+    ("[clustering]\nn_clusters = '9'\n", "clustering.n_clusters = '9' is a str, expected int"),
+    ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
+    ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
+    ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
+    ("[model\n", "not valid TOML"),
+])
+def test_bad_config_is_refused_with_the_key_named(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(config.ConfigError, match=pytest.importorskip("re").escape(message)):
+        config.load(path)
+
+
+def test_cli_refuses_bad_config_before_touching_the_database(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DJ_HOST", "127.0.0.1")  # would fail loudly if it tried to connect
+    monkeypatch.setenv("DJ_PORT", "1")
+    monkeypatch.setenv("DJ_USER", "nobody")
+    monkeypatch.setenv("DJ_PASS", "x")
+    path = _write(tmp_path, "[model]\nbogus = 1\n")
+    assert cli.main(["populate", "--config", str(path)]) == 2
+    assert "unknown key model.bogus" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(config.ConfigError, match="nope.toml"):
+        config.load(tmp_path / "nope.toml")
