@@ -177,7 +177,7 @@ class MEI(dj.Computed):
         p = _params(key)
         rows = []
         for scan, units, rm in scan_models(key):
-            result = mei(rm, respond_own=rm.respond_own, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
+            result = mei(rm, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
             images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
             rows += _rows(key, scan, units, {"image": images, "response": np.asarray(result.responses, np.float32)})
         self.insert1(dict(key, norm=p["mei_norm"]))

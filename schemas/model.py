@@ -172,7 +172,7 @@ def load_model(key: dict, device: str | None = None) -> Twin:
     """Rebuild a stored twin (eval mode) on `device` (default: cuda if available)."""
     architecture, weights = (TrainedModel & key).fetch1("architecture", "weights")
     model = Twin.from_config(architecture)
-    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})
+    model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()})
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 

@@ -18,15 +18,25 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+
+def _train_defaults(key: str) -> tuple:
+    """(cpu, paper) defaults of a training parameter: the twin's presets are the one source."""
+    from twin.presets import get_preset
+
+    return tuple(getattr(get_preset(name).train, key) for name in ("cpu", "paper"))
+
+
 # section -> key -> (cpu default, paper default, help)
 PARAMETERS: dict[str, dict[str, tuple]] = {
     "model": {
         "preset": ("cpu", "paper", "twin.presets architecture: 'cpu' (small core) or 'paper' (16x8, kernels 13,5,5)"),
-        "max_epochs": (30, 200, "upper bound on training epochs (early stopping on validation correlation)"),
-        "patience": (3, 5, "epochs without improvement before a learning-rate decay"),
-        "lr": (1e-2, 5e-3, "initial Adam learning rate"),
-        "batch_size": (64, 64, "trials per scan per step"),
-        "seed": (0, 0, "seeds initialisation and batch order"),
+        **{key: (*_train_defaults(key), text) for key, text in (
+            ("max_epochs", "upper bound on training epochs (early stopping on validation correlation)"),
+            ("patience", "epochs without improvement before a learning-rate decay"),
+            ("lr", "initial Adam learning rate"),
+            ("batch_size", "trials per scan per step"),
+            ("seed", "seeds initialisation and batch order"),
+        )},
     },
     "alignment": {
         "n_betas": (6, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),

@@ -13,6 +13,11 @@ import importlib
 STAGES: dict[str, tuple[str, ...]] = {
     "model": ("model.TrainedModel", "model.GLM"),
     "clustering": ("clustering.Readout", "clustering.Alignment", "clustering.Clustering", "clustering.Embedding"),
+    "insilico": (
+        "insilico.OptimalGabor", "insilico.OptimalDoG", "insilico.MEI", "insilico.OrientationTuning",
+        "insilico.PhaseTuning", "insilico.SizeContrastTuning", "insilico.PlaidTuning",
+        "insilico.StimulusComparison", "insilico.NonlinearityIndex",
+    ),
 }
 
 
@@ -33,13 +38,14 @@ def tables(stages=None) -> list:
 
 def add_parameters(config: dict) -> dict:
     """Insert the config's parameter sets (idempotent); returns the restriction selecting them."""
-    from schemas import clustering, model
+    from schemas import clustering, insilico, model
 
     m = dict(config["model"])
     restriction = dict(model.ModelConfig.add(m.pop("preset"), **m))
     restriction.update(model.Dataset.add())
     restriction.update(clustering.AlignmentParams.add(**config["alignment"]))
     restriction.update(clustering.ClusteringParams.add(**config["clustering"]))
+    restriction.update(insilico.InSilicoParams.add(**config["insilico"]))
     return restriction
 
 
