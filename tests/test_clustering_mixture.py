@@ -1,0 +1,47 @@
+"""GMM / k-means clustering, held-out likelihood over the number of clusters, t-SNE embedding."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from clustering.embedding import tsne_embedding
+from clustering.mixture import fit_clusters, heldout_likelihood
+
+
+def blobs(n=300, k=3, shape=(2, 4), spread=0.3, seed=0):
+    """k spherical Gaussian clusters of bar codes (n, *shape) with centres ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k,) + shape) * 2
+    labels = np.arange(n) % k
+    return centres[labels] + spread * rng.standard_normal((n,) + shape), labels, centres
+
+
+@pytest.mark.parametrize("method", ["gmm", "kmeans"])
+def test_fit_clusters_recovers_blobs(method):
+    x, labels, centres = blobs()
+    found, found_centres = fit_clusters(x, method, 3, random_state=0)
+    assert adjusted_rand_score(labels, found) == 1.0
+    assert found_centres.shape == (3, 2, 4)
+    for c in range(3):  # each found centre is the mean of its members
+        np.testing.assert_allclose(found_centres[c], x[found == c].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        fit_clusters(x, "dbscan", 3)
+
+
+def test_heldout_likelihood_rises_to_the_true_number_then_plateaus():
+    x, _, _ = blobs(n=500, k=4)
+    ll = heldout_likelihood(x, [1, 2, 4, 8], test_fraction=0.2, random_state=0)
+    assert ll.shape == (4,)
+    assert ll[0] < ll[1] < ll[2]
+    assert ll[2] - ll[1] > 1.0  # nats per neuron gained by reaching the true k
+    assert abs(ll[3] - ll[2]) < 0.2 * (ll[2] - ll[1])  # little to gain beyond it
+
+
+def test_tsne_embedding_separates_blobs():
+    x, labels, _ = blobs(n=150, k=3, spread=0.1)
+    emb = tsne_embedding(x, random_state=0, perplexity=10)
+    assert emb.shape == (150, 2) and np.isfinite(emb).all()
+    centroids = np.stack([emb[labels == c].mean(0) for c in range(3)])
+    within = max(np.linalg.norm(emb[labels == c] - centroids[c], axis=1).mean() for c in range(3))
+    between = min(np.linalg.norm(centroids[a] - centroids[b]) for a in range(3) for b in range(a))
+    assert between > 3 * within
