@@ -23,7 +23,7 @@ import datajoint as dj  # noqa: E402
 
 from . import connection  # noqa: E402
 
-STAGES = ("recording", "model", "clustering", "insilico")
+STAGES = ("recording", "model", "clustering", "insilico", "analysis")
 
 
 def new_schema() -> dj.Schema:

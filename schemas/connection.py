@@ -121,4 +121,5 @@ def connect(creds: Credentials | None = None):
     dj.config["database.password"] = creds.password
     dj.config["database.use_tls"] = creds.use_tls
     dj.config["loglevel"] = "WARNING"
+    dj.config["jobs.keep_completed"] = True  # provenance: which host/pid computed each key, how long
     return dj.conn(reset=True)

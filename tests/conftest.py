@@ -41,7 +41,7 @@ def recording_tables(db):
     """The recording module, emptied after the test."""
     recording = db["recording"]
     yield recording
-    recording.Scan.delete(prompt=False)
+    recording.Scan.delete(prompt=False, part_integrity="cascade")
 
 
 def make_scan_arrays(n_neurons=12, n_train=40, n_validation=10, n_test_images=4, n_repeats=3,

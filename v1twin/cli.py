@@ -7,6 +7,8 @@
     v1twin populate [STAGE...] [--preset cpu|paper] [--config FILE]
     v1twin worker [STAGE...] [--preset cpu|paper] [--config FILE]   (reserve_jobs: many at once)
     v1twin jobs [--retry]
+    v1twin export --out DIR [--where ATTR=VALUE ...]
+    v1twin report --out DIR [--where ATTR=VALUE ...]
     v1twin demo [--out DIR]
 
 This is the only module that imports :mod:`schemas`.
@@ -200,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="show the job queues and their errors")
     jobs.add_argument("--retry", action="store_true", help="return error jobs to the queue")
     jobs.set_defaults(func=cmd_jobs)
+
+    from .export import add_subcommands
+
+    add_subcommands(sub, _ensure_database)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated virtual V1")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))

@@ -18,6 +18,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "insilico.PhaseTuning", "insilico.SizeContrastTuning", "insilico.PlaidTuning",
         "insilico.StimulusComparison", "insilico.NonlinearityIndex",
     ),
+    "analysis": ("analysis.PopulationAnalysis",),
 }
 
 

@@ -1,0 +1,223 @@
+"""Population statistics of the tuning indices over the functional clusters (DT Fig. 3-4).
+
+``PopulationAnalysis`` depends on a ``Clustering`` and on every in-silico table that holds an
+index (same trained model; one ``InSilicoParams``), so its ``make`` has all indices. It fetches one
+row per neuron (:func:`fetch_neurons`), calls :mod:`insilico.population`, and inserts: KS tests
+per cluster and index, the random-assignment control, correlations between cluster-mean
+indices (all clusters and Gabor-like clusters) and the combinatorial code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from insilico import population as pop
+
+from . import clustering, dj, insilico, model, new_schema  # noqa: F401
+
+schema = new_schema()
+
+N_CONTROL = 10  # random cluster assignments in the control
+
+#: Columns of :func:`fetch_neurons` (and of ``v1twin export``'s neurons.csv), in order.
+NEURON_COLUMNS = (
+    "scan", "unit_id", "test_corr", "oracle_corr", "feve", "cluster", "alignment_angle", "rf_x", "rf_y",
+    "preferred_orientation", *pop.INDICES,
+)
+
+# (table, {column in the table: column of the neurons frame}), left-joined onto Clustering.Unit
+_SOURCES = (
+    ("model.TrainedModel.Unit", {"test_corr": "test_corr", "oracle_corr": "oracle_corr", "feve": "feve",
+                                 "rf_x": "rf_x", "rf_y": "rf_y"}),
+    ("clustering.Alignment.Unit", {"angle": "alignment_angle"}),
+    ("insilico.OptimalGabor.Unit", {"orientation": "preferred_orientation"}),
+    ("insilico.OrientationTuning.Unit", {"orientation_index": "orientation_index"}),
+    ("insilico.PhaseTuning.Unit", {"phase_index": "phase_index"}),
+    ("insilico.SizeContrastTuning.Unit", {"suppression_index": "suppression_index", "contrast_index": "contrast_index"}),
+    ("insilico.PlaidTuning.Unit", {"plaid_index": "plaid_index"}),
+    ("insilico.StimulusComparison.Unit", {"gabor_vs_dog": "gabor_vs_dog", "gabor_vs_mei": "gabor_vs_mei",
+                                          "dog_vs_mei": "dog_vs_mei"}),
+    ("insilico.NonlinearityIndex.Unit", {"nonlinearity_index": "nonlinearity_index"}),
+    ("clustering.Embedding.Unit", {"x": "tsne_x", "y": "tsne_y"}),
+)
+
+
+def _table(name: str):
+    module, *path = name.split(".")
+    obj = globals()[module]
+    for part in path:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _instance(table):
+    return table() if isinstance(table, type) else table
+
+
+def available(table) -> bool:
+    """Whether `table` exists in the database (its stage activated and declared)."""
+    try:
+        return table is not None and bool(_instance(table).is_declared)
+    except Exception:  # an unactivated schema raises on any access
+        return False
+
+
+def _restrict(table, key: dict):
+    """`table` restricted by the attributes of `key` that it has (others are ignored)."""
+    table = _instance(table)
+    names = set(table.heading.names)
+    return table & {k: v for k, v in key.items() if k in names}
+
+
+def _fetch(table, key: dict, columns: dict) -> pd.DataFrame:
+    """Rows of a per-neuron part table as (scan, unit_id, renamed columns); empty if the
+    table is not declared (its stage not activated)."""
+    out_cols = ["scan", "unit_id", *columns.values()]
+    if not available(table):
+        return pd.DataFrame(columns=out_cols)
+    arrays = _restrict(table, key).to_arrays("scan_key", "unit_id", *columns)
+    frame = pd.DataFrame(dict(zip(out_cols, arrays)))
+    if frame.duplicated(["scan", "unit_id"]).any():
+        raise ValueError(f"{table.__class__.__name__} restricted by {key} has several rows per neuron: "
+                         "the key must name one trained model, alignment, clustering and insilico_hash")
+    return frame
+
+
+def fetch_neurons(key: dict) -> pd.DataFrame:
+    """One row per neuron of a clustering: :data:`NEURON_COLUMNS` plus ``tsne_x, tsne_y``.
+
+    `key` names one ``Clustering`` (dataset, model, alignment, clustering hashes) and, for the
+    indices, one ``insilico_hash``; tables not yet populated leave their columns NaN. Neurons are
+    ordered by (scan, unit_id).
+    """
+    base = _fetch(clustering.Clustering.Unit, key, {"cluster": "cluster"})
+    if base.empty:
+        raise KeyError(f"no clustered neurons for {key}")
+    if base.duplicated(["scan", "unit_id"]).any():
+        raise ValueError(f"{key} names several clusterings; restrict it to one Clustering key")
+    frame = base
+    for name, columns in _SOURCES:
+        frame = frame.merge(_fetch(_table(name), key, columns), on=["scan", "unit_id"], how="left")
+    frame["unit_id"] = frame["unit_id"].astype(np.int64)
+    frame["cluster"] = frame["cluster"].astype(np.int64)
+    float_cols = [c for c in frame.columns if c not in ("scan", "unit_id", "cluster")]
+    frame[float_cols] = frame[float_cols].astype(float)
+    frame = frame[[*NEURON_COLUMNS, "tsne_x", "tsne_y"]]
+    return frame.sort_values(["scan", "unit_id"], ignore_index=True)
+
+
+def _none_if_nan(x):
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
+@schema
+class PopulationAnalysis(dj.Computed):
+    definition = """
+    # KS tests per cluster, the random-assignment control, index correlations, combinatorial code
+    -> clustering.Clustering
+    -> insilico.OrientationTuning
+    -> insilico.PhaseTuning
+    -> insilico.SizeContrastTuning
+    -> insilico.PlaidTuning
+    -> insilico.StimulusComparison
+    -> insilico.NonlinearityIndex
+    ---
+    n_neurons       : int32
+    n_clusters      : int32
+    alpha           : float64       # KS significance level
+    n_any           : int32         # clusters differing from the population on >= 1 index
+    n_all           : int32         # ... on every index
+    control_n_any   : float64       # mean over random cluster assignments
+    control_n_all   : float64
+    thresholds      : json          # population mean of each index (binarisation thresholds)
+    """
+
+    class ClusterKS(dj.Part):
+        definition = """
+        # two-sided KS test of a cluster's index values against the whole population
+        -> master
+        cluster         : int32
+        index_name      : varchar(32)
+        ---
+        n_neurons       : int32         # neurons of the cluster with a finite value
+        ks_statistic = null : float64
+        p_value = null  : float64
+        significant     : bool          # p_value < alpha
+        """
+
+    class ControlKS(dj.Part):
+        definition = """
+        # the same counts for one random cluster assignment (labels permuted, sizes kept)
+        -> master
+        repeat          : int32
+        ---
+        n_significant   : int32         # significant (cluster, index) tests
+        n_any           : int32
+        n_all           : int32
+        """
+
+    class IndexCorrelation(dj.Part):
+        definition = """
+        # correlation between cluster-mean indices over clusters (DT Fig. 4A)
+        -> master
+        subset          : enum('all', 'gabor_like')
+        index_a         : varchar(32)
+        index_b         : varchar(32)
+        ---
+        n_clusters      : int32
+        spearman_r = null : float64
+        spearman_p = null : float64
+        pearson_r = null  : float64
+        pearson_p = null  : float64
+        """
+
+    class CombinatorialCode(dj.Part):
+        definition = """
+        # a cluster's binarised phase, suppression and plaid tuning (DT Fig. 4B-C)
+        -> master
+        cluster         : int32
+        ---
+        n_neurons       : int32
+        gabor_like      : bool          # mean gabor_vs_mei above the population average
+        phase_high      : bool
+        suppression_high : bool
+        plaid_high      : bool
+        combination     : varchar(64)   # e.g. 'phase+plaid', 'none'
+        """
+
+    def make(self, key):
+        neurons = fetch_neurons(key)
+        ks = pop.cluster_ks(neurons, pop.INDICES, alpha=pop.ALPHA)
+        summary = pop.ks_summary(ks)
+        control = pop.control_ks(neurons, pop.INDICES, alpha=pop.ALPHA, n_repeats=N_CONTROL, seed=0)
+        code = pop.combinatorial_code(neurons)
+        means = pop.cluster_means(neurons, pop.INDICES)
+        gabor_like = code.loc[code["gabor_like"], "cluster"].tolist()
+        thresholds = {k: _none_if_nan(v) for k, v in pop.population_thresholds(neurons).items()}
+        self.insert1(dict(
+            key, n_neurons=len(neurons), n_clusters=summary["n_clusters"], alpha=pop.ALPHA,
+            n_any=summary["n_any"], n_all=summary["n_all"],
+            control_n_any=float(control["n_any"].mean()), control_n_all=float(control["n_all"].mean()),
+            thresholds=thresholds))
+        self.ClusterKS.insert(
+            dict(key, cluster=int(r.cluster), index_name=r.index_name, n_neurons=int(r.n_neurons),
+                 ks_statistic=_none_if_nan(r.statistic), p_value=_none_if_nan(r.p_value), significant=bool(r.significant))
+            for r in ks.itertuples())
+        self.ControlKS.insert(
+            dict(key, repeat=int(r.repeat), n_significant=int(r.n_significant), n_any=int(r.n_any), n_all=int(r.n_all))
+            for r in control.itertuples())
+        for subset, clusters in (("all", None), ("gabor_like", gabor_like)):
+            corr = pop.index_correlations(means, pop.INDICES, clusters=clusters)
+            self.IndexCorrelation.insert(
+                dict(key, subset=subset, index_a=r.index_a, index_b=r.index_b, n_clusters=int(r.n),
+                     **{c: _none_if_nan(getattr(r, c)) for c in ("spearman_r", "spearman_p", "pearson_r", "pearson_p")})
+                for r in corr.itertuples())
+        self.CombinatorialCode.insert(
+            dict(key, cluster=int(r.cluster), n_neurons=int(r.n_neurons), gabor_like=bool(r.gabor_like),
+                 phase_high=bool(r.phase_high), suppression_high=bool(r.suppression_high),
+                 plaid_high=bool(r.plaid_high), combination=r.combination)
+            for r in code.itertuples())

@@ -1,0 +1,119 @@
+"""End to end on a tiny virtual V1: every stage populates; many workers share the work; a
+worker killed mid-``make`` leaves nothing behind and the next one completes the key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY_CONFIG = """
+[model]
+max_epochs = {epochs}
+[alignment]
+n_betas = 2
+max_iter = 30
+[clustering]
+n_clusters = 3
+heldout_max_k = 4
+[insilico]
+mei_steps = 10
+energies = [4.0, 8.0]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(db, tmp_path_factory):
+    """Three tiny simulated scans imported into the test schemas; removed afterwards."""
+    from v1twin.sensorium import read_sensorium
+    from v1twin.simulator import simulate_scans, write_simulation
+
+    out = tmp_path_factory.mktemp("virtual_v1")
+    scans = simulate_scans(n_scans=3, n_neurons=12, n_train=240, n_validation=60,
+                           n_test_images=10, n_repeats=3, seed=1)
+    for folder in write_simulation(out, scans):
+        db["recording"].insert_recording(read_sensorium(folder))
+    yield scans
+    db["recording"].Scan.delete(prompt=False, part_integrity="cascade")
+
+
+def _config(tmp_path, epochs=1):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_CONFIG.format(epochs=epochs))
+    return path
+
+
+def _cli(*args) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "v1twin.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_every_stage_populates(db, tiny, tmp_path):
+    from v1twin import cli, pipeline
+
+    assert cli.main(["populate", "--config", str(_config(tmp_path))]) == 0
+    for table in pipeline.tables():
+        assert len(table) >= 1, f"{table.__class__.__name__} is empty"
+    n_neurons = sum(len(s.unit_ids) for s in tiny)
+    ins = db["insilico"]
+    for part in (db["model"].TrainedModel.Unit, db["clustering"].Clustering.Unit, ins.OptimalGabor.Unit,
+                 ins.PhaseTuning.Unit, ins.StimulusComparison.Unit, ins.NonlinearityIndex.Unit):
+        assert len(part()) == n_neurons, part.__name__
+    phase = ins.PhaseTuning.Unit().to_arrays("phase_index")
+    assert np.all(np.isfinite(phase)) and np.all((phase >= 0) & (phase <= 1))
+    # A second populate finds nothing to do.
+    results = pipeline.populate(__import__("v1twin.config", fromlist=["load"]).load(_config(tmp_path)))
+    assert all(r["success_count"] == 0 for r in results.values())
+
+
+def test_three_workers_compute_every_key_exactly_once(db, tiny, tmp_path):
+    from schemas import model
+
+    model.GLM.delete(prompt=False, part_integrity="cascade")
+    model.GLM().jobs.delete()
+    workers = [_cli("worker", "model", "--config", str(_config(tmp_path))) for _ in range(3)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    jobs = model.GLM().jobs
+    assert len(jobs.errors) == 0, jobs.errors.to_dicts()
+    done = (jobs & "status='success'").to_arrays("scan_key")
+    scans = sorted(s.name for s in tiny)
+    assert sorted(done) == scans  # none missing
+    computed = [int(line.split()[1]) for out in outputs for line in out.splitlines() if line.startswith("GLM ")]
+    assert sum(computed) == len(scans), outputs  # no key computed twice
+    assert sorted(model.GLM().to_arrays("scan_key")) == scans
+
+
+def test_killed_worker_leaves_no_partial_rows_and_next_worker_completes(db, tiny, tmp_path):
+    from schemas import model
+
+    model.TrainedModel.delete(prompt=False, part_integrity="cascade")
+    model.TrainedModel().jobs.delete()
+    config = str(_config(tmp_path, epochs=4))
+    victim = _cli("worker", "model", "--config", config)
+    jobs = model.TrainedModel().jobs
+    deadline = time.monotonic() + 300
+    while not len(jobs.reserved):
+        assert victim.poll() is None, victim.communicate()[0]
+        assert time.monotonic() < deadline, "the worker never reserved a key"
+        time.sleep(0.5)
+    time.sleep(2)  # inside make(): loading the scans or training
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert len(model.TrainedModel()) == 0 and len(model.TrainedModel.Unit()) == 0
+    assert len(jobs.reserved) == 1  # the dead worker's reservation
+    rescuer = _cli("worker", "model", "--config", config)
+    output = rescuer.communicate(timeout=600)[0]
+    assert rescuer.returncode == 0, output
+    assert "released 1 keys reserved by dead workers" in output
+    assert len(model.TrainedModel()) == 1
+    assert len(model.TrainedModel.Unit()) == sum(len(s.unit_ids) for s in tiny)
+    assert len(jobs.reserved) == 0
