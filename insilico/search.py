@@ -207,6 +207,8 @@ def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: M
         cx, cy = canvas_center(height, width) if center is None else center
         anc = torch.as_tensor(rf_positions(model, anchors), dtype=torch.float32, device=device)
         npar = dict(npar, x=npar["x"] - anc[:, 0] + cx, y=npar["y"] - anc[:, 1] + cy)
+        return _centred_pair_responses(respond, render, keys, npar, cpar, relative, j, n,
+                                       min(chunk_size, 256), progress, kind, height, width)
     out = torch.empty(j * n, dtype=torch.float32)
     starts = range(0, j * n, chunk_size)
     for s in _progress(starts, len(starts), progress, f"{kind} pairs"):
@@ -225,6 +227,37 @@ def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: M
         else:
             r = respond(images).gather(1, nn[:, None])[:, 0]
         out[s:s + len(k)] = r.float().cpu()
+    return out.reshape(j, n)
+
+
+def _centred_pair_responses(respond, render, keys, npar, cpar, relative, j, n, chunk_size,
+                            progress, kind, height, width) -> torch.Tensor:
+    """pair_responses with ``respond``: the centred stimuli of all (condition, neuron) pairs are
+    deduplicated (positions rounded to 1/4096 px) and each distinct one is passed through
+    ``respond`` once; pair (j, n) reads column n. Neurons with the same optimal stimulus share it."""
+    device = npar["x"].device
+    k = torch.arange(j * n, device=device)
+    jj, nn = k // n, k % n
+    cols = []
+    for key in keys:
+        if key in cpar:
+            v = cpar[key][jj]
+            v = v + npar[key][nn] if (key in relative and key in npar) else v
+        else:
+            v = npar[key][nn]
+        cols.append(torch.round(v * 4096) / 4096 if key in ("x", "y") else v)
+    uniq, inv = torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)
+    order = torch.argsort(inv)
+    bounds = torch.searchsorted(inv[order], torch.arange(0, len(uniq) + chunk_size, chunk_size,
+                                                         device=device)).tolist()
+    out = torch.empty(j * n, dtype=torch.float32)
+    starts = range(0, len(uniq), chunk_size)
+    for c, u0 in enumerate(_progress(starts, len(starts), progress, f"centred {kind}")):
+        images = render(height=height, width=width,
+                        **{key: uniq[u0:u0 + chunk_size, i] for i, key in enumerate(keys)})
+        r = respond(images)  # (c, N)
+        sel = order[bounds[c]:bounds[c + 1]]
+        out[sel.cpu()] = r[inv[sel] - u0, nn[sel].to(r.device)].float().cpu()
     return out.reshape(j, n)
 
 

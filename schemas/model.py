@@ -37,7 +37,7 @@ class ModelConfig(dj.Lookup):
     model_hash      : char(32)
     ---
     preset          : varchar(32)   # preset it started from ('custom' if none)
-    config          : json          # {"core": ..., "readout": ..., "train": TrainConfig}
+    config          : json          # {"core", "readout", "downsample", "train": TrainConfig}
     """
 
     @classmethod
@@ -48,7 +48,7 @@ class ModelConfig(dj.Lookup):
         unknown = set(train) - set(TrainConfig().to_dict())
         if unknown:
             raise KeyError(f"unknown training parameters {sorted(unknown)}")
-        config = {"core": _jsonable(p.core), "readout": p.readout, "train": train}
+        config = {"core": _jsonable(p.core), "readout": p.readout, "downsample": p.downsample, "train": train}
         key = {"model_hash": config_hash(config)}
         cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
         return key

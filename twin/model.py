@@ -26,9 +26,12 @@ class Twin(nn.Module):
         readout: {"type": "gaussian" | "factorized", **readout hyper-parameters}.
         n_neurons: {scan name: N}.
         image_shape: (H, W) of the stimuli in pixels.
+        downsample: the input is average-pooled by this factor before the core (1: none). The
+            core and readouts then work on an (H/d, W/d) grid; everything the twin reports
+            (`rf_positions`, `center`, `reach`) is in canvas pixels all the same.
     """
 
-    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape):
+    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape, downsample: int = 1):
         super().__init__()
         readout = dict(readout)
         kind = readout.pop("type")
@@ -36,7 +39,10 @@ class Twin(nn.Module):
             raise ValueError(f"unknown readout type {kind!r}; choose from {sorted(READOUTS)}")
         self.core = RotationEquivariantCore(**core)
         self.image_shape = tuple(int(s) for s in image_shape)
-        h, w = self.image_shape
+        self.downsample = int(downsample)
+        if self.downsample < 1 or any(s % self.downsample for s in self.image_shape):
+            raise ValueError(f"downsample={downsample} must be >= 1 and divide the image shape {self.image_shape}")
+        h, w = (s // self.downsample for s in self.image_shape)
         f, o = self.core.features[-1], self.core.orientations
         self.readouts = nn.ModuleDict(
             {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()})
@@ -53,12 +59,14 @@ class Twin(nn.Module):
             "readout": {"type": self.readout_type, **first.hyperparameters},
             "n_neurons": {name: r.n_neurons for name, r in self.readouts.items()},
             "image_shape": list(self.image_shape),
+            "downsample": self.downsample,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "Twin":
         """A freshly initialised model of that architecture; follow with `load_state_dict`."""
-        return cls(config["core"], config["readout"], config["n_neurons"], config["image_shape"])
+        return cls(config["core"], config["readout"], config["n_neurons"], config["image_shape"],
+                   config.get("downsample", 1))
 
     @property
     def device(self) -> torch.device:
@@ -75,14 +83,31 @@ class Twin(nn.Module):
             raise KeyError(f"unknown scan {scan!r}; model has {sorted(self.readouts)}")
         return self.readouts[scan]
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Core output (B, F*O, H/d, W/d) for standardized images (B, 1, H, W)."""
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
+        return self.core(x)
+
     def forward(self, x: torch.Tensor, scan: str) -> torch.Tensor:
         """Standardized images (B, 1, H, W) -> positive rates (B, N) of `scan`'s neurons."""
-        return F.elu(self._readout(scan)(self.core(x))) + 1
+        return F.elu(self._readout(scan)(self.features(x))) + 1
 
     def at_rf(self, x_centred: torch.Tensor, scan: str) -> torch.Tensor:
-        """Rates (B, N) for standardized stimuli centred on the canvas, each moved onto each
+        """Rates (B, N) for standardized stimuli centred at `center`, each moved onto each
         neuron's RF by the readout (translation-equivariant fast path, see `twin.readouts`)."""
-        return F.elu(self._readout(scan).at_rf(self.core(x_centred))) + 1
+        return F.elu(self._readout(scan).at_rf(self.features(x_centred))) + 1
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """(x, y) canvas pixels where `at_rf` assumes centred stimuli: ((W-1)/2, (H-1)/2)."""
+        h, w = self.image_shape
+        return (w - 1) / 2, (h - 1) / 2
+
+    @property
+    def reach(self) -> int:
+        """Radius (canvas pixels) of the core's receptive field around a read-out point."""
+        return self.downsample * sum((int(k) - 1) // 2 for k in self.core.kernel_sizes)
 
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:
@@ -104,4 +129,5 @@ class Twin(nn.Module):
 
     def rf_positions(self, scan: str) -> np.ndarray:
         """RF centres (N, 2) in canvas pixels, columns (x = column, y = row)."""
-        return self._readout(scan).rf_positions.detach().cpu().numpy()
+        grid = self._readout(scan).rf_positions.detach().cpu().numpy()
+        return (grid + 0.5) * self.downsample - 0.5  # core-grid pixel centres -> canvas pixels

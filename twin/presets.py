@@ -2,16 +2,18 @@
 
 "paper": the published architecture (3 layers, 16 features x 8 orientations, kernels
 13, 5, 5; Ecker et al. 2019, Ustyuzhaninov et al. 2020); meant for a GPU.
-"cpu": a small core (2 layers, 4 features x 8 orientations, kernels 9, 5) for 2 CPU cores.
+"cpu": a small core (2 layers, 4 features x 8 orientations, kernels 9, 5) on the input
+average-pooled 2x, for 2 CPU cores.
 
-Measured on the shared 2-core machine (one torch thread, load ~4-6), one training step =
-forward + backward + Adam on a batch of 64 images of 36 x 64 for one scan of 300 neurons:
-"cpu" 0.5-0.8 s, (8 features x 8 orientations, kernels 9, 5) 2.1 s, "paper" 16 s.
-An epoch of 2 scans x 4000 train trials costs ~1.5 min for "cpu". On a simulated scan
-(100 neurons, 1200 train trials) batch 32 reached validation correlation 0.38 in 8 epochs
-where batch 64 reached 0.29 at the same cost, hence batch 32; with the Gaussian readout's
-init_sigma 0.1 instead of 0.3 it reached 0.43 (test correlation 0.41, oracle 0.70,
-GLM baseline 0.31).
+One training step (forward + backward + Adam, 2 scans x 32 images, 300 neurons each), measured
+on this 2-core machine: kernels 9, 5 at full resolution (36 x 64) 0.36 s; at half resolution
+(18 x 32) 0.10 s; kernels 13, 5 at half resolution 0.2 s with 8 features. Pooling 2x makes a
+step ~4x cheaper and doubles the core's reach in canvas pixels (kernels 9, 5: 6 grid pixels =
+12 canvas pixels), which the virtual V1's receptive fields (~13 px) need: at full resolution
+the core saw +-6 px and the twin could not learn surround suppression. A larger reach would
+see more of the surround but puts more neurons within `reach` of the border, where the
+equivariant fast path falls back to the direct one (insilico.twin_adapter). With batch 32 rather than 64 a simulated scan reached a higher validation
+correlation at equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Preset:
     core: dict
     readout: dict
     train: TrainConfig = field(default_factory=TrainConfig)
+    downsample: int = 1
 
 
 PRESETS = {
@@ -42,6 +45,7 @@ PRESETS = {
         core={"features": (4, 4), "orientations": 8, "kernel_sizes": (9, 5)},
         readout={"type": "gaussian", "feature_l1": 1e-2},
         train=TrainConfig(lr=1e-2, batch_size=32, max_epochs=20, patience=3, lr_decay_steps=2),
+        downsample=2,
     ),
 }
 
@@ -51,4 +55,4 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[name]
-    return Preset(dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()))
+    return Preset(dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample)

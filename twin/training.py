@@ -68,20 +68,24 @@ def _inverse_output(mean_rate: np.ndarray) -> np.ndarray:
 def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     """A Twin for `scans`, initialised with `seed`.
 
-    preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core" and "readout"
-    (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
+    preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core", "readout" and
+    optionally "downsample" (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
     each readout's bias so that the initial mean rate matches the neuron's train mean.
     """
     from .presets import Preset, get_preset  # presets imports TrainConfig from this module
 
     if isinstance(preset, str):
         preset = get_preset(preset)
-    arch = {"core": preset.core, "readout": preset.readout} if isinstance(preset, Preset) else preset
+    if isinstance(preset, Preset):
+        arch = {"core": preset.core, "readout": preset.readout, "downsample": preset.downsample}
+    else:
+        arch = preset
     shapes = {s.image_shape for s in scans}
     if len(shapes) != 1:
         raise ValueError(f"all scans must share one image shape, got {sorted(shapes)}")
     torch.manual_seed(seed)
-    model = Twin(arch["core"], arch["readout"], {s.name: s.n_neurons for s in scans}, shapes.pop())
+    model = Twin(arch["core"], arch["readout"], {s.name: s.n_neurons for s in scans}, shapes.pop(),
+                 arch.get("downsample", 1))
     pixels = np.concatenate([s.images[s.mask("train")].ravel() for s in scans]).astype(np.float64)
     if pixels.size == 0:
         raise ValueError("no train-tier trials in any scan")

@@ -1,0 +1,233 @@
+"""Benchmark: the twin's equivariant fast path vs the direct path (prints a table; not a test).
+
+1. Simulate a virtual V1 (v1twin.simulator.simulate_scans), train a small twin ("cpu" preset);
+   the weights are cached in a temp file keyed by the arguments.
+2. Optimal-Gabor search for all neurons (a search over positions x parameters): fast path (core
+   once per centred stimulus, readout moves it) vs the direct path of earlier pipelines (every
+   stimulus rendered at every neuron's RF + offset and passed through the whole model). The
+   direct path is linear in the number of neurons (B x N images); it is run on ``--direct-neurons``
+   neurons and its time for all neurons is extrapolated (stated in the table).
+3. The in-silico battery both ways (same subset), batched MEIs vs one neuron at a time, and the
+   Spearman correlation of each index between the twin and the simulator (ground truth).
+
+    python benchmarks/insilico.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from insilico import experiments, search  # noqa: E402
+from insilico.mei import mei  # noqa: E402
+from insilico.twin_adapter import TwinResponseModel  # noqa: E402
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def get_twin(args):
+    from twin.data import ScanData
+    from twin.model import Twin
+    from twin.presets import get_preset
+    from twin.training import build_model, fit
+    from v1twin.simulator import simulate_scans
+
+    t0 = time.perf_counter()
+    sims = simulate_scans(n_scans=args.scans, n_neurons=args.neurons // args.scans,
+                          n_train=args.n_train, n_validation=args.n_train // 5,
+                          n_test_images=10, n_repeats=2, seed=args.seed)
+    log(f"simulated {args.scans} scans x {args.neurons // args.scans} neurons "
+        f"in {time.perf_counter() - t0:.1f} s")
+    data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
+    key = hashlib.sha1(json.dumps(dict(n=args.neurons, s=args.scans, t=args.n_train, e=args.epochs,
+                                       seed=args.seed)).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"v1twin_bench_insilico_{key}.pt"
+    if path.exists():
+        state = torch.load(path, map_location="cpu")
+        twin = Twin.from_config(state["config"])
+        # derived buffers (Hermite basis, rotations) may be non-persistent in newer twin code
+        res = twin.load_state_dict(state["weights"], strict=False)
+        if res.missing_keys:
+            raise RuntimeError(f"cached twin {path} lacks {res.missing_keys}; delete it to retrain")
+        log(f"loaded cached twin {path} (val corr {state['val']:.3f})")
+    else:
+        preset = get_preset("cpu")
+        twin = build_model(preset, data, seed=args.seed)
+        cfg = preset.train
+        cfg.max_epochs, cfg.device = args.epochs, "cpu"
+        t0 = time.perf_counter()
+        hist = fit(twin, data, cfg, progress=False)
+        log(f"trained twin in {time.perf_counter() - t0:.0f} s, val corr {hist['best_val_corr']:.3f}")
+        torch.save({"config": twin.config, "weights": twin.state_dict(),
+                    "val": hist["best_val_corr"]}, path)
+    return twin.eval(), sims
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small grid, few direct neurons")
+    ap.add_argument("--neurons", type=int, default=500)
+    ap.add_argument("--scans", type=int, default=2)
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--direct-neurons", type=int, default=None)
+    ap.add_argument("--index-neurons", type=int, default=None,
+                    help="neurons per scan for the battery / Spearman part")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n_direct = args.direct_neurons or (4 if args.quick else 12)
+    n_index = args.index_neurons or (40 if args.quick else 125)
+    rows = []
+
+    twin, sims = get_twin(args)
+    models = [TwinResponseModel(twin, s.name) for s in sims]
+    pi = np.pi
+    if args.quick:
+        grid = search.GaborGrid(offsets=(-1.0, 0.0, 1.0), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 8),
+                                contrasts=(4.0,), orientations=tuple(np.arange(8) * pi / 8),
+                                phases=tuple(np.arange(4) * pi / 2))
+    else:
+        grid = search.GaborGrid(offsets=(-1.0, 0.0, 1.0), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 10, 1 / 6),
+                                contrasts=(4.0,), orientations=tuple(np.arange(8) * pi / 8),
+                                phases=tuple(np.arange(4) * pi / 2))
+    n_all = sum(m.n_neurons for m in models)
+    log(f"Gabor grid: {len(grid)} stimuli (incl. {len(grid.offsets) ** 2} positions) x {n_all} neurons")
+
+    # ---- optimal Gabor: fast path, all neurons ------------------------------------------------
+    fast_ds, t_fast = [], 0.0
+    with torch.no_grad():
+        for m in models:
+            (ds, resp), t = timed(lambda: search.optimal_gabor(
+                m, grid, respond=m.fast_respond(), center=m.center, return_responses=True))
+            fast_ds.append((ds, resp))
+            t_fast += t
+    border = np.concatenate([m.border_mask() for m in models])
+    log(f"fast path: {t_fast:.1f} s; border neurons (direct fallback needed): {border.sum()}")
+
+    # ---- direct path on a subset (interior neurons), extrapolated ------------------------------
+    m0 = models[0]
+    interior = np.flatnonzero(~m0.border_mask())[:n_direct]
+    sub = m0.subset(interior)
+    with torch.no_grad():
+        (dd, rd), t_dir = timed(lambda: search.optimal_gabor(sub, grid, return_responses=True))
+    t_dir_all = t_dir / len(interior) * n_all
+    df, rf = fast_ds[0][0].isel(neuron=interior), fast_ds[0][1][:, interior]
+    same = np.ones(len(interior), bool)
+    for k in search.GABOR_KEYS:
+        same &= np.isclose(dd[k].values, df[k].values, atol=1e-6)
+    diff = (rd - rf).abs()
+    rel = (diff.max(0).values / rd.max(0).values).numpy()
+    chosen = rd.gather(0, rf.argmax(0)[None])[0]
+    loss = (1 - chosen / rd.max(0).values).numpy()
+    rows += [("gabor search: fast, all neurons [s]", f"{t_fast:.2f}"),
+             (f"gabor search: direct, {len(interior)} neurons measured [s]", f"{t_dir:.2f}"),
+             (f"gabor search: direct, {n_all} neurons extrapolated [s]", f"{t_dir_all:.1f}"),
+             ("gabor search: speed-up (direct / fast)", f"{t_dir_all / t_fast:.0f}x"),
+             ("gabor: same parameters chosen (subset)", f"{same.sum()}/{len(same)}"),
+             ("gabor: max |fast - direct| / max response (all grid)", f"{rel.max():.4f}"),
+             ("gabor: direct-response loss of fast's choice (max)", f"{loss.max():.4f}"),
+             ("gabor: max |best response fast - direct|",
+              f"{np.abs(dd.response.values - df.response.values).max():.4f}")]
+
+    # ---- battery both ways: fast on all neurons of scan 0, direct on the subset -----------------
+    ds0 = fast_ds[0][0]
+    n0 = m0.n_neurons
+    with torch.no_grad():
+        (_, idx_f), t_bf = timed(lambda: experiments.run_battery(
+            m0, ds0, respond=m0.fast_respond(), center=m0.center))
+        (_, idx_d), t_bd = timed(lambda: experiments.run_battery(sub, ds0.isel(neuron=interior)))
+    t_bd_all = t_bd / len(interior) * n0
+    dmax = float(np.nanmax(np.abs(idx_f.iloc[interior].values - idx_d.values)))
+    rows += [(f"battery: fast, {n0} neurons (shared stimuli deduplicated) [s]", f"{t_bf:.2f}"),
+             (f"battery: direct, {len(interior)} neurons measured [s]", f"{t_bd:.2f}"),
+             (f"battery: direct, {n0} neurons extrapolated [s]", f"{t_bd_all:.1f}"),
+             ("battery: speed-up", f"{t_bd_all / t_bf:.1f}x"),
+             ("battery: max |index fast - direct| (subset)", f"{dmax:.4f}")]
+
+    # ---- MEIs: batched vs one at a time --------------------------------------------------------
+    k_mei = min(len(interior), 4 if args.quick else 8)
+    steps = 10 if args.quick else 30
+    neurons = interior[:k_mei]
+    init = torch.randn(k_mei, 1, 36, 64, generator=torch.Generator().manual_seed(0))
+    r_b, t_mb = timed(lambda: mei(m0, neurons, norm=10.0, steps=steps, seed=0, init=init))
+    singles, t_m1 = timed(lambda: [mei(m0, [int(n)], norm=10.0, steps=steps, seed=0,
+                                       init=init[i:i + 1]) for i, n in enumerate(neurons)])
+    r1 = np.array([float(s.responses[0]) for s in singles])
+    rows += [(f"MEI: batched, {k_mei} neurons x {steps} steps [s]", f"{t_mb:.2f}"),
+             ("MEI: one neuron at a time [s]", f"{t_m1:.2f}"),
+             ("MEI: speed-up", f"{t_m1 / t_mb:.1f}x"),
+             ("MEI: max |resp batched - single| / resp",
+              f"{np.max(np.abs(r_b.responses.numpy() - r1) / r1):.4f}")]
+
+    # ---- indices twin vs simulator (Spearman) --------------------------------------------------
+    from scipy.stats import spearmanr
+    twin_idx, sim_idx = [], []
+    t0 = time.perf_counter()
+    small = search.GaborGrid(offsets=(0.0,), sizes=grid.sizes, sfs=grid.sfs,
+                             contrasts=grid.contrasts, orientations=grid.orientations,
+                             phases=grid.phases)
+    with torch.no_grad():
+        for m, s, (ds, _) in zip(models, sims, fast_ds):
+            sel = np.flatnonzero(~m.border_mask())[:n_index]
+            tm = m.subset(sel)
+            _, it = experiments.run_battery(tm, ds.isel(neuron=sel), respond=tm.fast_respond(),
+                                            center=tm.center)
+            sim = s.model
+            sim_sub = _SimSubset(sim, sel)
+            sg = search.optimal_gabor(sim_sub, small)
+            _, isim = experiments.run_battery(sim_sub, sg)
+            twin_idx.append(it)
+            sim_idx.append(isim)
+    import pandas as pd
+    ti, si = pd.concat(twin_idx, ignore_index=True), pd.concat(sim_idx, ignore_index=True)
+    log(f"index battery twin + simulator: {time.perf_counter() - t0:.0f} s")
+    for col in ("orientation_index", "phase_index", "suppression_index", "plaid_index"):
+        if col in ti and col in si:
+            ok = np.isfinite(ti[col]) & np.isfinite(si[col])
+            rho = spearmanr(ti[col][ok], si[col][ok]).correlation
+            rows.append((f"Spearman twin vs simulator: {col} (n={ok.sum()})", f"{rho:.3f}"))
+
+    w = max(len(r[0]) for r in rows)
+    print("\n" + "=" * (w + 14))
+    for name, val in rows:
+        print(f"{name:<{w}}  {val:>10}")
+    print("=" * (w + 14))
+
+
+class _SimSubset:
+    """A subset of the simulator's neurons as a ResponseModel."""
+
+    def __init__(self, sim, idx):
+        self.sim, self.idx = sim, torch.as_tensor(idx)
+        self.rf_positions = np.asarray(sim.rf_positions)[idx]
+        self.preferred_orientations = np.asarray(sim.preferred_orientations)[idx]
+
+    def parameters(self):
+        return self.sim.parameters()
+
+    def __call__(self, images):
+        return self.sim(images)[:, self.idx]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""A trained :class:`twin.model.Twin` as an insilico ResponseModel, with the equivariant fast path.
+
+``TwinResponseModel(twin, scan)`` is a ResponseModel (``model(images (B,1,H,W)) -> (B,N)``,
+``rf_positions`` (N,2) from the readout, settable ``preferred_orientations`` (N,)) that works with
+every function of :mod:`insilico.search`, :mod:`insilico.experiments` and :mod:`insilico.mei`.
+
+Fast path (DESIGN "Scale: the equivariant fast path")
+----------------------------------------------------
+``fast_respond()`` returns ``respond(stimuli_centred (B,1,H,W)) -> (B,N)``: the core runs once on
+stimuli centred at :attr:`TwinResponseModel.center` and the readout moves them onto every
+neuron's RF (``Twin.at_rf``). The centre is the one the twin's readout assumes,
+``((W-1)/2, (H-1)/2)`` = (31.5, 17.5) on the 36 x 64 canvas (NOT ``insilico.canvas_center()`` =
+(32, 18)); always pass ``center=model.center`` to the search / experiment functions together with
+``respond=model.fast_respond()``.
+
+Exactness. With the Gaussian readout, neuron n's direct response to a stimulus rendered at its RF
+mu_n is the bilinear read, at mu_n, of core features that depend on the stimulus only through
+(pixel - mu_n). The fast path reads the same function bilinearly at the canvas centre. So:
+
+* when mu_n - center is an integer vector (mu_n on a half-integer pixel position on the default
+  canvas) the two agree to float precision, provided the core's receptive field around the read
+  pixels lies inside the canvas (otherwise zero padding breaks translation equivariance);
+* for other (sub-pixel) mu_n they differ by the difference of two bilinear interpolations of a
+  smooth function (sub-pixel phase frac(mu_n) vs 0.5): second order in the feature maps' spatial
+  frequency. tests/test_fast_path.py states and checks the tolerance.
+
+Border rule. ``border_mask(margin)`` flags neurons whose RF lies within ``margin`` pixels of the
+canvas edge (default: the core's receptive-field radius sum((k-1)//2), the exact condition for
+the Gaussian readout's bilinear read; add the readout's own spatial extent for the factorized
+readout). Flagged neurons fall back to the direct path: :func:`merge` combines tables or search
+Datasets, :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
+:func:`optimal_gabor` / :func:`optimal_dog` run the whole search that way.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from .model import RespondFn
+from . import search
+
+__all__ = ["TwinResponseModel", "merge", "optimal_gabor",
+           "optimal_dog"]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+class TwinResponseModel:
+    """One scan of a trained Twin as a ResponseModel (see the module docstring).
+
+    twin: a :class:`twin.model.Twin`; scan: the readout's name; preferred_orientations: (N,)
+    radians or None (set later, e.g. ``model.preferred_orientations = ds.orientation.values``
+    from the per-neuron optimal Gabors); neurons: optional subset of the scan's neuron indices
+    (the model then has len(neurons) neurons, in that order).
+
+    Evaluation always runs the twin in eval mode (no readout sampling noise, running batch-norm
+    statistics) and restores its previous mode. Calls are differentiable (MEIs); the searches
+    wrap them in ``torch.no_grad``.
+    """
+
+    def __init__(self, twin, scan: str, preferred_orientations=None,
+                 neurons: Optional[Sequence[int]] = None):
+        if scan not in twin.readouts:
+            raise KeyError(f"TwinResponseModel: unknown scan {scan!r}; twin has {sorted(twin.readouts)}")
+        self.twin, self.scan = twin, scan
+        self.readout = twin.readouts[scan]
+        n_all = self.readout.n_neurons
+        if neurons is None:
+            self._index = None
+            self.n_neurons = n_all
+        else:
+            idx = np.asarray(neurons, dtype=np.int64).ravel()
+            if idx.size and (idx.min() < 0 or idx.max() >= n_all):
+                raise ValueError(f"TwinResponseModel: neuron indices must lie in [0, {n_all}); "
+                                 f"got min {idx.min()}, max {idx.max()}")
+            self._index = idx
+            self.n_neurons = len(idx)
+        self._pref = None
+        self.preferred_orientations = preferred_orientations
+
+    # ---- attributes of the ResponseModel protocol ---------------------------------------------
+    @property
+    def rf_positions(self) -> np.ndarray:
+        """(N, 2) float64, (x, y) = (column, row) pixels, from the readout."""
+        pos = np.asarray(self.twin.rf_positions(self.scan), dtype=np.float64)
+        return pos if self._index is None else pos[self._index]
+
+    @property
+    def preferred_orientations(self) -> Optional[np.ndarray]:
+        return self._pref
+
+    @preferred_orientations.setter
+    def preferred_orientations(self, value):
+        if value is None:
+            self._pref = None
+            return
+        v = np.asarray(getattr(value, "values", value), dtype=np.float64).ravel()
+        if v.shape != (self.n_neurons,):
+            raise ValueError(f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}")
+        self._pref = v
+
+    @property
+    def device(self) -> torch.device:
+        return self.twin.device
+
+    def parameters(self):
+        return self.twin.parameters()
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """(x, y) at which the fast path assumes centred stimuli (the readout's convention)."""
+        return self.twin.center
+
+    def _neuron_tensor(self) -> Optional[torch.Tensor]:
+        return None if self._index is None else torch.as_tensor(self._index, device=self.device)
+
+    def _global(self, neuron_index) -> torch.Tensor:
+        idx = torch.as_tensor(neuron_index, dtype=torch.long, device=self.device)
+        if self._index is not None:
+            idx = self._neuron_tensor()[idx]
+        return idx
+
+    def subset(self, neurons: Sequence[int]) -> "TwinResponseModel":
+        """The same twin restricted to ``neurons`` (indices into this model's neurons)."""
+        idx = np.asarray(neurons, dtype=np.int64).ravel()
+        glob = idx if self._index is None else self._index[idx]
+        pref = None if self._pref is None else self._pref[idx]
+        return TwinResponseModel(self.twin, self.scan, pref, glob)
+
+    # ---- direct path ---------------------------------------------------------------------------
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Standardized images (B,1,H,W) -> rates (B,N), the full model."""
+        with _eval_mode(self.twin):
+            out = self.twin(images.to(self.device, torch.float32), self.scan)
+        return out if self._index is None else out[:, self._neuron_tensor()]
+
+    def respond_own(self, images: torch.Tensor, neuron_index) -> torch.Tensor:
+        """Rate of neuron ``neuron_index[m]`` to ``images[m]``: (M,1,H,W), (M,) -> (M,).
+
+        The core runs on every image, the readout only for that image's own neuron (for batched
+        MEIs and the direct search). Equals ``self(images).gather(1, idx)``.
+        """
+        idx = self._global(neuron_index)
+        r = self.readout
+        with _eval_mode(self.twin):
+            core_out = self.twin.core(images.to(self.device, torch.float32))
+            if hasattr(r, "mu") and hasattr(r, "_read"):  # GaussianReadout, eval: read at mu
+                mu = r.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
+                sampled = F.grid_sample(core_out, mu[:, None, None, :], mode="bilinear",
+                                        padding_mode="border", align_corners=True)[:, :, 0, 0]
+                drive = (sampled * r.features[idx].to(sampled.dtype)).sum(-1) + r.bias[idx]
+            elif hasattr(r, "mask"):  # FactorizedReadout
+                pooled = torch.einsum("mchw,mhw->mc", core_out, r.mask[idx])
+                drive = (pooled * r.features[idx]).sum(-1) + r.bias[idx]
+            else:
+                drive = r(core_out).gather(1, idx[:, None])[:, 0]
+        return F.elu(drive) + 1
+
+    # ---- fast path -----------------------------------------------------------------------------
+    def fast_respond(self) -> RespondFn:
+        """``respond(stimuli_centred (B,1,H,W)) -> (B,N)``: core once, readout moves each stimulus
+        onto every RF (``Twin.at_rf``). Stimuli must be centred at :attr:`center`; the callable
+        carries it as ``respond.center``. Differentiable."""
+        sel = self._neuron_tensor()
+
+        def respond(stimuli: torch.Tensor) -> torch.Tensor:
+            with _eval_mode(self.twin):
+                out = self.twin.at_rf(stimuli.to(self.device, torch.float32), self.scan)
+            return out if sel is None else out[:, sel]
+
+        respond.center = self.center
+        return respond
+
+    def border_mask(self, margin: Optional[float] = None, extent: float = 0.0) -> np.ndarray:
+        """(N,) bool: True for neurons whose RF is within ``margin + extent`` pixels of the canvas
+        edge, where the fast path is not exact (zero padding). margin default: the core's
+        receptive-field radius in canvas pixels (``Twin.reach``); extent: extra reach, e.g. the spatial extent of
+        a factorized readout's mask."""
+        m = float(self.twin.reach if margin is None else margin) + float(extent)
+        h, w = self.twin.image_shape
+        pos = self.rf_positions
+        eps = 1e-4
+        inside = ((pos[:, 0] >= m - eps) & (pos[:, 0] <= w - 1 - m + eps)
+                  & (pos[:, 1] >= m - eps) & (pos[:, 1] <= h - 1 - m + eps))
+        return ~inside
+
+    def hybrid_respond(self, margin: Optional[float] = None, extent: float = 0.0,
+                       chunk_size: int = 2048) -> RespondFn:
+        """Fast path for interior neurons, the generic direct path
+        (:func:`insilico.search.direct_respond`: Fourier shift of the centred stimulus onto the RF,
+        exact for integer shifts, band-limited interpolation otherwise; full model) for the neurons
+        flagged by :meth:`border_mask`. Same signature and ``.center`` as :meth:`fast_respond`."""
+        fast = self.fast_respond()
+        border = np.flatnonzero(self.border_mask(margin, extent))
+        if border.size == 0:
+            return fast
+        sub = self.subset(border)
+        direct = search.direct_respond(sub, center=self.center, chunk_size=chunk_size)
+        bidx = torch.as_tensor(border)
+
+        def respond(stimuli: torch.Tensor) -> torch.Tensor:
+            out = fast(stimuli).clone()
+            out[:, bidx.to(out.device)] = direct(stimuli).to(out.device, out.dtype)
+            return out
+
+        respond.center = self.center
+        return respond
+
+
+def merge(fast, direct, border):
+    """Fast results for interior neurons, direct ones for border neurons.
+
+    fast: (..., N) tensor / array, or an xr.Dataset with a ``neuron`` dim (N);
+    direct: the same for all N neurons, or for the border neurons only (..., n_border) /
+        a Dataset of n_border neurons (in order of ``np.flatnonzero(border)``);
+    border: (N,) bool. Returns the merged object (a copy); Datasets get a ``border`` variable.
+    """
+    border = np.asarray(border, dtype=bool)
+    bidx = np.flatnonzero(border)
+    if isinstance(fast, xr.Dataset):
+        n = fast.sizes["neuron"]
+        if border.shape != (n,):
+            raise ValueError(f"border must have shape ({n},); got {border.shape}")
+        out = fast.copy(deep=True)
+        d = direct if direct.sizes["neuron"] == len(bidx) else direct.isel(neuron=bidx)
+        for k in out.data_vars:
+            if "neuron" in out[k].dims and k in d:
+                vals = out[k].values
+                vals[..., bidx] = np.asarray(d[k].values)
+                out[k] = (out[k].dims, vals)
+        out["border"] = ("neuron", border)
+        return out
+    is_t = torch.is_tensor(fast)
+    out = fast.clone() if is_t else np.array(fast, copy=True)
+    n = out.shape[-1]
+    if border.shape != (n,):
+        raise ValueError(f"border must have shape ({n},); got {border.shape}")
+    d = direct if direct.shape[-1] == len(bidx) else direct[..., bidx]
+    if is_t:
+        out[..., torch.as_tensor(bidx, device=out.device)] = torch.as_tensor(d).to(out)
+    else:
+        out[..., bidx] = np.asarray(d)
+    return out
+
+
+def _search(fn, model: TwinResponseModel, grid, margin, extent, **kw):
+    border = model.border_mask(margin, extent)
+    ds = fn(model, grid, respond=model.fast_respond(), center=model.center, **kw)
+    if border.any():
+        sub = model.subset(np.flatnonzero(border))
+        ds = merge(ds, fn(sub, grid, **kw), border)
+    else:
+        ds["border"] = ("neuron", border)
+    ds.attrs["path"] = "fast+direct(border)"
+    return ds
+
+
+def optimal_gabor(model: TwinResponseModel, grid=None, *, margin: Optional[float] = None,
+                  extent: float = 0.0, **kw) -> xr.Dataset:
+    """:func:`insilico.search.optimal_gabor` by the fast path for interior neurons and the direct
+    reference (rendered at each RF) for border neurons; adds a ``border`` (neuron,) variable."""
+    return _search(search.optimal_gabor, model, grid, margin, extent, **kw)
+
+
+def optimal_dog(model: TwinResponseModel, grid=None, *, margin: Optional[float] = None,
+                extent: float = 0.0, **kw) -> xr.Dataset:
+    """:func:`insilico.search.optimal_dog` with the same fast / direct split as
+    :func:`optimal_gabor`."""
+    return _search(search.optimal_dog, model, grid, margin, extent, **kw)

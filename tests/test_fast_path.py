@@ -1,0 +1,193 @@
+"""The twin's equivariant fast path (insilico.twin_adapter) against the direct reference.
+
+A small untrained Twin (the "cpu" preset core: 2 layers, 8 features x 8 orientations, kernels 9
+and 5 -> receptive-field radius 6 px; Gaussian readout) with RF positions set by hand.
+
+Tolerances (stated; see insilico/twin_adapter.py for why):
+
+* RF - centre an integer vector (RFs on half-integer pixels, centre (31.5, 17.5)) and the core's
+  receptive field inside the canvas: fast == direct to float32 precision, |diff| <= 1e-4 +
+  1e-4 * |response| (measured ~5e-6 on responses up to ~17).
+* Sub-pixel RFs: the two paths are two bilinear interpolations of the same feature maps (at
+  sub-pixel phase frac(mu) vs 0.5), so they differ by a second-order interpolation error. For
+  this untrained core (white-noise Hermite filters: the roughest feature maps a twin can have) we
+  state |diff| <= 0.15 x the neuron's largest response over the grid (measured up to 0.073);
+  a trained, smoother core does better (benchmarks/insilico.py prints it).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from insilico import search
+from insilico.model import ResponseModel, canvas_center
+from insilico.twin_adapter import TwinResponseModel, merge, optimal_gabor
+from twin.data import ScanData
+from twin.presets import get_preset
+from twin.training import build_model
+
+H, W = 36, 64
+EXACT_ATOL, EXACT_RTOL = 1e-4, 1e-4
+SUBPIXEL_TOL = 0.15  # fraction of the neuron's max response over the grid
+
+# 6 interior neurons on half-integer positions (two right at the margin of 6 px), 2 border ones
+POS_HALF = np.array([[6.5, 6.5], [56.5, 28.5], [20.5, 12.5], [40.5, 20.5], [31.5, 17.5],
+                     [12.5, 25.5], [2.5, 17.5], [40.5, 33.5]])
+BORDER = np.array([False] * 6 + [True, True])
+GRID = search.GaborGrid(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 10, 1 / 6), contrasts=(4.0,),
+                        orientations=tuple(np.arange(4) * math.pi / 4),
+                        phases=(0.0, math.pi))
+
+
+def _set_positions(twin, pos):
+    r = twin.readouts["s"]
+    with torch.no_grad():
+        r.mu.copy_(torch.tensor(2 * pos / np.array([W - 1, H - 1]) - 1, dtype=torch.float32))
+
+
+@pytest.fixture(scope="module")
+def twin():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    t, n = 40, len(POS_HALF)
+    scan = ScanData("s", rng.uniform(0, 255, (t, 1, H, W)), rng.poisson(2.0, (t, n)),
+                    np.array(["train"] * 30 + ["validation"] * 10), np.arange(t))
+    cpu = get_preset("cpu")  # its core at full resolution: exactness is about the pixel grid
+    tw = build_model({"core": cpu.core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
+    _set_positions(tw, POS_HALF)
+    return tw
+
+
+@pytest.fixture(scope="module")
+def half(twin):
+    """Direct and fast searches with RFs on half-integer pixels."""
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    with torch.no_grad():
+        dd, rd = search.optimal_gabor(m, GRID, return_responses=True)
+        df, rf = search.optimal_gabor(m, GRID, respond=m.fast_respond(), center=m.center,
+                                      return_responses=True)
+        merged = optimal_gabor(m, GRID)
+    return m, dd, rd, df, rf, merged
+
+
+def test_model_contract_and_center(twin):
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    assert isinstance(m, ResponseModel)
+    np.testing.assert_allclose(m.rf_positions, POS_HALF, atol=1e-4)
+    # the centre the readout assumes, not insilico's nearest-pixel canvas_center
+    assert m.center == ((W - 1) / 2, (H - 1) / 2) == m.fast_respond().center
+    assert m.center != canvas_center()
+    assert twin.reach == 6
+    assert m.preferred_orientations is None
+    m.preferred_orientations = np.linspace(0, 3, len(POS_HALF))
+    with pytest.raises(ValueError):
+        m.preferred_orientations = np.zeros(3)
+    x = torch.randn(5, 1, H, W)
+    with torch.no_grad():
+        full = m(x)
+        idx = torch.tensor([0, 3, 7, 7, 2])
+        np.testing.assert_allclose(m.respond_own(x, idx), full.gather(1, idx[:, None])[:, 0],
+                                   rtol=1e-5, atol=1e-5)
+        sub = m.subset([7, 2])
+        np.testing.assert_allclose(sub(x), full[:, [7, 2]], rtol=1e-6)
+        np.testing.assert_allclose(sub.respond_own(x, torch.tensor([1, 0, 1, 0, 0])),
+                                   full[:, [2, 7, 2, 7, 7]].diagonal(), rtol=1e-5, atol=1e-5)
+    assert twin.training is False
+
+
+def test_fast_equals_direct_on_half_integer_rfs(half):
+    m, dd, rd, df, rf, _ = half
+    assert rd.shape == rf.shape == (len(GRID), len(POS_HALF))
+    inner = ~BORDER
+    diff = (rd[:, inner] - rf[:, inner]).abs()
+    assert float(diff.max()) <= EXACT_ATOL + EXACT_RTOL * float(rd[:, inner].abs().max())
+    # (b) the same optimal Gabor for interior neurons
+    for k in search.GABOR_KEYS:
+        np.testing.assert_array_equal(dd[k].values[inner], df[k].values[inner], err_msg=k)
+    np.testing.assert_allclose(dd.response.values[inner], df.response.values[inner], rtol=1e-4)
+
+
+def test_fast_path_on_arbitrary_centred_images(twin):
+    """Any centred image (noise), integer shifts: fast == full model on the image shifted to the RF."""
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    x = torch.randn(3, 1, H, W)
+    with torch.no_grad():
+        fast = m.fast_respond()(x)
+        direct = search.direct_respond(m, center=m.center)(x)
+        hybrid = m.hybrid_respond()(x)
+    inner = ~BORDER
+    assert float((fast[:, inner] - direct[:, inner]).abs().max()) <= \
+        EXACT_ATOL + EXACT_RTOL * float(direct.abs().max())
+    # the hybrid respond: fast inside, direct at the border
+    np.testing.assert_allclose(hybrid[:, inner], fast[:, inner], rtol=1e-6)
+    np.testing.assert_allclose(hybrid[:, BORDER], direct[:, BORDER], rtol=1e-4, atol=1e-5)
+
+
+def test_border_neurons_flagged_and_get_direct_result(half):
+    m, dd, rd, df, rf, merged = half
+    np.testing.assert_array_equal(m.border_mask(), BORDER)
+    assert m.border_mask(margin=0).sum() == 0
+    assert m.border_mask(margin=13).sum() > BORDER.sum()
+    # zero padding: the fast path is not the direct result at the border
+    assert float((rd[:, BORDER] - rf[:, BORDER]).abs().max()) > 1e-2
+    np.testing.assert_array_equal(merged.border.values, BORDER)
+    for k in search.GABOR_KEYS + ("response",):
+        np.testing.assert_allclose(merged[k].values[BORDER], dd[k].values[BORDER], rtol=1e-5,
+                                   err_msg=k)
+        np.testing.assert_allclose(merged[k].values[~BORDER], df[k].values[~BORDER], rtol=1e-6,
+                                   err_msg=k)
+    # merge of tables: all-N direct or border-only direct
+    t = merge(rf, rd, BORDER)
+    np.testing.assert_array_equal(t[:, BORDER], rd[:, BORDER])
+    np.testing.assert_array_equal(merge(rf, rd[:, BORDER], BORDER), t)
+
+
+def test_fast_vs_direct_on_subpixel_rfs(twin):
+    rng = np.random.default_rng(1)
+    pos = np.stack([rng.uniform(8, 55, 8), rng.uniform(8, 27, 8)], 1)
+    _set_positions(twin, pos)
+    try:
+        m = TwinResponseModel(twin, "s")
+        assert not m.border_mask().any()
+        with torch.no_grad():
+            dd, rd = search.optimal_gabor(m, GRID, return_responses=True)
+            df, rf = search.optimal_gabor(m, GRID, respond=m.fast_respond(), center=m.center,
+                                          return_responses=True)
+        scale = rd.max(0).values
+        rel = ((rd - rf).abs().max(0).values / scale).numpy()
+        assert rel.max() <= SUBPIXEL_TOL, rel
+        # (b) the fast path's choice is optimal for the direct path up to the tolerance
+        best_f = rf.argmax(0)
+        chosen = rd.gather(0, best_f[None])[0]
+        assert bool((chosen >= scale * (1 - 2 * SUBPIXEL_TOL)).all())
+    finally:
+        _set_positions(twin, POS_HALF)
+
+
+def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
+    """downsample=2: RF positions and the fast-path centre are canvas pixels; the fast path equals
+    the full model on the stimulus moved onto the RF by an even (grid-aligned) shift."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    scan = ScanData("s", rng.uniform(0, 255, (40, 1, H, W)), rng.poisson(2.0, (40, 3)),
+                    np.array(["train"] * 30 + ["validation"] * 10), np.arange(40))
+    tw = build_model("cpu", [scan], seed=0).eval()
+    assert tw.downsample == 2 and tw.reach == 12
+    shifts = np.array([[-8, 2], [6, -2], [0, 0]])
+    grid_h, grid_w = H // 2, W // 2
+    grid_pos = (np.array(tw.center) + 0.5) / 2 - 0.5 + shifts / 2
+    with torch.no_grad():
+        tw.readouts["s"].mu.copy_(torch.tensor(2 * grid_pos / np.array([grid_w - 1, grid_h - 1]) - 1,
+                                               dtype=torch.float32))
+    np.testing.assert_allclose(tw.rf_positions("s"), np.array(tw.center) + shifts, atol=1e-4)
+    x = torch.zeros(1, 1, H, W)
+    x[..., 14:22, 28:36] = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        fast = tw.at_rf(x, "s")[0]
+        direct = torch.stack([tw(torch.roll(x, (int(dy), int(dx)), (2, 3)), "s")[0, i]
+                              for i, (dx, dy) in enumerate(shifts)])
+    np.testing.assert_allclose(fast, direct, rtol=1e-4, atol=1e-5)
