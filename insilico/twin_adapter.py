@@ -44,7 +44,7 @@ import xarray as xr
 from .model import RespondFn
 from . import search
 
-__all__ = ["TwinResponseModel", "merge", "optimal_gabor",
+__all__ = ["TwinResponseModel", "ScanStack", "merge", "optimal_gabor",
            "optimal_dog"]
 
 
@@ -280,3 +280,45 @@ def optimal_dog(model: TwinResponseModel, grid=None, *, margin: Optional[float] 
     """:func:`insilico.search.optimal_dog` with the same fast / direct split as
     :func:`optimal_gabor`."""
     return _search(search.optimal_dog, model, grid, margin, extent, **kw)
+
+
+class ScanStack:
+    """Several scans of one twin as one ResponseModel, neurons concatenated in `models` order.
+
+    Clusters span scans; a cluster's stimulus (DT Eq. 6-8) is scored over all its neurons.
+    """
+
+    def __init__(self, models: Sequence[TwinResponseModel]):
+        if not models:
+            raise ValueError("ScanStack needs at least one TwinResponseModel")
+        self.models = list(models)
+
+    @property
+    def rf_positions(self) -> np.ndarray:
+        return np.concatenate([m.rf_positions for m in self.models])
+
+    @property
+    def preferred_orientations(self) -> Optional[np.ndarray]:
+        prefs = [m.preferred_orientations for m in self.models]
+        return None if any(p is None for p in prefs) else np.concatenate(prefs)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.models[0].center
+
+    @property
+    def device(self) -> torch.device:
+        return self.models[0].device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(images) for m in self.models], 1)
+
+    def hybrid_respond(self) -> RespondFn:
+        """Each scan's :meth:`TwinResponseModel.hybrid_respond`, concatenated."""
+        parts = [m.hybrid_respond() for m in self.models]
+
+        def respond(stimuli: torch.Tensor) -> torch.Tensor:
+            return torch.cat([p(stimuli) for p in parts], 1)
+
+        respond.center = self.center
+        return respond

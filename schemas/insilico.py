@@ -383,3 +383,85 @@ class NonlinearityIndex(dj.Computed):
                  glm_corr=glm[(r["scan_key"], r["unit_id"])],
                  nonlinearity_index=float(nonlinearity_index(r["test_corr"], glm[(r["scan_key"], r["unit_id"])])))
             for r in cnn)
+
+
+def cluster_inputs(key: dict):
+    """(ScanStack, cluster labels (N,), positions (N, 2), orientations (N,)) over every scan,
+    neurons in (scan_key, neuron_idx) order; RFs and orientations from the optimal Gabors."""
+    from insilico.twin_adapter import ScanStack
+
+    rows = (clustering.Clustering.Unit * OptimalGabor.Unit * recording.Scan.Neuron & key).to_dicts(
+        order_by=("scan_key", "neuron_idx"))
+    stack = ScanStack([rm for _, _, rm in scan_models(key)])
+    if len(rows) != len(stack.rf_positions):
+        raise ValueError(f"{key}: {len(rows)} clustered neurons with optimal Gabors, model has {len(stack.rf_positions)}")
+    labels = np.array([r["cluster"] for r in rows])
+    positions = np.array([[r["x"], r["y"]] for r in rows], np.float64)
+    orientations = np.array([r["orientation"] for r in rows], np.float64)
+    return stack, labels, positions, orientations
+
+
+@schema
+class ClusterOptimalGabor(dj.Computed):
+    definition = """
+    # one Gabor per cluster, shared up to each neuron's RF position and orientation (DT Eq. 1-2)
+    -> clustering.Clustering
+    -> OptimalGabor
+    """
+
+    class Cluster(dj.Part):
+        definition = """
+        -> master
+        cluster             : int32
+        ---
+        size                : float32   # pixels
+        sf                  : float32   # cycles / pixel
+        contrast            : float32
+        phase               : float32   # radians
+        orientation_offset  : float32   # radians, added to each neuron's preferred orientation
+        response            : float32   # mean predicted rate over the cluster
+        """
+
+    def make(self, key):
+        stack, labels, positions, orientations = cluster_inputs(key)
+        grid, _ = _grids(_params(key))
+        best = search.cluster_optimal_gabor(stack, labels, grid, positions=positions, orientations=orientations,
+                                            respond=stack.hybrid_respond(), center=stack.center)
+        self.insert1(key)
+        self.Cluster.insert(
+            dict(key, cluster=int(c), **{k: float(best[f"cluster_{k}"].values[i])
+                                         for k in ("size", "sf", "contrast", "phase", "orientation_offset", "response")})
+            for i, c in enumerate(best.cluster.values))
+
+
+@schema
+class ClusterMEI(dj.Computed):
+    definition = """
+    # one MEI per cluster in the steerable Hermite basis, rotated and moved onto each neuron (DT Eq. 6-8)
+    -> clustering.Clustering
+    -> OptimalGabor
+    """
+
+    class Cluster(dj.Part):
+        definition = """
+        -> master
+        cluster         : int32
+        ---
+        image           : <array>   # (H, W) float32 at canonical orientation 0, canvas centre
+        coefficients    : <array>   # (K,) Hermite coefficients
+        response        : float32   # mean predicted rate over the cluster
+        """
+
+    def make(self, key):
+        from insilico.cluster_mei import cluster_mei
+
+        stack, labels, positions, orientations = cluster_inputs(key)
+        p = _params(key)
+        result = cluster_mei(stack, labels, positions=positions, orientations=orientations,
+                             respond=stack.hybrid_respond(), center=stack.center,
+                             norm=p["mei_norm"], steps=p["mei_steps"])
+        images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
+        coefficients = result.coefficients.detach().cpu().numpy().astype(np.float32)
+        self.insert1(key)
+        self.Cluster.insert(dict(key, cluster=int(c), image=images[i], coefficients=coefficients[i],
+                                 response=float(result.cluster_responses[i])) for i, c in enumerate(result.labels))

@@ -16,7 +16,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "insilico": (
         "insilico.OptimalGabor", "insilico.OptimalDoG", "insilico.MEI", "insilico.OrientationTuning",
         "insilico.PhaseTuning", "insilico.SizeContrastTuning", "insilico.PlaidTuning",
-        "insilico.StimulusComparison", "insilico.NonlinearityIndex",
+        "insilico.StimulusComparison", "insilico.NonlinearityIndex", "insilico.ClusterOptimalGabor",
+        "insilico.ClusterMEI",
     ),
     "analysis": ("analysis.PopulationAnalysis",),
 }
