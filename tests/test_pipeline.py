@@ -74,6 +74,31 @@ def test_every_stage_populates(db, tiny, tmp_path):
     assert all(r["success_count"] == 0 for r in results.values())
 
 
+def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
+    """The demo's outputs from real tables: every figure, the export, the notebook headless."""
+    from pathlib import Path
+
+    import nbformat
+    import pandas as pd
+    from nbclient import NotebookClient
+
+    from v1twin import export
+
+    written = export.report(tmp_path / "report")
+    assert {"tsne_clusters", "cluster_meis", "confusion", "combinatorial_code", "index"} <= set(written)
+    for path in written.values():
+        assert Path(path).stat().st_size > 1000
+    paths = export.export(tmp_path / "export")
+    neurons = pd.read_csv(paths["neurons"])
+    assert len(neurons) == sum(len(s.unit_ids) for s in tiny)
+    assert neurons[["cluster", "feve", "phase_index", "plaid_index", "gabor_vs_mei"]].notna().all().all()
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "explore_clusters.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+
+
 def test_three_workers_compute_every_key_exactly_once(db, tiny, tmp_path):
     from schemas import model
 

@@ -36,7 +36,7 @@ class PoissonGLM:
     (raw units, from train-tier pixels).
     """
 
-    def __init__(self, alphas=tuple(np.geomspace(1.0, 1e5, 11)), downsample: int = 4, max_iter: int = 100,
+    def __init__(self, alphas=tuple(np.geomspace(10.0, 1e4, 7)), downsample: int = 4, max_iter: int = 100,
                  max_elements: int = 10_000_000):
         self.alphas = np.asarray(alphas, dtype=np.float64)
         self.downsample = downsample

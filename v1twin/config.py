@@ -39,9 +39,10 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
         )},
     },
     "alignment": {
-        "n_betas": (6, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),
+        "n_betas": (5, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),
         "min_temperature": (5.0, 5.0, "fits with T at or below this are not eligible (ICLR: 5)"),
-        "max_iter": (300, 2000, "Adam steps per beta"),
+        "max_iter": (200, 2000, "Adam steps per beta (early stopping may end sooner)"),
+        "refine_iter": (200, 500, "Adam steps on the exact Eq. 3 after choosing beta (0: the paper's angles as they are)"),
         "random_state": (0, 0, "seeds pair sampling"),
     },
     "clustering": {

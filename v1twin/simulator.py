@@ -111,7 +111,7 @@ from insilico.stimuli import dog as dog_stimulus
 from insilico.stimuli import gabor
 
 __all__ = ["TYPES", "VirtualV1", "SimulatedScan", "natural_images", "simulate_scans",
-           "write_simulation", "oracle_correlation"]
+           "write_simulation"]
 
 TYPES = ("simple", "complex", "simple_surround", "complex_cross", "dog", "contrast_energy")
 HEIGHT, WIDTH = 36, 64
@@ -510,26 +510,6 @@ def simulate_scans(n_scans: int = 2, n_neurons: int = 300, n_train: int = 4000,
             cell_motor_coordinates=coords, area=np.array(["V1"] * n_neurons),
             layer=np.array(["L2/3"] * n_neurons), truth=truth))
     return scans
-
-
-def oracle_correlation(responses: np.ndarray, image_ids: np.ndarray, tiers: np.ndarray | None = None,
-                       tier: str = "test") -> np.ndarray:
-    """Leave-one-out oracle correlation per neuron (N,) over the repeated images of ``tier``:
-    the correlation of each single trial with the mean of the other repeats of its image."""
-    mask = np.ones(len(image_ids), bool) if tiers is None else (np.asarray(tiers) == tier)
-    r, ids = np.asarray(responses, np.float64)[mask], np.asarray(image_ids)[mask]
-    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    if (counts < 2).any():
-        keep = counts[inv] >= 2
-        r, ids = r[keep], ids[keep]
-        uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(uniq), r.shape[1]))
-    np.add.at(sums, inv, r)
-    loo = (sums[inv] - r) / (counts[inv] - 1)[:, None]
-    rc, lc = r - r.mean(0), loo - loo.mean(0)
-    den = np.sqrt((rc ** 2).sum(0) * (lc ** 2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rc * lc).sum(0) / den, np.nan)
 
 
 def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
