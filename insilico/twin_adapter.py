@@ -156,7 +156,7 @@ class TwinResponseModel:
         idx = self._global(neuron_index)
         r = self.readout
         with _eval_mode(self.twin):
-            core_out = self.twin.core(images.to(self.device, torch.float32))
+            core_out = self.twin.features(images.to(self.device, torch.float32))
             if hasattr(r, "mu") and hasattr(r, "_read"):  # GaussianReadout, eval: read at mu
                 mu = r.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
                 sampled = F.grid_sample(core_out, mu[:, None, None, :], mode="bilinear",

@@ -184,7 +184,7 @@ def centre_features(key: dict, max_images: int = 2000) -> np.ndarray:
     arrays = recording.load_scan(scan)
     images = arrays["images"][arrays["tiers"] == "train"][:max_images]
     with torch.no_grad():
-        out = twin.core(torch.from_numpy(twin.standardize(images)))
+        out = twin.features(torch.from_numpy(twin.standardize(images)))
     h, w = out.shape[-2:]
     f, o = twin.core.features[-1], twin.core.orientations
     return out[:, :, h // 2, w // 2].reshape(-1, f, o).numpy()

@@ -191,3 +191,7 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
         direct = torch.stack([tw(torch.roll(x, (int(dy), int(dx)), (2, 3)), "s")[0, i]
                               for i, (dx, dy) in enumerate(shifts)])
     np.testing.assert_allclose(fast, direct, rtol=1e-4, atol=1e-5)
+    m = TwinResponseModel(tw, "s")  # respond_own goes through the same pooling as the model
+    with torch.no_grad():
+        idx = torch.tensor([2, 0, 1])
+        np.testing.assert_allclose(m.respond_own(x.expand(3, -1, -1, -1), idx), m(x)[0, idx], rtol=1e-5)
