@@ -8,6 +8,10 @@ iterations are capped (``--max-iter``) to keep the 50k run to a few minutes; tim
 number that scales.
 
     python benchmarks/align.py [--sizes 1000 10000 50000] [--betas 3] [--max-iter 300]
+
+``--ari demo_out/data/truth.csv`` instead compares, on the virtual V1 that ``make demo`` fitted,
+the adjusted Rand index of k-means clusters (k = number of true types) against the true cell
+types for the unaligned and the aligned bar codes, read from the database.
 """
 
 import argparse
@@ -50,15 +54,44 @@ def run_one(n, n_betas, max_iter):
                 temperature=aligner.temperature_, beta=aligner.beta_)
 
 
+def ari_section(truth_csv, n_init=20):
+    """ARI of clusters vs true types: raw bar codes vs bar codes aligned by the stored Alignment."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    import schemas
+    from clustering.mixture import fit_clusters
+    from schemas.clustering import fetch_aligned, fetch_barcodes
+
+    clustering = schemas.activate()["clustering"]
+    keys = clustering.Alignment().keys(order_by="KEY")
+    if not keys:
+        sys.exit("no Alignment in the database: run `make demo` first")
+    truth = pd.read_csv(truth_csv)
+    types = {(str(r.scan), int(r.unit_id)): r.type for r in truth.itertuples()}
+    neurons, raw = fetch_barcodes(keys[0])
+    _, aligned, _ = fetch_aligned(keys[0])
+    labels = [types[(n["scan_key"], n["unit_id"])] for n in neurons]
+    k = len(set(labels))
+    print(f"{len(labels)} neurons of {k} true types; k-means with k = {k}, {n_init} initialisations")
+    for name, x in (("unaligned", raw), ("aligned", aligned)):
+        clusters, _ = fit_clusters(x, "kmeans", k, random_state=0, n_init=n_init)
+        print(f"  ARI against true types, {name:9}: {adjusted_rand_score(labels, clusters):.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--betas", type=int, default=3, help="number of log-spaced betas in [1e-3, 10] (paper: 20)")
     parser.add_argument("--max-iter", type=int, default=300, help="Adam steps per beta at most")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ari", metavar="TRUTH_CSV", help="the ARI comparison on the demo's virtual V1")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child, args.betas, args.max_iter)))
+        return
+    if args.ari:
+        ari_section(args.ari)
         return
     print(f"CyclicAligner.fit, F 16 x O 8, reduced sweep: {args.betas} betas (paper: 20), "
           f"max {args.max_iter} steps per beta + {args.max_iter // 2} refinement steps; "

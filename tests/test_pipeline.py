@@ -88,6 +88,8 @@ def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
     assert {"tsne_clusters", "cluster_meis", "confusion", "combinatorial_code", "index"} <= set(written)
     for path in written.values():
         assert Path(path).stat().st_size > 1000
+    with pytest.raises(KeyError, match="no_such_attribute"):
+        export.export(tmp_path / "bad", {"no_such_attribute": 1})  # never silently ignored
     paths = export.export(tmp_path / "export")
     neurons = pd.read_csv(paths["neurons"])
     assert len(neurons) == sum(len(s.unit_ids) for s in tiny)

@@ -58,6 +58,10 @@ def resolve_key(restriction: dict | None = None) -> dict:
     """One Clustering key (+ ``insilico_hash`` where tuning results exist) matching `restriction`."""
     an, clustering, insilico = _modules()
     restriction = dict(restriction or {})
+    known = set(clustering.Clustering.heading.names) | {"insilico_hash"}
+    unknown = sorted(set(restriction) - known)
+    if unknown:
+        raise KeyError(f"--where: unknown attributes {unknown}; known: {sorted(known)}")
     keys = an._restrict(clustering.Clustering, restriction).keys(order_by="KEY")
     if not keys:
         raise KeyError(f"no Clustering matches {restriction or 'the database'}: populate the clustering stage first")
