@@ -44,7 +44,7 @@ import xarray as xr
 from .model import RespondFn
 from . import search
 
-__all__ = ["TwinResponseModel", "ScanStack", "merge", "optimal_gabor",
+__all__ = ["TwinResponseModel", "ScanStack", "merge", "per_neuron_experiment", "optimal_gabor",
            "optimal_dog"]
 
 
@@ -313,12 +313,32 @@ class ScanStack:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([m(images) for m in self.models], 1)
 
-    def hybrid_respond(self) -> RespondFn:
-        """Each scan's :meth:`TwinResponseModel.hybrid_respond`, concatenated."""
-        parts = [m.hybrid_respond() for m in self.models]
+    def fast_respond(self) -> RespondFn:
+        """Each scan's equivariant fast path, concatenated (the core runs once per scan)."""
+        parts = [m.fast_respond() for m in self.models]
 
         def respond(stimuli: torch.Tensor) -> torch.Tensor:
             return torch.cat([p(stimuli) for p in parts], 1)
 
         respond.center = self.center
         return respond
+
+
+def per_neuron_experiment(fn, model: TwinResponseModel, neuron_params: dict, *args,
+                          margin: Optional[float] = None, **kw) -> xr.DataArray:
+    """Run ``fn(model, neuron_params, *args, **kw) -> DataArray (neuron, ...)`` (an experiment of
+    :mod:`insilico.experiments`) by the fast path for every neuron, then by the direct path for
+    the border neurons alone, on their own stimuli only, and merge.
+
+    (:meth:`TwinResponseModel.hybrid_respond` would evaluate every border neuron on every
+    neuron's stimuli; here each border neuron sees only its own.)
+    """
+    out = fn(model, neuron_params, *args, respond=model.fast_respond(), center=model.center, **kw)
+    border = np.flatnonzero(model.border_mask(margin))
+    if border.size:
+        own = {k: np.asarray(v)[border] for k, v in neuron_params.items()}
+        direct = fn(model.subset(border), own, *args, **kw)
+        values = out.values.copy()
+        values[border] = direct.values
+        out = out.copy(data=values)
+    return out

@@ -62,12 +62,6 @@ def scan_models(key: dict):
         yield scan, unit_ids, TwinResponseModel(twin, scan)
 
 
-def fast(rm: TwinResponseModel) -> dict:
-    """Keyword arguments that run an experiment by the equivariant fast path (core once on
-    centred stimuli), with neurons near the border on the direct path (twin_adapter)."""
-    return dict(respond=rm.hybrid_respond(), center=rm.center)
-
-
 def _rows(key, scan, unit_ids, columns: dict) -> list[dict]:
     """Part rows: one per neuron, columns given as arrays (N,) or (N, ...)."""
     return [dict(key, scan_key=scan, unit_id=int(u), **{c: v[i] for c, v in columns.items()})
@@ -232,7 +226,7 @@ class OrientationTuning(_Battery, dj.Computed):
     indices = {"orientation_index": lambda c: insilico.indices.orientation_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return experiments.orientation_tuning(rm, gabor_params(key, scan), 16, **fast(rm))
+        return twin_adapter.per_neuron_experiment(experiments.orientation_tuning, rm, gabor_params(key, scan), 16)
 
 
 @schema
@@ -257,7 +251,7 @@ class PhaseTuning(_Battery, dj.Computed):
     indices = {"phase_index": lambda c: insilico.indices.phase_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return experiments.phase_tuning(rm, gabor_params(key, scan), 16, **fast(rm))
+        return twin_adapter.per_neuron_experiment(experiments.phase_tuning, rm, gabor_params(key, scan), 16)
 
 
 @schema
@@ -287,7 +281,7 @@ class SizeContrastTuning(_Battery, dj.Computed):
     }
 
     def _experiment(self, key, scan, rm):
-        return experiments.size_contrast_tuning(rm, gabor_params(key, scan), **fast(rm))
+        return twin_adapter.per_neuron_experiment(experiments.size_contrast_tuning, rm, gabor_params(key, scan))
 
 
 @schema
@@ -313,7 +307,7 @@ class PlaidTuning(_Battery, dj.Computed):
     indices = {"plaid_index": lambda c: insilico.indices.plaid_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return experiments.plaid_tuning(rm, gabor_params(key, scan), **fast(rm))
+        return twin_adapter.per_neuron_experiment(experiments.plaid_tuning, rm, gabor_params(key, scan))
 
 
 @schema
@@ -403,6 +397,10 @@ def cluster_inputs(key: dict):
 
 @schema
 class ClusterOptimalGabor(dj.Computed):
+    """Scored by the equivariant fast path for every neuron, border neurons included: for them it
+    is the response to the stimulus on an unbounded gray screen rather than on the canvas (see
+    insilico.twin_adapter). Per-neuron tables use the direct path at the border instead."""
+
     definition = """
     # one Gabor per cluster, shared up to each neuron's RF position and orientation (DT Eq. 1-2)
     -> clustering.Clustering
@@ -426,7 +424,7 @@ class ClusterOptimalGabor(dj.Computed):
         stack, labels, positions, orientations = cluster_inputs(key)
         grid, _ = _grids(_params(key))
         best = search.cluster_optimal_gabor(stack, labels, grid, positions=positions, orientations=orientations,
-                                            respond=stack.hybrid_respond(), center=stack.center)
+                                            respond=stack.fast_respond(), center=stack.center)
         self.insert1(key)
         self.Cluster.insert(
             dict(key, cluster=int(c), **{k: float(best[f"cluster_{k}"].values[i])
@@ -436,6 +434,8 @@ class ClusterOptimalGabor(dj.Computed):
 
 @schema
 class ClusterMEI(dj.Computed):
+    """Optimised by the equivariant fast path for every neuron, as ClusterOptimalGabor."""
+
     definition = """
     # one MEI per cluster in the steerable Hermite basis, rotated and moved onto each neuron (DT Eq. 6-8)
     -> clustering.Clustering
@@ -458,7 +458,7 @@ class ClusterMEI(dj.Computed):
         stack, labels, positions, orientations = cluster_inputs(key)
         p = _params(key)
         result = cluster_mei(stack, labels, positions=positions, orientations=orientations,
-                             respond=stack.hybrid_respond(), center=stack.center,
+                             respond=stack.fast_respond(), center=stack.center,
                              norm=p["mei_norm"], steps=p["mei_steps"])
         images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
         coefficients = result.coefficients.detach().cpu().numpy().astype(np.float32)

@@ -195,3 +195,22 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     with torch.no_grad():
         idx = torch.tensor([2, 0, 1])
         np.testing.assert_allclose(m.respond_own(x.expand(3, -1, -1, -1), idx), m(x)[0, idx], rtol=1e-5)
+
+
+def test_per_neuron_experiment_equals_hybrid_reference(twin):
+    """Fast for all, direct for border neurons on their own stimuli == the hybrid respond."""
+    from insilico import experiments
+    from insilico.twin_adapter import per_neuron_experiment
+
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    rng = np.random.default_rng(3)
+    params = dict(x=POS_HALF[:, 0], y=POS_HALF[:, 1], size=rng.uniform(4, 10, len(POS_HALF)),
+                  sf=np.full(len(POS_HALF), 0.1), contrast=np.full(len(POS_HALF), 2.0),
+                  orientation=rng.uniform(0, np.pi, len(POS_HALF)), phase=np.zeros(len(POS_HALF)))
+    with torch.no_grad():
+        split = per_neuron_experiment(experiments.orientation_tuning, m, params, 8)
+        hybrid = experiments.orientation_tuning(m, params, 8, respond=m.hybrid_respond(), center=m.center)
+        fast = experiments.orientation_tuning(m, params, 8, respond=m.fast_respond(), center=m.center)
+    np.testing.assert_allclose(split.values, hybrid.values, rtol=1e-4, atol=1e-5)
+    assert np.abs(split.values[BORDER] - fast.values[BORDER]).max() > 1e-3  # the border did change
