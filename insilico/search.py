@@ -356,6 +356,18 @@ def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
     return xr.Dataset(data, coords={"neuron": np.arange(len(pos))})
 
 
+def _optimal(model, kind, grid, keys, positions, respond, center, chunk_size, return_responses,
+             progress, height, width):
+    """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`."""
+    pos = rf_positions(model, positions)
+    gp = _grid_params(grid)
+    resp = _grid_responses(model, kind, gp, pos, respond=respond, center=center,
+                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    ds = _best(resp, gp, pos, keys)
+    ds.attrs.update(kind=kind, path="direct" if respond is None and center is None else "centred")
+    return (ds, resp) if return_responses else ds
+
+
 def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
                   respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
                   return_responses: bool = False, progress: bool = False,
@@ -370,14 +382,8 @@ def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
     orientation, phase and response (the best predicted rate); with ``return_responses`` also the
     (B, N) response table (a torch tensor, grid order of ``product(**grid.axes())``).
     """
-    grid = GaborGrid() if grid is None else grid
-    pos = rf_positions(model, positions)
-    gp = _grid_params(grid)
-    resp = _grid_responses(model, "gabor", gp, pos, respond=respond, center=center,
-                           chunk_size=chunk_size, progress=progress, height=height, width=width)
-    ds = _best(resp, gp, pos, GABOR_KEYS)
-    ds.attrs.update(kind="gabor", path="direct" if respond is None and center is None else "centred")
-    return (ds, resp) if return_responses else ds
+    return _optimal(model, "gabor", GaborGrid() if grid is None else grid, GABOR_KEYS, positions, respond, center,
+                    chunk_size, return_responses, progress, height, width)
 
 
 def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
@@ -389,14 +395,8 @@ def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
     Returns an xr.Dataset over ``neuron``: x, y, sigma_center, sigma_surround, a_center,
     a_surround, response.
     """
-    grid = DoGGrid() if grid is None else grid
-    pos = rf_positions(model, positions)
-    gp = _grid_params(grid)
-    resp = _grid_responses(model, "dog", gp, pos, respond=respond, center=center,
-                           chunk_size=chunk_size, progress=progress, height=height, width=width)
-    ds = _best(resp, gp, pos, DOG_KEYS)
-    ds.attrs.update(kind="dog", path="direct" if respond is None and center is None else "centred")
-    return (ds, resp) if return_responses else ds
+    return _optimal(model, "dog", DoGGrid() if grid is None else grid, DOG_KEYS, positions, respond, center,
+                    chunk_size, return_responses, progress, height, width)
 
 
 # ---------------------------------------------------------------------------------------------

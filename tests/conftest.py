@@ -13,6 +13,18 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small torch problems run faster on one thread on a loaded 2-core machine (less
+    synchronisation); modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def db():
     """Activated schema modules (dict stage -> module) on a private prefix."""

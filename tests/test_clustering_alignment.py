@@ -16,13 +16,7 @@ O = 8
 FAST = dict(betas=(0.1, 1.0), max_iter=1000, progress=False)  # two betas keep the tests short
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems run several times faster on one thread (less synchronisation on a loaded CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gp_readouts(n=16, n_types=2, features=1, noise=0.02, seed=0, length=1.0):

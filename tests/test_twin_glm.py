@@ -11,12 +11,7 @@ from twin.metrics import correlation
 H, W, DOWN = 16, 24, 4  # pooled to 4 x 6 = 24 pixels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

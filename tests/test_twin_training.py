@@ -41,13 +41,7 @@ def synthetic_scan(name, n_neurons, seed, n_train=480, n_val=120, n_test=20, rep
     return ScanData(name, images[ids, None], rng.poisson(rates[ids]).astype(np.float32), tiers, ids)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads per process on a shared 2-core machine thrash; tests use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
