@@ -1,7 +1,7 @@
 """Benchmark: the twin's equivariant fast path vs the direct path (prints a table; not a test).
 
 1. Simulate a virtual V1 (v1twin.simulator.simulate_scans), train a small twin ("cpu" preset);
-   the weights are cached in a temp file keyed by the arguments.
+   the weights are cached in a temp file keyed by the arguments and the preset's architecture.
 2. Optimal-Gabor search for all neurons (a search over positions x parameters): fast path (core
    once per centred stimulus, readout moves it) vs the direct path of earlier pipelines (every
    stimulus rendered at every neuron's RF + offset and passed through the whole model). The
@@ -51,19 +51,17 @@ def get_twin(args):
     log(f"simulated {args.scans} scans x {args.neurons // args.scans} neurons "
         f"in {time.perf_counter() - t0:.1f} s")
     data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
+    preset = get_preset("cpu")
+    architecture = dict(core=preset.core, readout=preset.readout, downsample=preset.downsample)
     key = hashlib.sha1(json.dumps(dict(n=args.neurons, s=args.scans, t=args.n_train, e=args.epochs,
-                                       seed=args.seed)).encode()).hexdigest()[:12]
+                                       seed=args.seed, arch=architecture), default=list).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"v1twin_bench_insilico_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
         twin = Twin.from_config(state["config"])
-        # derived buffers (Hermite basis, rotations) may be non-persistent in newer twin code
-        res = twin.load_state_dict(state["weights"], strict=False)
-        if res.missing_keys:
-            raise RuntimeError(f"cached twin {path} lacks {res.missing_keys}; delete it to retrain")
+        twin.load_state_dict(state["weights"])
         log(f"loaded cached twin {path} (val corr {state['val']:.3f})")
     else:
-        preset = get_preset("cpu")
         twin = build_model(preset, data, seed=args.seed)
         cfg = preset.train
         cfg.max_epochs, cfg.device = args.epochs, "cpu"
