@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 import insilico
-from insilico import experiments, search
+from insilico import experiments, search, twin_adapter
 from insilico.indices import nonlinearity_index
 from insilico.mei import mei
-from insilico import twin_adapter
 from insilico.twin_adapter import TwinResponseModel
 
 from . import clustering, codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
@@ -187,9 +186,9 @@ def mei_images(key: dict, scan: str) -> np.ndarray:
 class _Battery:
     """Shared ``make`` of the tuning tables: run one experiment per scan, store curves + indices.
 
-    A subclass sets ``curve`` (the experiment's name in :func:`insilico.experiments.run_battery`
-    terms), ``coords`` (master attributes: coordinate name -> DataArray dim) and ``index``
-    (part attribute -> function of the curve DataArray).
+    A subclass defines ``_experiment(key, scan, rm) -> DataArray (neuron, ...)``, ``coords``
+    (master attribute -> the curve's dimension holding its coordinates) and ``indices`` (part
+    attribute -> function of the curve giving one value per neuron).
     """
 
     def make(self, key):

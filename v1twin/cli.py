@@ -122,12 +122,14 @@ def cmd_populate(args) -> int:
 def cmd_worker(args) -> int:
     from . import pipeline
 
-    cfg = _pipeline_config(args)
+    _pipeline_config(args)  # a bad config stops here, before the database is touched
     _ensure_database()
     import schemas
 
     schemas.activate()
-    for table in pipeline.tables(args.stages or None):
+    tables = pipeline.tables(args.stages or None)
+    pipeline.declare_job_queues(tables)
+    for table in tables:
         released = pipeline.release_dead_reservations(table, args.orphan_timeout)
         if released:
             print(f"{table.__class__.__name__}: released {released} keys reserved by dead workers")

@@ -74,6 +74,23 @@ def _restriction_for(table, restriction: dict) -> dict:
     return {k: v for k, v in restriction.items() if k in names}
 
 
+def declare_job_queues(tables) -> None:
+    """Declare each table's job queue, tolerating another worker declaring it at the same moment.
+
+    DataJoint declares a missing queue on first use without guarding against a concurrent
+    declaration, so workers started together on a fresh database could fail there.
+    """
+    for table in tables:
+        jobs = table.jobs
+        if jobs.is_declared:
+            continue
+        try:
+            jobs.declare()
+        except Exception:
+            if not jobs.is_declared:  # not a concurrent declaration: a real failure
+                raise
+
+
 def release_dead_reservations(table, orphan_timeout: float | None = None) -> int:
     """Return to the queue the keys reserved by workers that died mid-``make``.
 
