@@ -104,10 +104,14 @@ class OptimalGabor(dj.Computed):
         self.Unit.insert(rows)
 
 
+def _optimal_params(part, keys, key: dict, scan: str) -> dict[str, np.ndarray]:
+    """Optimal-stimulus parameters of one scan's neurons, (N,) each, in neuron_idx order."""
+    rows = (part * recording.Scan.Neuron & key & {"scan_key": scan}).to_dicts(order_by="neuron_idx")
+    return {k: np.array([r[k] for r in rows], np.float32) for k in keys}
+
+
 def gabor_params(key: dict, scan: str) -> dict[str, np.ndarray]:
-    """Optimal-Gabor parameters of one scan's neurons, (N,) each, in neuron_idx order."""
-    rows = (OptimalGabor.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_dicts(order_by="neuron_idx")
-    return {k: np.array([r[k] for r in rows], np.float32) for k in search.GABOR_KEYS}
+    return _optimal_params(OptimalGabor.Unit, search.GABOR_KEYS, key, scan)
 
 
 @schema
@@ -143,8 +147,7 @@ class OptimalDoG(dj.Computed):
 
 
 def dog_params(key: dict, scan: str) -> dict[str, np.ndarray]:
-    rows = (OptimalDoG.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_dicts(order_by="neuron_idx")
-    return {k: np.array([r[k] for r in rows], np.float32) for k in search.DOG_KEYS}
+    return _optimal_params(OptimalDoG.Unit, search.DOG_KEYS, key, scan)
 
 
 @schema
