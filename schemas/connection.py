@@ -14,6 +14,8 @@ Credentials are never printed or logged: :func:`describe` masks the password.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -123,3 +125,32 @@ def connect(creds: Credentials | None = None):
     dj.config["loglevel"] = "WARNING"
     dj.config["jobs.keep_completed"] = True  # provenance: which host/pid computed each key, how long
     return dj.conn(reset=True)
+
+
+@contextlib.contextmanager
+def exclusive(name: str = "v1twin declarations", timeout_s: int = 600):
+    """Hold a server-wide named lock: one holder at a time across every process and host.
+
+    Declaring schemas and tables is not safe to run concurrently (PostgreSQL: two
+    ``CREATE TABLE`` of the same name fail with a duplicate ``pg_type`` key), so workers started
+    together take turns through their start-up. PostgreSQL advisory lock or MySQL ``GET_LOCK``;
+    held by this connection's session and released on exit (or when the session ends).
+    """
+    import datajoint as dj
+
+    conn = dj.conn()
+    if dj.config["database.backend"] == "mysql":
+        acquired = conn.query("SELECT GET_LOCK(%s, %s)", args=(name, timeout_s)).fetchone()[0]
+        if acquired != 1:
+            raise TimeoutError(f"lock {name!r} not acquired within {timeout_s} s")
+        release = ("SELECT RELEASE_LOCK(%s)", (name,))
+    else:
+        key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+        conn.query(f"SET lock_timeout = '{int(timeout_s)}s'")
+        conn.query("SELECT pg_advisory_lock(%s)", args=(key,))
+        conn.query("SET lock_timeout = 0")
+        release = ("SELECT pg_advisory_unlock(%s)", (key,))
+    try:
+        yield
+    finally:
+        conn.query(release[0], args=release[1])

@@ -83,10 +83,9 @@ class Dataset(dj.Manual):
         if missing:
             raise KeyError(f"scans {missing} are not in {recording.Scan.full_table_name}")
         key = {"dataset_hash": config_hash({"scans": scans})}
-        with cls.connection.transaction:
-            if not cls & key:
-                cls.insert1(dict(key, n_scans=len(scans)))
-                cls.Member.insert(dict(key, scan_key=s) for s in scans)
+        with cls.connection.transaction:  # skip_duplicates: safe when workers add it at once
+            cls.insert1(dict(key, n_scans=len(scans)), skip_duplicates=True)
+            cls.Member.insert((dict(key, scan_key=s) for s in scans), skip_duplicates=True)
         return key
 
 

@@ -122,17 +122,9 @@ def cmd_populate(args) -> int:
 def cmd_worker(args) -> int:
     from . import pipeline
 
-    _pipeline_config(args)  # a bad config stops here, before the database is touched
+    cfg = _pipeline_config(args)  # a bad config stops here, before the database is touched
     _ensure_database()
-    import schemas
-
-    schemas.activate()
-    tables = pipeline.tables(args.stages or None)
-    pipeline.declare_job_queues(tables)
-    for table in tables:
-        released = pipeline.release_dead_reservations(table, args.orphan_timeout)
-        if released:
-            print(f"{table.__class__.__name__}: released {released} keys reserved by dead workers")
+    pipeline.start_worker(args.stages or None, cfg, orphan_timeout=args.orphan_timeout)
     args.reserve_jobs = True
     return cmd_populate(args)
 

@@ -68,6 +68,29 @@ def populate(config: dict, stages=None, reserve_jobs: bool = False, restrict: bo
     return results
 
 
+def start_worker(stages, config: dict, prefix: str | None = None, orphan_timeout: float | None = None) -> dict:
+    """What a worker does before it populates; returns the config's restriction.
+
+    Binds the schemas (declaring any missing table), declares the stages' job queues, releases
+    keys reserved by dead workers (see ``release_dead_reservations``) and inserts the config's
+    parameter sets. Workers take turns through this under a server-wide lock: declarations are
+    not safe to run concurrently.
+    """
+    import schemas
+    from schemas import connection
+
+    connection.connect()
+    with connection.exclusive():
+        schemas.activate(prefix)
+        work = tables(stages)
+        declare_job_queues(work)
+        for table in work:
+            released = release_dead_reservations(table, orphan_timeout)
+            if released:
+                print(f"{table.__class__.__name__}: released {released} keys reserved by dead workers")
+        return add_parameters(config)
+
+
 def _restriction_for(table, restriction: dict) -> dict:
     """The part of the restriction that names attributes of the table's key source."""
     names = set(table.key_source.primary_key)
@@ -75,20 +98,11 @@ def _restriction_for(table, restriction: dict) -> dict:
 
 
 def declare_job_queues(tables) -> None:
-    """Declare each table's job queue, tolerating another worker declaring it at the same moment.
-
-    DataJoint declares a missing queue on first use without guarding against a concurrent
-    declaration, so workers started together on a fresh database could fail there.
-    """
+    """Declare each table's missing job queue (DataJoint would do it on first use, unguarded
+    against a concurrent declaration; ``start_worker`` calls this under its lock)."""
     for table in tables:
-        jobs = table.jobs
-        if jobs.is_declared:
-            continue
-        try:
-            jobs.declare()
-        except Exception:
-            if not jobs.is_declared:  # not a concurrent declaration: a real failure
-                raise
+        if not table.jobs.is_declared:
+            table.jobs.declare()
 
 
 def release_dead_reservations(table, orphan_timeout: float | None = None) -> int:
