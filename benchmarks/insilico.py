@@ -53,8 +53,10 @@ def get_twin(args):
     data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
     preset = get_preset("cpu")
     architecture = dict(core=preset.core, readout=preset.readout, downsample=preset.downsample)
+    data_hash = hashlib.sha1(b"".join(s.responses[:50].tobytes() for s in sims)).hexdigest()
     key = hashlib.sha1(json.dumps(dict(n=args.neurons, s=args.scans, t=args.n_train, e=args.epochs,
-                                       seed=args.seed, arch=architecture), default=list).encode()).hexdigest()[:12]
+                                       seed=args.seed, arch=architecture, data=data_hash),
+                                  default=list).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"v1twin_bench_insilico_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")

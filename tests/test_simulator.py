@@ -69,7 +69,7 @@ def test_types_equal_numbers_and_truth(model):
         assert col in df.columns
     assert len(df) == model.n_neurons and model.rf_positions.shape == (model.n_neurons, 2)
     assert np.all((df.rf_x >= 10) & (df.rf_x <= 53) & (df.rf_y >= 10) & (df.rf_y <= 25))
-    assert np.all((df.sf > 0.04) & (df.sf < 0.1)) and np.all(df.phase == 0)
+    assert np.all((df.sf > 0.04) & (df.sf < 0.14)) and np.all(df.phase == 0)
     # graded nonlinearities: never exactly 0, vary within every type, strong in their own type
     for col in ("energy_mix", "untuned_mix", "surround_strength", "cross_strength"):
         assert np.all(df[col] > 0)
@@ -220,3 +220,31 @@ def test_runs_on_cuda(model):
     ref = model(x)
     m = VirtualV1(N_PER_TYPE * len(TYPES), seed=3).cuda()
     torch.testing.assert_close(m(x.cuda()).cpu(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_surround_lies_within_the_twins_reach(model):
+    """A twin sees nothing beyond its core's reach, so the simulated surround must lie within it:
+    the suppression index of Gabors confined to a disk of that radius around the RF ranks the
+    neurons as the full Gabors do, and still marks the surround-suppressed type."""
+    from scipy.stats import spearmanr
+
+    from twin.presets import get_preset
+
+    preset = get_preset("cpu")
+    reach = preset.downsample * sum((k - 1) // 2 for k in preset.core["kernel_sizes"])
+    scales = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])  # x each neuron's own size
+    ii, jj = np.mgrid[:36, :64]
+    dist = np.hypot(ii[None] - model.rf_positions[:, 1, None, None], jj[None] - model.rf_positions[:, 0, None, None])
+    disk = torch.tensor(dist <= reach, dtype=torch.float32)  # (N, H, W)
+
+    def suppression(mask):
+        def stim(**kw):
+            g = gabor(**kw)
+            return g if mask is None else g * mask.repeat(len(scales), 1, 1)[:, None]
+        r = _own(model, stim, ("size", scales), contrast=4.0) - model.baseline
+        return 1 - r[-1] / r.max(0)
+
+    full, seen = suppression(None), suppression(disk)
+    sur = model.types == "simple_surround"
+    assert spearmanr(full, seen).statistic > 0.75
+    assert np.median(seen[sur]) > 0.4 and np.median(seen[sur]) > 3 * np.median(seen[~sur])
