@@ -9,8 +9,8 @@ One training step (forward + backward + Adam, 2 scans x 32 images, 300 neurons e
 on this 2-core machine: kernels 9, 5 at full resolution (36 x 64) 0.36 s; at half resolution
 (18 x 32) 0.10 s; kernels 13, 5 at half resolution 0.2 s with 8 features. Pooling 2x makes a
 step ~4x cheaper and doubles the core's reach in canvas pixels (kernels 9, 5: 6 grid pixels =
-12 canvas pixels), which holds the virtual V1's receptive fields (envelope std 3-5 px) and their
-surrounds (tested in tests/test_simulator.py). A larger reach would
+12 canvas pixels), which the virtual V1's receptive fields (~13 px) need: at full resolution
+the core saw +-6 px and the twin could not learn surround suppression. A larger reach would
 see more of the surround but puts more neurons within `reach` of the border, where the
 equivariant fast path falls back to the direct one (insilico.twin_adapter). With batch 32 rather than 64 a simulated scan reached a higher validation
 correlation at equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.

@@ -22,9 +22,9 @@ Per neuron n (RF centre r_n, orientation theta_n, spatial frequency nu_n, size s
                                               (for "dog" cells: Le = <x, DoG filter>, Lo = 0)
     Lpe, Lpo = the same pair at the orthogonal orientation theta_n + pi/2
     E(p)     = sum over 8 orientations of |x * h_theta|^2 (p): orientation-untuned local energy map
-               (complex Gabors at the population's base sf 0.12 c/px and size 0.9 / 0.12, DC
+               (complex Gabors at the population's base sf 0.07 c/px and size 0.9 / 0.07, DC
                removed, unit norm; zero padding = gray outside the canvas; via FFT, evaluated on
-               the stride-2 grid of pixels, exact to 1e-5 since x * h_theta is band-limited)
+               the stride-2 grid of pixels, which is exact since x * h_theta is band-limited)
     tuned    = (1 - m) relu(Le) + m sqrt(Le^2 + Lo^2)          m: energy mix (phase invariance)
     untuned  = sqrt(sum_p wc_n(p) E(p))                        wc: Gaussian at the RF (sum 1)
     drive    = (1 - u) tuned + u untuned                       u: untuned (contrast-energy) mix
@@ -38,15 +38,8 @@ per neuron on natural image patches, so ``k_sur`` and ``k_cross`` are dimensionl
 natural image the denominator is about 1 + k_sur + k_cross. ``gain`` is set so that the mean rate
 over natural images equals the neuron's ``target_mean`` (log-uniform in [1, 4] spikes per trial),
 ``baseline`` is 15-35 % of it. The annulus ``ws`` is
-``exp(-r^2 / 2(2.5 s)^2) (1 - exp(-r^2 / 2(1.5 s)^2))^2`` (it starts where the RF envelope ends) and
-``wc`` a Gaussian of std ``0.5 s``, with ``s = size / 2`` the RF envelope std.
-
-Scale. The RFs and their surrounds are sized to lie within the reach of a twin's core (12 px for
-the ``cpu`` preset, ~10 px for the paper's core at full resolution): a twin sees nothing beyond
-it, so a surround placed further out could not be recovered by any twin. With the RF envelope
-std at 3.4-4.1 px, the suppression index of a Gabor confined to a disk of 12 px around the RF
-has a Spearman correlation of 0.88 with that of the full Gabor (0.14 with the earlier, twice as
-large RFs at 0.07 c/px).
+``exp(-r^2 / 2(3 s)^2) (1 - exp(-r^2 / 2(2 s)^2))^2`` and ``wc`` a Gaussian of std ``0.5 s``, with
+``s = size / 2`` the RF envelope std.
 
 Types (equal numbers; 6 types)
 ------------------------------
@@ -82,8 +75,8 @@ cross-orientation inhibition: k_cross).
   their ``sf`` is the peak of the DoG's amplitude spectrum and ``size`` is 2 sigma_cen.
 * "contrast_energy" cells (the sixth type) respond to local contrast energy of any orientation
   (80-95 %) with a weak, phase-invariant preference for theta_n.
-* Jitter within a type: sf = 0.12 c/px x U(0.87, 1.15) (0.104-0.138 c/px, wavelength 7.2-9.6
-  px); size = 0.9 / sf x U(0.9, 1.1) (envelope std about 0.45 wavelength, 2.9-4.8 px).
+* Jitter within a type: sf = 0.07 c/px x U(0.87, 1.15) (0.061-0.081 c/px, wavelength 12-16 px);
+  size = 0.9 / sf x U(0.9, 1.1) (envelope std about 0.45 wavelength, 5.6-7.3 px).
 * RF centres: uniform in the canvas minus a margin of 10 px (x in [10, 53], y in [10, 25]);
   orientations uniform in [0, pi).
 * Filters of Gabor types have their DC removed (f - (sum f / sum env) env, a 2 % correction), so
@@ -122,10 +115,9 @@ __all__ = ["TYPES", "VirtualV1", "SimulatedScan", "natural_images", "simulate_sc
 
 TYPES = ("simple", "complex", "simple_surround", "complex_cross", "dog", "contrast_energy")
 HEIGHT, WIDTH = 36, 64
-BASE_SF = 0.12            # cycles / pixel
+BASE_SF = 0.07            # cycles / pixel
 SIZE_TIMES_SF = 0.9       # paper sigma = 0.9 / sf: envelope std = 0.45 wavelength
 N_ENERGY_ORIENTATIONS = 8
-SURROUND_INNER, SURROUND_OUTER = 1.5, 2.5  # annulus radii, in RF envelope stds s
 EXPONENT = 1.5
 _EPS = 1e-6
 
@@ -331,17 +323,15 @@ class VirtualV1(torch.nn.Module):
         jj = torch.arange(0, width, 2, dtype=torch.float32).view(1, 1, -1)
         r2 = (ii - y.view(-1, 1, 1)) ** 2 + (jj - x.view(-1, 1, 1)) ** 2
         wc = torch.exp(-r2 / (2 * (0.5 * s) ** 2))
-        ws = (torch.exp(-r2 / (2 * (SURROUND_OUTER * s) ** 2))
-              * (1 - torch.exp(-r2 / (2 * (SURROUND_INNER * s) ** 2))) ** 2)
+        ws = torch.exp(-r2 / (2 * (3.0 * s) ** 2)) * (1 - torch.exp(-r2 / (2 * (2.0 * s) ** 2))) ** 2
         wc = wc / wc.sum((1, 2), keepdim=True)
         ws = ws / ws.sum((1, 2), keepdim=True)
         self.register_buffer("pool_weights", torch.cat([wc, ws]).reshape(2 * N, -1).contiguous())
 
         # ---- energy-map kernels (FFT of complex Gabors at BASE_SF, 8 orientations) ----
         # padded grid 72 x 96 (fast FFT sizes, zero padding = gray); the filtered images are
-        # band-limited (the filters' spectra lie within |f| < 0.25 c/px but for 1e-5 of their
-        # energy) so they are computed on the stride-2 grid by keeping the central half of the
-        # spectrum.
+        # band-limited (|f| < 0.13 c/px) so they are computed on the stride-2 grid exactly by
+        # keeping the central half of the spectrum.
         self.pad_rows, self.pad_cols = 18, 16
         Hp, Wp = height + 2 * self.pad_rows, width + 2 * self.pad_cols
         if Hp % 4 or Wp % 4 or height % 2 or width % 2:
@@ -401,8 +391,12 @@ class VirtualV1(torch.nn.Module):
         C = torch.sqrt(Lpe ** 2 + Lpo ** 2 + _EPS)
         return drive, S, C
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, surround: bool = True) -> torch.Tensor:
+        """Rates (B, N). ``surround=False``: the surround term held at its natural-image median
+        (S = s0), i.e. the same neurons without surround modulation (a ground-truth ablation)."""
         drive, S, C = self._components(x)
+        if not surround:
+            S = self.s0.expand_as(S)
         z = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0) / self.d0
         return self.base + self.gain * z ** EXPONENT
 
