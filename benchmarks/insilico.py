@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from insilico import experiments, search  # noqa: E402
 from insilico.mei import mei  # noqa: E402
 from insilico.twin_adapter import TwinResponseModel  # noqa: E402
+from surround import surround_probe  # noqa: E402  (benchmarks/surround.py)
 
 
 def log(*a):
@@ -52,7 +53,8 @@ def get_twin(args):
         f"in {time.perf_counter() - t0:.1f} s")
     data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
     preset = get_preset("cpu")
-    architecture = dict(core=preset.core, readout=preset.readout, downsample=preset.downsample)
+    architecture = dict(core=preset.core, readout=preset.readout, downsample=preset.downsample,
+                        output=preset.output)
     data_hash = hashlib.sha1(b"".join(s.responses[:50].tobytes() for s in sims)).hexdigest()
     key = hashlib.sha1(json.dumps(dict(n=args.neurons, s=args.scans, t=args.n_train, e=args.epochs,
                                        seed=args.seed, arch=architecture, data=data_hash),
@@ -207,46 +209,14 @@ def main():
             rho = spearmanr(ti[col][ok], si[col][ok]).correlation
             rows.append((f"Spearman twin vs simulator: {col} (n={ok.sum()})", f"{rho:.3f}"))
 
-    rows += surround_probe(models[0], sims[0])
+    m0_interior = np.flatnonzero(~models[0].border_mask())
+    rows += surround_probe(models[0], sims[0], m0_interior)
 
     w = max(len(r[0]) for r in rows)
     print("\n" + "=" * (w + 14))
     for name, val in rows:
         print(f"{name:<{w}}  {val:>10}")
     print("=" * (w + 14))
-
-
-def surround_probe(model, sim_scan, n: int = 20) -> list:
-    """Does the twin model its surround-suppressed neurons' surround? Two ground-truth checks.
-
-    1. Response to the neuron's own Gabor (contrast 1) plus a ring of the same grating
-       (1.2-2.5 x size from the RF), over the Gabor alone: < 1 is surround suppression.
-    2. On held-out natural images, the twin's correlation with the neuron and with the same
-       neuron without surround modulation (``VirtualV1.forward(x, surround=False)``).
-    """
-    from insilico.stimuli import gabor
-
-    sim = sim_scan.model
-    sel = np.flatnonzero((sim.types == "simple_surround") & ~model.border_mask())[:n]
-    ii, jj = np.mgrid[:sim.height, :sim.width]
-    ratio_sim, ratio_twin = [], []
-    with torch.no_grad():
-        for k in sel:
-            (x, y), th, sf, size = sim.rf_positions[k], sim.preferred_orientations[k], sim.spatial_frequencies[k], sim.sizes[k]
-            centre = gabor(x, y, size, sf, 1.0, th, 0.0)
-            r = np.hypot(ii - y, jj - x)
-            ring = gabor(x, y, 1e3, sf, 1.0, th, 0.0) * torch.tensor((r > 1.2 * size) & (r < 2.5 * size))
-            stim = torch.cat([centre, centre + ring])
-            rs, rt = sim(stim)[:, k] - float(sim.baseline[k]), model(stim)[:, k]
-            ratio_sim.append(float(rs[1] / rs[0]))
-            ratio_twin.append(float(rt[1] / rt[0]))
-        images = torch.tensor(sim_scan.standardized()[sim_scan.tiers == "validation"][:500])
-        twin_r, true_r, flat_r = model(images), sim(images), sim(images, surround=False)
-    corr = lambda a, b: np.median([np.corrcoef(a[:, k], b[:, k])[0, 1] for k in sel])  # noqa: E731
-    return [(f"surround probe: (Gabor + ring) / Gabor, simulator (median of {len(sel)})", f"{np.median(ratio_sim):.2f}"),
-            ("surround probe: (Gabor + ring) / Gabor, twin", f"{np.median(ratio_twin):.2f}"),
-            ("surround probe: corr(twin, neuron), natural images", f"{corr(twin_r, true_r):.3f}"),
-            ("surround probe: corr(twin, neuron without surround)", f"{corr(twin_r, flat_r):.3f}")]
 
 
 class _SimSubset:

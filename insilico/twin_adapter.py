@@ -167,7 +167,7 @@ class TwinResponseModel:
                 drive = (pooled * r.features[idx]).sum(-1) + r.bias[idx]
             else:
                 drive = r(core_out).gather(1, idx[:, None])[:, 0]
-        return F.elu(drive) + 1
+        return self.twin.output(drive)
 
     # ---- fast path -----------------------------------------------------------------------------
     def fast_respond(self) -> RespondFn:

@@ -37,7 +37,7 @@ class ModelConfig(dj.Lookup):
     model_hash      : char(32)
     ---
     preset          : varchar(32)   # preset it started from ('custom' if none)
-    config          : json          # {"core", "readout", "downsample", "train": TrainConfig}
+    config          : json          # {"core", "readout", "downsample", "output", "train": TrainConfig}
     """
 
     @classmethod
@@ -49,6 +49,8 @@ class ModelConfig(dj.Lookup):
         if unknown:
             raise KeyError(f"unknown training parameters {sorted(unknown)}")
         config = {"core": _jsonable(p.core), "readout": p.readout, "downsample": p.downsample, "train": train}
+        if p.output != "elu1":  # only when set, so that stored ELU+1 models keep their hashes
+            config["output"] = p.output
         key = {"model_hash": config_hash(config)}
         cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
         return key

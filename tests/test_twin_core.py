@@ -47,9 +47,10 @@ def test_rotation_matrices_form_a_cyclic_orthogonal_group():
     np.testing.assert_allclose(np.linalg.matrix_power(mats[1], 8), np.eye(15), atol=1e-12)
 
 
-def _random_eval_core(orientations, seed=0):
+def _random_eval_core(orientations, seed=0, dilations=None):
     torch.manual_seed(seed)
-    core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3))
+    core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3),
+                                   dilations=dilations)
     for norm in core.norms:  # non-trivial batch-norm statistics, shared across orientations
         norm.running_mean.normal_()
         norm.running_var.uniform_(0.5, 2.0)
@@ -58,9 +59,9 @@ def _random_eval_core(orientations, seed=0):
     return core.eval()
 
 
-@pytest.mark.parametrize("orientations", [8, 4])
-def test_core_is_equivariant_to_90_degree_rotation(orientations):
-    core = _random_eval_core(orientations)
+@pytest.mark.parametrize("orientations, dilations", [(8, None), (4, None), (8, (1, 2, 3))])
+def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations):
+    core = _random_eval_core(orientations, dilations=dilations)
     x = torch.randn(2, 1, 19, 19)
     with torch.no_grad():
         out = core(x)
@@ -110,3 +111,16 @@ def test_image_layer_fast_path_equals_convolution_with_synthesized_filters():
     x = torch.randn(2, 1, 12, 17)
     direct = torch.nn.functional.conv2d(x, conv.filters(), padding=4)
     assert torch.allclose(conv(x), direct, atol=1e-5)
+
+
+def test_dilated_layer_reaches_dilation_times_farther():
+    """A unit impulse reaches (kernel - 1) / 2 * dilation pixels per layer, summed over layers."""
+    core = _random_eval_core(8, dilations=(1, 2, 3))
+    x = torch.zeros(1, 1, 41, 41)
+    x[..., 20, 20] = 1.0
+    with torch.no_grad():
+        change = (core(x) - core(torch.zeros_like(x))).abs().amax(dim=(0, 1))
+    rows = torch.nonzero(change.amax(1) > 1e-6)[:, 0]
+    assert (rows.min().item(), rows.max().item()) == (20 - (3 + 2 * 2 + 1 * 3), 20 + (3 + 4 + 3))
+    with pytest.raises(ValueError, match="dilations"):
+        RotationEquivariantCore(features=(2, 2), kernel_sizes=(5, 3), dilations=(1, 0))

@@ -42,18 +42,20 @@ class HermiteRotConv2d(nn.Module):
         kernel_size: odd filter size S (pixels).
         n_orders: Hermite orders; K = n_orders*(n_orders+1)/2 coefficients per filter.
         sigma: Hermite width in pixels (default fits the kernel).
+        dilation: spacing of the filter taps in pixels (1: a plain convolution). A dilated
+            filter covers (kernel_size - 1) * dilation + 1 pixels at the same cost.
 
     Input (B, F_in*O_in, H, W), feature-major; output (B, F_out*O, H, W), feature-major.
     """
 
     def __init__(self, in_features, in_orientations, out_features, orientations, kernel_size,
-                 n_orders, sigma=None):
+                 n_orders, sigma=None, dilation=1):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
         self.orientations = orientations
         self.in_orientations = in_orientations
-        self.kernel_size = kernel_size
+        self.kernel_size, self.dilation = kernel_size, int(dilation)
         k = n_basis(n_orders)
         # Derived from the constructor arguments, so not part of the state dict.
         basis = hermite_basis(kernel_size, n_orders, sigma)
@@ -81,11 +83,12 @@ class HermiteRotConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F_in*O_in, H, W) -> (B, F_out*O, H, W), 'same' zero padding."""
-        pad = self.kernel_size // 2
+        d = self.dilation
+        pad = d * (self.kernel_size // 2)
         if x.shape[1] == 1:  # image layer: convolve with the K basis functions, then mix (faster)
-            projections = F.conv2d(x, self.basis[:, None].to(x.dtype), padding=pad)  # (B, K, H, W)
+            projections = F.conv2d(x, self.basis[:, None].to(x.dtype), padding=pad, dilation=d)  # (B, K, H, W)
             return torch.einsum("ck,bkhw->bchw", self.rotated_coefficients()[:, 0], projections)
-        return F.conv2d(x, self.filters(), padding=pad)
+        return F.conv2d(x, self.filters(), padding=pad, dilation=d)
 
 
 class RotationEquivariantCore(nn.Module):
@@ -96,13 +99,14 @@ class RotationEquivariantCore(nn.Module):
         orientations: O (all layers).
         kernel_sizes: odd filter size per layer, e.g. (13, 5, 5).
         n_hermite: Hermite orders per layer (int or tuple); default (S+1)//2 per layer.
+        dilations: dilation per layer (default 1 each); see `HermiteRotConv2d`.
         momentum: batch-norm momentum.
 
     forward: standardized images (B, 1, H, W) -> features (B, F_last*O, H, W).
     """
 
     def __init__(self, features=(16, 16, 16), orientations=8, kernel_sizes=(13, 5, 5),
-                 n_hermite=None, momentum=0.1):
+                 n_hermite=None, momentum=0.1, dilations=None):
         super().__init__()
         features, kernel_sizes = tuple(features), tuple(kernel_sizes)
         if len(features) != len(kernel_sizes):
@@ -112,12 +116,16 @@ class RotationEquivariantCore(nn.Module):
         elif isinstance(n_hermite, int):
             n_hermite = (n_hermite,) * len(features)
         self.features, self.orientations = features, orientations
+        dilations = tuple(int(d) for d in (dilations or (1,) * len(features)))
+        if len(dilations) != len(features) or min(dilations) < 1:
+            raise ValueError(f"dilations {dilations} must be >= 1, one per layer ({len(features)})")
         self.kernel_sizes, self.n_hermite = kernel_sizes, tuple(n_hermite)
+        self.dilations = dilations
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         in_f, in_o = 1, 1
-        for f, s, n in zip(features, kernel_sizes, self.n_hermite):
-            self.convs.append(HermiteRotConv2d(in_f, in_o, f, orientations, s, n))
+        for f, s, n, d in zip(features, kernel_sizes, self.n_hermite, dilations):
+            self.convs.append(HermiteRotConv2d(in_f, in_o, f, orientations, s, n, dilation=d))
             self.norms.append(nn.BatchNorm3d(f, momentum=momentum))
             in_f, in_o = f, orientations
 
@@ -131,6 +139,7 @@ class RotationEquivariantCore(nn.Module):
         """Constructor arguments (JSON-serializable)."""
         return {"features": list(self.features), "orientations": self.orientations,
                 "kernel_sizes": list(self.kernel_sizes), "n_hermite": list(self.n_hermite),
+                "dilations": list(self.dilations),
                 "momentum": self.norms[0].momentum}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import RotationEquivariantCore
+from .outputs import OUTPUTS
 from .readouts import READOUTS
 
 __all__ = ["Twin"]
 
 
 class Twin(nn.Module):
-    """Core + one readout per scan + ELU+1 output nonlinearity.
+    """Core + one readout per scan + a positive output nonlinearity (`twin.outputs`).
 
     Args:
         core: RotationEquivariantCore keyword arguments (its `config`).
@@ -29,9 +30,11 @@ class Twin(nn.Module):
         downsample: the input is average-pooled by this factor before the core (1: none). The
             core and readouts then work on an (H/d, W/d) grid; everything the twin reports
             (`rf_positions`, `center`, `reach`) is in canvas pixels all the same.
+        output: "elu1" (ELU + 1) or "exp" (exponential, tangent-continued); see `twin.outputs`.
     """
 
-    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape, downsample: int = 1):
+    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape, downsample: int = 1,
+                 output: str = "elu1"):
         super().__init__()
         readout = dict(readout)
         kind = readout.pop("type")
@@ -47,6 +50,9 @@ class Twin(nn.Module):
         self.readouts = nn.ModuleDict(
             {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()})
         self.readout_type = kind
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output nonlinearity {output!r}; choose from {sorted(OUTPUTS)}")
+        self.output_name = output
         self.register_buffer("input_mean", torch.tensor(0.0))
         self.register_buffer("input_std", torch.tensor(1.0))
 
@@ -60,13 +66,14 @@ class Twin(nn.Module):
             "n_neurons": {name: r.n_neurons for name, r in self.readouts.items()},
             "image_shape": list(self.image_shape),
             "downsample": self.downsample,
+            "output": self.output_name,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "Twin":
         """A freshly initialised model of that architecture; follow with `load_state_dict`."""
         return cls(config["core"], config["readout"], config["n_neurons"], config["image_shape"],
-                   config.get("downsample", 1))
+                   config.get("downsample", 1), config.get("output", "elu1"))
 
     @property
     def device(self) -> torch.device:
@@ -91,12 +98,16 @@ class Twin(nn.Module):
 
     def forward(self, x: torch.Tensor, scan: str) -> torch.Tensor:
         """Standardized images (B, 1, H, W) -> positive rates (B, N) of `scan`'s neurons."""
-        return F.elu(self._readout(scan)(self.features(x))) + 1
+        return self.output(self._readout(scan)(self.features(x)))
 
     def at_rf(self, x_centred: torch.Tensor, scan: str) -> torch.Tensor:
         """Rates (B, N) for standardized stimuli centred at `center`, each moved onto each
         neuron's RF by the readout (translation-equivariant fast path, see `twin.readouts`)."""
-        return F.elu(self._readout(scan).at_rf(self.features(x_centred))) + 1
+        return self.output(self._readout(scan).at_rf(self.features(x_centred)))
+
+    def output(self, drive: torch.Tensor) -> torch.Tensor:
+        """Readout drive (any shape) -> rates > 0, elementwise (the model's output nonlinearity)."""
+        return OUTPUTS[self.output_name][0](drive)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -107,7 +118,8 @@ class Twin(nn.Module):
     @property
     def reach(self) -> int:
         """Radius (canvas pixels) of the core's receptive field around a read-out point."""
-        return self.downsample * sum((int(k) - 1) // 2 for k in self.core.kernel_sizes)
+        return self.downsample * sum(d * ((int(k) - 1) // 2)
+                                     for k, d in zip(self.core.kernel_sizes, self.core.dilations))
 
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:

@@ -27,12 +27,14 @@ __all__ = ["Preset", "PRESETS", "get_preset"]
 
 @dataclass
 class Preset:
-    """core: RotationEquivariantCore kwargs; readout: {"type", **readout kwargs}; train: TrainConfig."""
+    """core: RotationEquivariantCore kwargs; readout: {"type", **readout kwargs}; train: TrainConfig;
+    downsample, output: `Twin` arguments."""
 
     core: dict
     readout: dict
     train: TrainConfig = field(default_factory=TrainConfig)
     downsample: int = 1
+    output: str = "elu1"
 
 
 PRESETS = {
@@ -55,4 +57,4 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[name]
-    return Preset(dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample)
+    return Preset(dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample, p.output)

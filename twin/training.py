@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .data import ScanData
 from .metrics import correlation
 from .model import Twin
+from .outputs import OUTPUTS
 
 __all__ = ["TrainConfig", "build_model", "fit", "poisson_loss", "resolve_device"]
 
@@ -59,17 +60,11 @@ def poisson_loss(rates: torch.Tensor, responses: torch.Tensor, eps: float = 1e-8
     return (rates - responses * torch.log(rates + eps)).sum(1).mean()
 
 
-def _inverse_output(mean_rate: np.ndarray) -> np.ndarray:
-    """Drive x with ELU(x) + 1 == mean_rate (N,)."""
-    m = np.maximum(mean_rate, 1e-3)
-    return np.where(m > 1, m - 1, np.log(m))
-
-
 def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     """A Twin for `scans`, initialised with `seed`.
 
     preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core", "readout" and
-    optionally "downsample" (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
+    optionally "downsample" and "output" (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
     each readout's bias so that the initial mean rate matches the neuron's train mean.
     """
     from .presets import Preset, get_preset  # presets imports TrainConfig from this module
@@ -77,7 +72,8 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     if isinstance(preset, str):
         preset = get_preset(preset)
     if isinstance(preset, Preset):
-        arch = {"core": preset.core, "readout": preset.readout, "downsample": preset.downsample}
+        arch = {"core": preset.core, "readout": preset.readout, "downsample": preset.downsample,
+                "output": preset.output}
     else:
         arch = preset
     shapes = {s.image_shape for s in scans}
@@ -85,7 +81,8 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
         raise ValueError(f"all scans must share one image shape, got {sorted(shapes)}")
     torch.manual_seed(seed)
     model = Twin(arch["core"], arch["readout"], {s.name: s.n_neurons for s in scans}, shapes.pop(),
-                 arch.get("downsample", 1))
+                 arch.get("downsample", 1), arch.get("output", "elu1"))
+    inverse_output = OUTPUTS[model.output_name][1]
     pixels = np.concatenate([s.images[s.mask("train")].ravel() for s in scans]).astype(np.float64)
     if pixels.size == 0:
         raise ValueError("no train-tier trials in any scan")
@@ -94,7 +91,7 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     with torch.no_grad():
         for s in scans:
             mean_rate = s.responses[s.mask("train")].mean(0)
-            model.readouts[s.name].bias.copy_(torch.from_numpy(_inverse_output(mean_rate)).float())
+            model.readouts[s.name].bias.copy_(torch.from_numpy(inverse_output(mean_rate)).float())
     return model
 
 

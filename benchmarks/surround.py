@@ -1,0 +1,213 @@
+"""Benchmark: does a twin learn the virtual V1's surround suppression? (prints a table; not a test)
+
+Trains one twin per architecture on the same simulated scans, then measures each against the
+simulator's ground truth with the simulator's own preferred Gabor of every interior neuron
+(true RF position, orientation, spatial frequency; phase 0), all by the direct path:
+
+* size tuning at one contrast (sizes 2..32 px, DT Eq. 12): the suppression index of the twin and
+  of the simulator, their Spearman correlation, and the mean index of surround cells
+  (type ``simple_surround``) and of the others;
+* a ring probe: response to the Gabor plus a ring of the same grating (1.2-2.5 x size from the
+  RF) over the Gabor alone, median over surround cells (< 1: suppression);
+* on held-out natural images, the twin's correlation with each surround cell and with the same
+  cell without surround modulation (``VirtualV1.forward(x, surround=False)``): a twin that models
+  the surround tracks the neuron better than the neuron without it.
+
+Architectures: the "cpu" preset, and the same preset with each ``--variant`` JSON merged in
+(keys ``core``, ``readout`` are merged, others replaced). The default variant is the one that
+learns suppression: a third core layer dilated 3x (reach 24 px) and the exponential output.
+Saves the size-tuning curves of four surround cells as ``surround.png``.
+
+    python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~8 min)
+    python benchmarks/surround.py --noiseless     # train on the noiseless rates
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from insilico.stimuli import gabor  # noqa: E402
+
+SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+DEFAULT_VARIANT = ('{"core": {"features": [4, 4, 4], "kernel_sizes": [9, 5, 5], "dilations": [1, 1, 3]}, '
+                   '"output": "exp"}')
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def architecture(variant: dict) -> dict:
+    """The cpu preset's architecture with ``variant`` merged in."""
+    from twin.presets import get_preset
+
+    p = get_preset("cpu")
+    arch = dict(core=dict(p.core), readout=dict(p.readout), downsample=p.downsample, output=p.output)
+    for k, v in variant.items():
+        arch[k] = {**arch[k], **v} if isinstance(v, dict) else v
+    return arch
+
+
+def train(arch: dict, sims, args):
+    """A twin of ``arch`` fitted to ``sims`` (weights cached in the temp folder)."""
+    from twin.data import ScanData
+    from twin.presets import get_preset
+    from twin.training import build_model, fit
+
+    data = [ScanData(s.name, s.images, s.rates if args.noiseless else s.responses, s.tiers, s.image_ids)
+            for s in sims]
+    twin = build_model(arch, data, seed=args.seed)
+    digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
+    key = hashlib.sha1(json.dumps([arch, args.epochs, args.seed, digest], default=list).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"v1twin_bench_surround_{key}.pt"
+    if path.exists():
+        state = torch.load(path, map_location="cpu")
+        twin.load_state_dict(state["weights"])
+        return twin.eval(), state["val"], 0.0
+    cfg = get_preset("cpu").train
+    cfg.max_epochs, cfg.device = args.epochs, "cpu"
+    t0 = time.perf_counter()
+    hist = fit(twin, data, cfg, progress=False)
+    torch.save({"weights": twin.state_dict(), "val": hist["best_val_corr"]}, path)
+    return twin.eval(), hist["best_val_corr"], time.perf_counter() - t0
+
+
+@torch.no_grad()
+def size_tuning(respond, sim, neurons, contrast: float) -> np.ndarray:
+    """(len(neurons), len(SIZES)) responses to each neuron's true preferred Gabor."""
+    out = []
+    for k in neurons:
+        (x, y), th, sf = sim.rf_positions[k], sim.preferred_orientations[k], sim.spatial_frequencies[k]
+        stimuli = torch.cat([gabor(x, y, s, sf, contrast, th, 0.0) for s in SIZES])
+        out.append(respond(stimuli)[:, k].numpy())
+    return np.array(out)
+
+
+@torch.no_grad()
+def ring_ratio(respond, sim, neurons, baseline=None) -> np.ndarray:
+    """(Gabor + ring of the same grating) / Gabor, contrast 1, per neuron (baseline subtracted)."""
+    ii, jj = np.mgrid[:sim.height, :sim.width]
+    out = []
+    for k in neurons:
+        (x, y), th, sf, size = (sim.rf_positions[k], sim.preferred_orientations[k],
+                                sim.spatial_frequencies[k], sim.sizes[k])
+        r = np.hypot(ii - y, jj - x)
+        centre = gabor(x, y, size, sf, 1.0, th, 0.0)
+        ring = gabor(x, y, 1e3, sf, 1.0, th, 0.0) * torch.tensor((r > 1.2 * size) & (r < 2.5 * size))
+        resp = respond(torch.cat([centre, centre + ring]))[:, k] - (0.0 if baseline is None else float(baseline[k]))
+        out.append(float(resp[1] / resp[0]))
+    return np.array(out)
+
+
+def surround_probe(respond, sim_scan, neurons) -> list:
+    """Ring probe and natural-image correlations for the surround cells among ``neurons``."""
+    sim = sim_scan.model
+    cells = [k for k in neurons if sim.types[k] == "simple_surround"]
+    images = torch.tensor(sim_scan.standardized()[sim_scan.tiers == "validation"][:500])
+    with torch.no_grad():
+        twin_r, true_r, flat_r = respond(images).numpy(), sim(images).numpy(), sim(images, surround=False).numpy()
+
+    def corr(a, b):
+        return np.median([np.corrcoef(a[:, k], b[:, k])[0, 1] for k in cells])
+
+    return [(f"ring probe (Gabor + ring) / Gabor, simulator (median of {len(cells)})",
+             f"{np.median(ring_ratio(sim, sim, cells, sim.baseline)):.2f}"),
+            ("ring probe (Gabor + ring) / Gabor, twin", f"{np.median(ring_ratio(respond, sim, cells)):.2f}"),
+            ("natural images: corr(twin, surround cell)", f"{corr(twin_r, true_r):.3f}"),
+            ("natural images: corr(twin, same cell without surround)", f"{corr(twin_r, flat_r):.3f}")]
+
+
+def suppression(curves: np.ndarray) -> np.ndarray:
+    """DT Eq. 12 at one contrast: 1 - response at the largest size / the best size's."""
+    return 1 - curves[:, -1] / curves.max(1)
+
+
+def main():
+    from scipy.stats import spearmanr
+
+    from v1twin.simulator import simulate_scans
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--neurons", type=int, default=250, help="per scan")
+    ap.add_argument("--scans", type=int, default=2)
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--contrast", type=float, default=1.0, help="of the size-tuning Gabors (standardized)")
+    ap.add_argument("--noiseless", action="store_true", help="train on the noiseless rates")
+    ap.add_argument("--variant", action="append", help="JSON merged into the cpu preset (repeatable)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("surround.png"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    sims = simulate_scans(n_scans=args.scans, n_neurons=args.neurons, n_train=args.n_train,
+                          n_validation=args.n_train // 5, n_test_images=10, n_repeats=2, seed=args.seed)
+    sc, sim = sims[0], sims[0].model
+    x, y = sim.rf_positions.T
+    interior = np.flatnonzero((x > 18) & (x < 45) & (y > 12) & (y < 23))
+    is_sur = sim.types[interior] == "simple_surround"
+    truth = size_tuning(sim, sim, interior, args.contrast)
+    si_sim = suppression(truth)
+    rows = [(f"simulator: suppression index, surround cells / others (n={len(interior)})",
+             f"{si_sim[is_sur].mean():.3f} / {si_sim[~is_sur].mean():.3f}")]
+    curves = {"simulator": truth}
+    for spec in ["{}"] + (args.variant or [DEFAULT_VARIANT]):
+        arch = architecture(json.loads(spec))
+        twin, val, secs = train(arch, sims, args)
+        name = "cpu preset" if spec == "{}" else f"cpu + {spec}"
+        log(f"{name}: trained in {secs:.0f} s, validation corr {val:.3f}")
+        respond = lambda images, twin=twin: twin(images, sc.name)  # noqa: E731
+        tuned = size_tuning(respond, sim, interior, args.contrast)
+        si = suppression(tuned)
+        rho = spearmanr(si, si_sim).correlation
+        label = "cpu preset" if spec == "{}" else f"variant {len(curves) - 1}"
+        rows += [(f"[{label}] validation correlation", f"{val:.3f}"),
+                 (f"[{label}] suppression index, surround cells / others", f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}"),
+                 (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}")]
+        rows += [(f"[{label}] {n}", v) for n, v in surround_probe(respond, sc, interior)]
+        curves[label] = tuned
+        if spec != "{}":
+            log(f"{label} = {spec}")
+    w = max(len(r[0]) for r in rows)
+    print("\n" + "=" * (w + 16))
+    for name, val in rows:
+        print(f"{name:<{w}}  {val:>14}")
+    print("=" * (w + 16))
+    plot(curves, interior[is_sur][:4], interior, args)
+
+
+def plot(curves: dict, cells, interior, args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 3), squeeze=False)
+    pos = {k: i for i, k in enumerate(interior)}
+    for ax, k in zip(axes[0], cells):
+        for label, c in curves.items():
+            r = c[pos[k]]
+            ax.plot(SIZES, r / r.max(), marker="o", label=label)
+        ax.set(xscale="log", xlabel="Gabor size (px)", title=f"surround cell {k}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(SIZES[::2] + SIZES[-1:], [f"{s:g}" for s in SIZES[::2] + SIZES[-1:]])
+    axes[0, 0].set_ylabel("response / max")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"Size tuning at contrast {args.contrast}: simulator vs twins")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    log(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
