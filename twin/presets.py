@@ -10,9 +10,11 @@ on this 2-core machine: kernels 9, 5 at full resolution (36 x 64) 0.36 s; at hal
 (18 x 32) 0.10 s; kernels 13, 5 at half resolution 0.2 s with 8 features. Pooling 2x makes a
 step ~4x cheaper and doubles the core's reach in canvas pixels (kernels 9, 5: 6 grid pixels =
 12 canvas pixels), which the virtual V1's receptive fields (~13 px) need: at full resolution
-the core saw +-6 px and the twin could not learn surround suppression. A larger reach would
-see more of the surround but puts more neurons within `reach` of the border, where the
-equivariant fast path falls back to the direct one (insilico.twin_adapter). With batch 32 rather than 64 a simulated scan reached a higher validation
+the core saw +-6 px. The virtual V1's surround (13-25 px out) needs more: a third layer dilated
+3x (reach 24 px) together with output="exp" gives the twin surround suppression, where either alone
+does not (benchmarks/surround.py). It is not the preset because a reach beyond half the canvas
+height puts every neuron within `reach` of the border, where the equivariant fast path falls back
+to the direct one (insilico.twin_adapter). With batch 32 rather than 64 a simulated scan reached a higher validation
 correlation at equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.
 """
 
