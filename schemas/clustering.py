@@ -170,18 +170,17 @@ class Clustering(dj.Computed):
         labels, centres = cl.fit_clusters(aligned, p["method"], p["n_clusters"], random_state=p["seed"])
         ks = np.arange(2, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
         ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"])
-        features, output = centre_features(key)
-        confusion = cl.cluster_confusion(features, centres, nonlinearity=output)
+        twin = model.load_model(key, device="cpu")
+        output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
+        confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)
         order, block = cl.greedy_blocks(confusion, threshold=0.5)
         self.insert1(dict(key, centres=centres.astype(np.float32), heldout_k=ks, heldout_ll=ll,
                           confusion=confusion, block=np.asarray(block), block_order=np.asarray(order)))
         self.Unit.insert(dict(key, **n, cluster=int(c)) for n, c in zip(neurons, labels))
 
 
-def centre_features(key: dict, max_images: int = 2000):
-    """Core output (n_images, F, O) at the canvas centre for the model's training images, and the
-    model's output nonlinearity as a numpy function."""
-    twin = model.load_model(key, device="cpu")
+def centre_features(twin, max_images: int = 2000) -> np.ndarray:
+    """Core output (n_images, F, O) at the canvas centre for the twin's training images."""
     scan = sorted(twin.readouts)[0]
     arrays = recording.load_scan(scan)
     images = arrays["images"][arrays["tiers"] == "train"][:max_images]
@@ -189,8 +188,7 @@ def centre_features(key: dict, max_images: int = 2000):
         out = twin.features(torch.from_numpy(twin.standardize(images)))
     h, w = out.shape[-2:]
     f, o = twin.core.features[-1], twin.core.orientations
-    output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731
-    return out[:, :, h // 2, w // 2].reshape(-1, f, o).numpy(), output
+    return out[:, :, h // 2, w // 2].reshape(-1, f, o).numpy()
 
 
 @schema

@@ -7,8 +7,8 @@ that subtracts a surround term from a centre term stays subtractive there.
 x = EXP_LINEAR_ABOVE (rate e^5 ~ 148, far above any natural-image rate in spike counts per
 trial) so that extreme in-silico stimuli cannot overflow and the rate stays strictly monotonic.
 A readout's subtraction is then a DIVISION of rates: rate = exp(centre) / exp(surround). On
-the virtual V1 this is what lets the twin learn divisive surround suppression from natural
-images (see README, "What the twin gets right").
+the virtual V1 this, together with a core that reaches the surround, lets the twin learn divisive
+surround suppression from natural images (benchmarks/surround.py).
 
 Each entry of ``OUTPUTS`` is ``(forward, inverse)``: ``forward`` maps a torch tensor elementwise;
 ``inverse`` maps mean rates (numpy, > 0) to the drive that gives them (used to initialise biases).
