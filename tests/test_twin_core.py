@@ -124,3 +124,65 @@ def test_dilated_layer_reaches_dilation_times_farther():
     assert (rows.min().item(), rows.max().item()) == (20 - (3 + 2 * 2 + 1 * 3), 20 + (3 + 4 + 3))
     with pytest.raises(ValueError, match="dilations"):
         RotationEquivariantCore(features=(2, 2), kernel_sizes=(5, 3), dilations=(1, 0))
+
+
+def _gray_padded_and_zero_padded(seed=0):
+    cores = []
+    for padding in ("gray", "zero"):
+        torch.manual_seed(seed)
+        cores.append(RotationEquivariantCore(features=(3, 4, 2), orientations=8, kernel_sizes=(7, 5, 3),
+                                             padding=padding))
+    cores[1].load_state_dict(cores[0].state_dict())
+    for core in cores:  # the same non-trivial batch-norm statistics
+        torch.manual_seed(seed + 1)
+        for norm in core.norms:
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.data.normal_()
+            norm.bias.data.normal_()
+    return cores
+
+
+def test_gray_padding_makes_a_gray_image_uniform_in_training_and_eval():
+    """Every hidden layer answers 0 to gray, so a gray image's core output is one constant per
+    channel, with batch statistics (a gray image among natural ones) and running ones."""
+    gray, zero = _gray_padded_and_zero_padded()
+    batch = torch.cat([torch.zeros(1, 1, 24, 30), torch.randn(3, 1, 24, 30)])
+    for mode in ("train", "eval"):
+        outs = []
+        for core in (gray, zero):
+            getattr(core, mode)()
+            with torch.no_grad():
+                out = core(batch)[0]  # the gray image's (C, H, W)
+            outs.append((out - out[:, 12:13, 15:16]).abs().max().item())
+        assert outs[0] < 1e-5, mode
+        assert outs[1] > 1e-2, mode  # zero padding: the edge shows through
+
+
+def test_gray_padding_is_translation_equivariant_up_to_the_canvas_edge():
+    """A small patch on gray, moved 10 px along a 40 px canvas: with gray padding the core output
+    moves with it at every pixel, also where the core's receptive field crosses the edge, as long
+    as the patch widened by the hidden layers' reach (3 + 2 px) stays on the canvas."""
+    gray, zero = _gray_padded_and_zero_padded()
+    assert gray.reach(hidden_only=True) == 5 and gray.reach() == 6
+    patch = torch.randn(3, 3)
+    x = torch.zeros(2, 1, 20, 40)
+    x[0, 0, 6:9, 6:9] = patch  # centre (7, 7): 1 + 5 px from the top and left edges
+    x[1, 0, 6:9, 16:19] = patch
+    diffs = []
+    for core in (gray, zero):
+        with torch.no_grad():
+            out = core.eval()(x)
+        diffs.append((out[0, :, :, :30] - out[1, :, :, 10:]).abs().max().item())
+    assert diffs[0] < 1e-5
+    assert diffs[1] > 1e-2
+
+
+def test_stored_twins_without_padding_key_keep_zero_padding():
+    from twin.model import Twin
+    config = Twin({"features": (2,), "kernel_sizes": (5,)}, {"type": "gaussian"}, {"s": 3}, (12, 16)).config
+    assert config["core"]["padding"] == "gray"
+    del config["core"]["padding"]
+    assert Twin.from_config(config).core.padding == "zero"
+    with pytest.raises(ValueError, match="padding"):
+        RotationEquivariantCore(features=(2,), kernel_sizes=(5,), padding="reflect")

@@ -17,6 +17,16 @@ i.e. ``torch.roll(out.view(B, F, O, H, W), k, dims=2)``.
 
 Layers: conv -> batch norm (one per feature, shared by its O orientations) -> ELU,
 except the last layer, which has no ELU. 'same' zero padding: output H, W == input H, W.
+
+Padding is gray (``padding="gray"``, the default). Each hidden layer subtracts its own response
+to a uniform gray image (a constant per feature: ELU of the batch norm's output for a zero
+input), so a gray image (0 in standardized units) gives 0 at every hidden layer and each layer's
+zero padding is exactly what an infinite gray screen would put there. The canvas edge then acts
+only where a stimulus's own support, widened by the hidden layers' reach, crosses it, instead of
+wherever the core's receptive field does (this is what keeps the equivariant fast path of
+`insilico.twin_adapter` exact for stimuli on gray). On natural images it changes only the border
+pixels: in the interior a constant offset of a layer's input is removed by the next batch norm.
+``padding="zero"`` is the plain zero padding of twins stored before it existed.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from torch import nn
 
 from .hermite import hermite_basis, n_basis, rotation_matrices, synthesize
 
-__all__ = ["HermiteRotConv2d", "RotationEquivariantCore"]
+__all__ = ["HermiteRotConv2d", "RotationEquivariantCore", "PADDINGS"]
+
+PADDINGS = ("gray", "zero")
 
 
 class HermiteRotConv2d(nn.Module):
@@ -101,13 +113,18 @@ class RotationEquivariantCore(nn.Module):
         n_hermite: Hermite orders per layer (int or tuple); default (S+1)//2 per layer.
         dilations: dilation per layer (default 1 each); see `HermiteRotConv2d`.
         momentum: batch-norm momentum.
+        padding: "gray" (hidden layers answer 0 to gray, so padding equals gray; see the module
+            doc) or "zero".
 
     forward: standardized images (B, 1, H, W) -> features (B, F_last*O, H, W).
     """
 
     def __init__(self, features=(16, 16, 16), orientations=8, kernel_sizes=(13, 5, 5),
-                 n_hermite=None, momentum=0.1, dilations=None):
+                 n_hermite=None, momentum=0.1, dilations=None, padding="gray"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
+        self.padding = padding
         features, kernel_sizes = tuple(features), tuple(kernel_sizes)
         if len(features) != len(kernel_sizes):
             raise ValueError(f"features {features} and kernel_sizes {kernel_sizes} differ in length")
@@ -140,17 +157,39 @@ class RotationEquivariantCore(nn.Module):
         return {"features": list(self.features), "orientations": self.orientations,
                 "kernel_sizes": list(self.kernel_sizes), "n_hermite": list(self.n_hermite),
                 "dilations": list(self.dilations),
-                "momentum": self.norms[0].momentum}
+                "momentum": self.norms[0].momentum, "padding": self.padding}
+
+    def reach(self, hidden_only: bool = False) -> int:
+        """Receptive-field radius (core-grid pixels) of the core's output, or with
+        ``hidden_only`` of its last hidden layer (how far a stimulus's influence has spread
+        before the last convolution; what gray padding's border rule needs)."""
+        layers = len(self.convs) - 1 if hidden_only else len(self.convs)
+        return sum(d * ((k - 1) // 2) for k, d in zip(self.kernel_sizes[:layers], self.dilations[:layers]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardized images (B, 1, H, W) -> features (B, F_last*O, H, W)."""
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = conv(x)
-            b, _, h, w = x.shape
-            x = norm(x.view(b, -1, self.orientations, h, w)).view(b, -1, h, w)
+            z = conv(x)
+            b, _, h, w = z.shape
+            z = z.view(b, -1, self.orientations, h, w)
+            x = norm(z)
             if i < len(self.convs) - 1:
                 x = F.elu(x)
+                if self.padding == "gray":
+                    x = x - F.elu(_normalized_zero(norm, z))
+            x = x.view(b, -1, h, w)
         return x
 
     def regularizer(self) -> torch.Tensor:
         """Mean squared Hermite coefficient, summed over layers (L2 weight decay of the filters)."""
         return sum(conv.coefficients.pow(2).mean() for conv in self.convs)
+
+
+def _normalized_zero(norm: nn.BatchNorm3d, z: torch.Tensor) -> torch.Tensor:
+    """What `norm` makes of a zero input, (1, F, 1, 1, 1), with the statistics it uses on z
+    (B, F, O, H, W): the batch's in training, the running ones in eval."""
+    if norm.training or norm.running_mean is None:
+        mean, var = z.mean((0, 2, 3, 4)), z.var((0, 2, 3, 4), unbiased=False)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    return (norm.bias - norm.weight * mean / torch.sqrt(var + norm.eps)).view(1, -1, 1, 1, 1)

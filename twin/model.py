@@ -72,7 +72,8 @@ class Twin(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "Twin":
         """A freshly initialised model of that architecture; follow with `load_state_dict`."""
-        return cls(config["core"], config["readout"], config["n_neurons"], config["image_shape"],
+        core = {"padding": "zero", **config["core"]}  # stored before gray padding existed
+        return cls(core, config["readout"], config["n_neurons"], config["image_shape"],
                    config.get("downsample", 1), config.get("output", "elu1"))
 
     @property
@@ -118,8 +119,12 @@ class Twin(nn.Module):
     @property
     def reach(self) -> int:
         """Radius (canvas pixels) of the core's receptive field around a read-out point."""
-        return self.downsample * sum(d * ((int(k) - 1) // 2)
-                                     for k, d in zip(self.core.kernel_sizes, self.core.dilations))
+        return self.downsample * self.core.reach()
+
+    @property
+    def hidden_reach(self) -> int:
+        """Radius (canvas pixels) of the core's last hidden layer's receptive field."""
+        return self.downsample * self.core.reach(hidden_only=True)
 
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:
