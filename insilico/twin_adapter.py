@@ -24,10 +24,13 @@ mu_n is the bilinear read, at mu_n, of core features that depend on the stimulus
   smooth function (sub-pixel phase frac(mu_n) vs 0.5): second order in the feature maps' spatial
   frequency. tests/test_fast_path.py states and checks the tolerance.
 
-Border rule. ``border_mask(margin)`` flags neurons whose RF lies within ``margin`` pixels of the
-canvas edge (default: the core's receptive-field radius sum((k-1)//2), the exact condition for
-the Gaussian readout's bilinear read; add the readout's own spatial extent for the factorized
-readout). Flagged neurons fall back to the direct path: :func:`merge` combines tables or search
+Border rule. ``border_mask(margin, extent)`` flags neurons whose RF lies within ``margin + extent``
+pixels of the canvas edge. With the core's gray padding (``twin.core``) a stimulus on gray sees
+the canvas edge only where its own support, widened by the hidden layers' reach, crosses it: the
+default margin is ``Twin.hidden_reach`` and ``extent`` the stimulus's radius (0 by default:
+compact stimuli; the error of larger ones grows with the part of them that lies that close to
+the edge). With zero padding the default margin is the whole core's reach (``Twin.reach``),
+wherever the stimulus lies. Add the readout's own spatial extent for the factorized readout. Flagged neurons fall back to the direct path: :func:`merge` combines tables or search
 Datasets, :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
 :func:`optimal_gabor` / :func:`optimal_dog` run the whole search that way.
 """
@@ -186,10 +189,17 @@ class TwinResponseModel:
 
     def border_mask(self, margin: Optional[float] = None, extent: float = 0.0) -> np.ndarray:
         """(N,) bool: True for neurons whose RF is within ``margin + extent`` pixels of the canvas
-        edge, where the fast path is not exact (zero padding). margin default: the core's
-        receptive-field radius in canvas pixels (``Twin.reach``); extent: extra reach, e.g. the spatial extent of
-        a factorized readout's mask."""
-        m = float(self.twin.reach if margin is None else margin) + float(extent)
+        edge, where the fast path is not exact.
+
+        margin default: with gray padding (``twin.core.padding == "gray"``) the reach of the
+        core's hidden layers (``Twin.hidden_reach``), since the canvas edge matters only where a
+        stimulus's support widened by it crosses the edge; with zero padding the whole core's reach
+        (``Twin.reach``). extent: extra pixels: the stimulus's radius for gray padding, the
+        spatial extent of a factorized readout's mask for either."""
+        if margin is None:
+            gray = self.twin.core.padding == "gray"
+            margin = self.twin.hidden_reach if gray else self.twin.reach
+        m = float(margin) + float(extent)
         h, w = self.twin.image_shape
         pos = self.rf_positions
         eps = 1e-4

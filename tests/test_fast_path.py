@@ -1,13 +1,15 @@
 """The twin's equivariant fast path (insilico.twin_adapter) against the direct reference.
 
-A small untrained Twin (the "cpu" preset core: 2 layers, 8 features x 8 orientations, kernels 9
-and 5 -> receptive-field radius 6 px; Gaussian readout) with RF positions set by hand.
+A small untrained Twin (the "cpu" preset core at full resolution: 3 layers, kernels 9, 5, 5, the
+last dilated 3x -> receptive-field radius 12 px, hidden layers' radius 6 px; gray padding;
+Gaussian readout) with RF positions set by hand.
 
 Tolerances (stated; see insilico/twin_adapter.py for why):
 
-* RF - centre an integer vector (RFs on half-integer pixels, centre (31.5, 17.5)) and the core's
-  receptive field inside the canvas: fast == direct to float32 precision, |diff| <= 1e-4 +
-  1e-4 * |response| (measured ~5e-6 on responses up to ~17).
+* RF - centre an integer vector (RFs on half-integer pixels, centre (31.5, 17.5)) and either the
+  core's receptive field inside the canvas (any stimulus) or, by gray padding, a compact stimulus
+  whose support widened by the hidden layers' radius stays inside it: fast == direct to float32
+  precision, |diff| <= 1e-4 + 1e-4 * |response| (measured ~5e-6 on responses up to ~17).
 * Sub-pixel RFs: the two paths are two bilinear interpolations of the same feature maps (at
   sub-pixel phase frac(mu) vs 0.5), so they differ by a second-order interpolation error. For
   this untrained core (white-noise Hermite filters: the roughest feature maps a twin can have) we
@@ -31,9 +33,10 @@ H, W = 36, 64
 EXACT_ATOL, EXACT_RTOL = 1e-4, 1e-4
 SUBPIXEL_TOL = 0.15  # fraction of the neuron's max response over the grid
 
-# 6 interior neurons on half-integer positions (two right at the margin of 6 px), 2 border ones
-POS_HALF = np.array([[6.5, 6.5], [56.5, 28.5], [20.5, 12.5], [40.5, 20.5], [31.5, 17.5],
-                     [12.5, 25.5], [2.5, 17.5], [40.5, 33.5]])
+# 6 interior neurons on half-integer positions (two right at the core's reach of 12 px), 2 border
+# ones (within the hidden layers' radius of 6 px)
+POS_HALF = np.array([[12.5, 12.5], [50.5, 22.5], [20.5, 14.5], [40.5, 20.5], [31.5, 17.5],
+                     [25.5, 21.5], [2.5, 17.5], [40.5, 33.5]])
 BORDER = np.array([False] * 6 + [True, True])
 GRID = search.GaborGrid(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 10, 1 / 6), contrasts=(4.0,),
                         orientations=tuple(np.arange(4) * math.pi / 4),
@@ -80,7 +83,7 @@ def test_model_contract_and_center(twin):
     # the centre the readout assumes, not insilico's nearest-pixel canvas_center
     assert m.center == ((W - 1) / 2, (H - 1) / 2) == m.fast_respond().center
     assert m.center != canvas_center()
-    assert twin.reach == 6
+    assert (twin.reach, twin.hidden_reach) == (12, 6)
     assert m.preferred_orientations is None
     m.preferred_orientations = np.linspace(0, 3, len(POS_HALF))
     with pytest.raises(ValueError):
@@ -146,9 +149,40 @@ def test_border_neurons_flagged_and_get_direct_result(half):
     np.testing.assert_array_equal(merge(rf, rd[:, BORDER], BORDER), t)
 
 
+def test_gray_padding_keeps_fast_path_exact_inside_the_core_reach(twin):
+    """A compact patch (radius 1 px) on gray, neurons 7.5 px from the edge: inside the core's reach
+    (12 px; zero padding shows within 12 - 4 = 8 px, as the image layer's padding is gray anyway)
+    but with the patch widened by the hidden layers' 6 px on the canvas. Gray padding: fast ==
+    direct; the same weights with zero padding: not."""
+    from twin.model import Twin
+
+    pos = np.array([[7.5, 7.5], [56.5, 17.5], [31.5, 27.5], [20.5, 7.5], [7.5, 27.5], [56.5, 7.5],
+                    [40.5, 27.5], [7.5, 17.5]])
+    x = torch.zeros(1, 1, H, W)  # a 2 x 2 patch around the centre (31.5, 17.5)
+    x[..., 17:19, 31:33] = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    diffs = {}
+    for padding in ("gray", "zero"):
+        config = twin.config
+        config["core"]["padding"] = padding
+        tw = Twin.from_config(config)
+        tw.load_state_dict(twin.state_dict())
+        torch.manual_seed(3)  # batch norms as after training: a gray image does not map to 0
+        for norm in tw.core.norms:
+            norm.running_mean.normal_()
+            norm.bias.data.normal_()
+        _set_positions(tw.eval(), pos)
+        m = TwinResponseModel(tw, "s")
+        assert m.border_mask(extent=1).all() == (padding == "zero")  # the rule knows
+        with torch.no_grad():
+            fast, direct = m.fast_respond()(x), search.direct_respond(m, center=m.center)(x)
+        diffs[padding] = float((fast - direct).abs().max()), float(direct.abs().max())
+    assert diffs["gray"][0] <= EXACT_ATOL + EXACT_RTOL * diffs["gray"][1]
+    assert diffs["zero"][0] > 1e-2 * diffs["zero"][1]
+
+
 def test_fast_vs_direct_on_subpixel_rfs(twin):
     rng = np.random.default_rng(1)
-    pos = np.stack([rng.uniform(8, 55, 8), rng.uniform(8, 27, 8)], 1)
+    pos = np.stack([rng.uniform(12, 51, 8), rng.uniform(12, 23, 8)], 1)
     _set_positions(twin, pos)
     try:
         m = TwinResponseModel(twin, "s")
@@ -176,7 +210,7 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     scan = ScanData("s", rng.uniform(0, 255, (40, 1, H, W)), rng.poisson(2.0, (40, 3)),
                     np.array(["train"] * 30 + ["validation"] * 10), np.arange(40))
     tw = build_model("cpu", [scan], seed=0).eval()
-    assert tw.downsample == 2 and tw.reach == 12
+    assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (24, 12)
     shifts = np.array([[-8, 2], [6, -2], [0, 0]])
     grid_h, grid_w = H // 2, W // 2
     grid_pos = (np.array(tw.center) + 0.5) / 2 - 0.5 + shifts / 2
