@@ -14,8 +14,9 @@ simulator's ground truth with the simulator's own preferred Gabor of every inter
   the surround tracks the neuron better than the neuron without it.
 
 Architectures: the "cpu" preset, and the same preset with each ``--variant`` JSON merged in
-(keys ``core``, ``readout`` are merged, others replaced). The default variant is the one that
-learns suppression: a third core layer dilated 3x (reach 24 px) and the exponential output.
+(keys ``core``, ``readout`` are merged, others replaced). The default variants are the preset's
+ablations: the previous "cpu" preset (two layers, reach 12 px, ELU + 1, zero padding), which
+learns no suppression, and the preset with zero padding instead of gray.
 Saves the size-tuning curves of four surround cells as ``surround.png``.
 
     python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~8 min)
@@ -39,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from insilico.stimuli import gabor  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
-DEFAULT_VARIANT = ('{"core": {"features": [4, 4, 4], "kernel_sizes": [9, 5, 5], "dilations": [1, 1, 3]}, '
-                   '"output": "exp"}')
+DEFAULT_VARIANTS = ('{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
+                    '"padding": "zero"}, "output": "elu1"}',
+                    '{"core": {"padding": "zero"}}')
 
 
 def log(*a):
@@ -162,7 +164,7 @@ def main():
     rows = [(f"simulator: suppression index, surround cells / others (n={len(interior)})",
              f"{si_sim[is_sur].mean():.3f} / {si_sim[~is_sur].mean():.3f}")]
     curves = {"simulator": truth}
-    for spec in ["{}"] + (args.variant or [DEFAULT_VARIANT]):
+    for spec in ["{}"] + list(args.variant or DEFAULT_VARIANTS):
         arch = architecture(json.loads(spec))
         twin, val, secs = train(arch, sims, args)
         name = "cpu preset" if spec == "{}" else f"cpu + {spec}"

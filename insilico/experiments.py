@@ -86,7 +86,10 @@ def phase_tuning(model, gabor_params, phases=16, *, relative: bool = False,
 
 
 DEFAULT_SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
-DEFAULT_CONTRASTS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Top contrast 4 = peak amplitude 2 standard deviations: about the full range of an 8-bit display
+# for natural-image statistics (Sensorium and the virtual V1: mean ~113, s.d. ~55 -> at most 2.07
+# s.d. below the mean). Higher contrasts are images no screen shows and the twin never saw.
+DEFAULT_CONTRASTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def size_contrast_tuning(model, gabor_params, sizes: Sequence[float] = DEFAULT_SIZES,

@@ -41,15 +41,17 @@ class Preset:
 
 PRESETS = {
     "paper": Preset(
-        core={"features": (16, 16, 16), "orientations": 8, "kernel_sizes": (13, 5, 5)},
+        core={"features": (16, 16, 16), "orientations": 8, "kernel_sizes": (13, 5, 5), "padding": "gray"},
         readout={"type": "gaussian", "feature_l1": 1e-2},
         train=TrainConfig(lr=5e-3, batch_size=64, max_epochs=200, patience=5),
     ),
     "cpu": Preset(
-        core={"features": (4, 4), "orientations": 8, "kernel_sizes": (9, 5)},
+        core={"features": (4, 4, 4), "orientations": 8, "kernel_sizes": (9, 5, 5),
+              "dilations": (1, 1, 3), "padding": "gray"},
         readout={"type": "gaussian", "feature_l1": 1e-2},
         train=TrainConfig(lr=1e-2, batch_size=32, max_epochs=20, patience=3, lr_decay_steps=2),
         downsample=2,
+        output="exp",
     ),
 }
 
