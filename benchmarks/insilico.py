@@ -1,7 +1,7 @@
 """Benchmark: the twin's equivariant fast path vs the direct path (prints a table; not a test).
 
 1. Simulate a virtual V1 (v1twin.simulator.simulate_scans), train a small twin ("cpu" preset);
-   the weights are cached in a temp file keyed by the arguments and the preset's architecture.
+   the weights are cached in a temp file keyed by the data, the architecture and the training.
 2. Optimal-Gabor search for all neurons (a search over positions x parameters): fast path (core
    once per centred stimulus, readout moves it) vs the direct path of earlier pipelines (every
    stimulus rendered at every neuron's RF + offset and passed through the whole model). The
@@ -15,11 +15,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from insilico import experiments, search  # noqa: E402
 from insilico.mei import mei  # noqa: E402
 from insilico.twin_adapter import TwinResponseModel  # noqa: E402
-from surround import surround_probe  # noqa: E402  (benchmarks/surround.py)
+from surround import architecture, surround_probe, train  # noqa: E402  (benchmarks/surround.py)
 
 
 def log(*a):
@@ -39,10 +35,7 @@ def log(*a):
 
 
 def get_twin(args):
-    from twin.data import ScanData
-    from twin.model import Twin
-    from twin.presets import get_preset
-    from twin.training import build_model, fit
+    """The simulated scans and a cpu-preset twin fitted to them (cached; see surround.train)."""
     from v1twin.simulator import simulate_scans
 
     t0 = time.perf_counter()
@@ -51,30 +44,9 @@ def get_twin(args):
                           n_test_images=10, n_repeats=2, seed=args.seed)
     log(f"simulated {args.scans} scans x {args.neurons // args.scans} neurons "
         f"in {time.perf_counter() - t0:.1f} s")
-    data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
-    preset = get_preset("cpu")
-    architecture = dict(core=preset.core, readout=preset.readout, downsample=preset.downsample,
-                        output=preset.output)
-    data_hash = hashlib.sha1(b"".join(s.responses[:50].tobytes() for s in sims)).hexdigest()
-    key = hashlib.sha1(json.dumps(dict(n=args.neurons, s=args.scans, t=args.n_train, e=args.epochs,
-                                       seed=args.seed, arch=architecture, data=data_hash),
-                                  default=list).encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"v1twin_bench_insilico_{key}.pt"
-    if path.exists():
-        state = torch.load(path, map_location="cpu")
-        twin = Twin.from_config(state["config"])
-        twin.load_state_dict(state["weights"])
-        log(f"loaded cached twin {path} (val corr {state['val']:.3f})")
-    else:
-        twin = build_model(preset, data, seed=args.seed)
-        cfg = preset.train
-        cfg.max_epochs, cfg.device = args.epochs, "cpu"
-        t0 = time.perf_counter()
-        hist = fit(twin, data, cfg, progress=False)
-        log(f"trained twin in {time.perf_counter() - t0:.0f} s, val corr {hist['best_val_corr']:.3f}")
-        torch.save({"config": twin.config, "weights": twin.state_dict(),
-                    "val": hist["best_val_corr"]}, path)
-    return twin.eval(), sims
+    twin, val, secs = train(architecture({}), sims, args.epochs, args.seed)
+    log(f"twin: validation corr {val:.3f}, " + (f"trained in {secs:.0f} s" if secs else "cached"))
+    return twin, sims
 
 
 def timed(fn):

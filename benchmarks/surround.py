@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from insilico.indices import suppression_index  # noqa: E402
 from insilico.stimuli import gabor  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
@@ -60,24 +61,26 @@ def architecture(variant: dict) -> dict:
     return arch
 
 
-def train(arch: dict, sims, args):
-    """A twin of ``arch`` fitted to ``sims`` (weights cached in the temp folder)."""
+def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False):
+    """A twin of ``arch`` fitted to ``sims`` (on their noiseless rates if ``noiseless``), with
+    the cpu preset's training settings for ``epochs``; weights cached in the temp folder, keyed
+    by all of it. Returns (twin in eval mode, best validation corr, training seconds (0: cached))."""
     from twin.data import ScanData
     from twin.presets import get_preset
     from twin.training import build_model, fit
 
-    data = [ScanData(s.name, s.images, s.rates if args.noiseless else s.responses, s.tiers, s.image_ids)
+    data = [ScanData(s.name, s.images, s.rates if noiseless else s.responses, s.tiers, s.image_ids)
             for s in sims]
-    twin = build_model(arch, data, seed=args.seed)
+    twin = build_model(arch, data, seed=seed)
     digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
-    key = hashlib.sha1(json.dumps([arch, args.epochs, args.seed, digest], default=list).encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"v1twin_bench_surround_{key}.pt"
+    key = hashlib.sha1(json.dumps([arch, epochs, seed, digest], default=list).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"v1twin_bench_twin_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
         twin.load_state_dict(state["weights"])
         return twin.eval(), state["val"], 0.0
     cfg = get_preset("cpu").train
-    cfg.max_epochs, cfg.device = args.epochs, "cpu"
+    cfg.max_epochs, cfg.device = epochs, "cpu"
     t0 = time.perf_counter()
     hist = fit(twin, data, cfg, progress=False)
     torch.save({"weights": twin.state_dict(), "val": hist["best_val_corr"]}, path)
@@ -130,8 +133,8 @@ def surround_probe(respond, sim_scan, neurons) -> list:
 
 
 def suppression(curves: np.ndarray) -> np.ndarray:
-    """DT Eq. 12 at one contrast: 1 - response at the largest size / the best size's."""
-    return 1 - curves[:, -1] / curves.max(1)
+    """DT Eq. 12 of size-tuning curves (neuron, size) at one contrast."""
+    return suppression_index(curves[:, None, :])
 
 
 def main():
@@ -166,7 +169,7 @@ def main():
     curves = {"simulator": truth}
     for spec in ["{}"] + list(args.variant or DEFAULT_VARIANTS):
         arch = architecture(json.loads(spec))
-        twin, val, secs = train(arch, sims, args)
+        twin, val, secs = train(arch, sims, args.epochs, args.seed, args.noiseless)
         name = "cpu preset" if spec == "{}" else f"cpu + {spec}"
         log(f"{name}: trained in {secs:.0f} s, validation corr {val:.3f}")
         respond = lambda images, twin=twin: twin(images, sc.name)  # noqa: E731

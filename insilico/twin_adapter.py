@@ -18,8 +18,9 @@ mu_n is the bilinear read, at mu_n, of core features that depend on the stimulus
 (pixel - mu_n). The fast path reads the same function bilinearly at the canvas centre. So:
 
 * when mu_n - center is an integer vector (mu_n on a half-integer pixel position on the default
-  canvas) the two agree to float precision, provided the core's receptive field around the read
-  pixels lies inside the canvas (otherwise zero padding breaks translation equivariance);
+  canvas) the two agree to float precision, provided the canvas edge does not act: the core's
+  receptive field around the read pixels lies inside the canvas or, with gray padding, the
+  stimulus widened by the hidden layers' reach does (see the border rule);
 * for other (sub-pixel) mu_n they differ by the difference of two bilinear interpolations of a
   smooth function (sub-pixel phase frac(mu_n) vs 0.5): second order in the feature maps' spatial
   frequency. tests/test_fast_path.py states and checks the tolerance.
@@ -30,8 +31,9 @@ the canvas edge only where its own support, widened by the hidden layers' reach,
 default margin is ``Twin.hidden_reach`` and ``extent`` the stimulus's radius (0 by default:
 compact stimuli; the error of larger ones grows with the part of them that lies that close to
 the edge). With zero padding the default margin is the whole core's reach (``Twin.reach``),
-wherever the stimulus lies. Add the readout's own spatial extent for the factorized readout. Flagged neurons fall back to the direct path: :func:`merge` combines tables or search
-Datasets, :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
+wherever the stimulus lies. Add the readout's own spatial extent for the factorized readout.
+Flagged neurons fall back to the direct path: :func:`merge` combines tables or search Datasets,
+:meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
 :func:`optimal_gabor` / :func:`optimal_dog` run the whole search that way.
 """
 from __future__ import annotations
