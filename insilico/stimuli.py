@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["HEIGHT", "WIDTH", "gabor", "dog", "plaid", "grating_grid", "broadcast_params"]
+__all__ = ["HEIGHT", "WIDTH", "gabor", "gabor_radius", "dog", "plaid", "grating_grid", "broadcast_params"]
 
 HEIGHT = 36
 WIDTH = 64
@@ -114,6 +114,12 @@ def gabor(x, y, size, sf, contrast, orientation, phase, height: int = HEIGHT,
     carrier = torch.cos(2.0 * math.pi * sf.view(-1, 1, 1) * ip + phase.view(-1, 1, 1))
     out = 0.5 * contrast.view(-1, 1, 1) * env * carrier
     return out.unsqueeze(1)
+
+
+def gabor_radius(size: float) -> float:
+    """Radius (px) of a Gabor of ``size`` sigma: 3 envelope standard deviations (``1.5 * size``),
+    beyond which the envelope is below 1.1 % of its peak."""
+    return 1.5 * float(size)
 
 
 def gaussian(x, y, sigma, height: int = HEIGHT, width: int = WIDTH, device=None) -> torch.Tensor:

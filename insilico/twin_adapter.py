@@ -30,7 +30,8 @@ pixels of the canvas edge. With the core's gray padding (``twin.core``) a stimul
 the canvas edge only where its own support, widened by the hidden layers' reach, crosses it: the
 default margin is ``Twin.hidden_reach`` and ``extent`` the stimulus's radius (0 by default:
 compact stimuli; the error of larger ones grows with the part of them that lies that close to
-the edge). With zero padding the default margin is the whole core's reach (``Twin.reach``),
+the edge; size tuning passes its largest Gabor's radius, ``insilico.stimuli.gabor_radius``, and so
+runs direct). With zero padding the default margin is the whole core's reach (``Twin.reach``),
 wherever the stimulus lies. Add the readout's own spatial extent for the factorized readout.
 Flagged neurons fall back to the direct path: :func:`merge` combines tables or search Datasets,
 :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
@@ -46,11 +47,12 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from . import experiments, search
 from .model import RespondFn
-from . import search
+from .stimuli import gabor_radius
 
-__all__ = ["TwinResponseModel", "ScanStack", "merge", "per_neuron_experiment", "optimal_gabor",
-           "optimal_dog"]
+__all__ = ["TwinResponseModel", "ScanStack", "merge", "per_neuron_experiment",
+           "size_contrast_tuning", "run_battery", "optimal_gabor", "optimal_dog"]
 
 
 @contextlib.contextmanager
@@ -268,6 +270,32 @@ def merge(fast, direct, border):
     return out
 
 
+def size_contrast_tuning(model: TwinResponseModel, neuron_params: dict,
+                         sizes: Sequence[float] = experiments.DEFAULT_SIZES,
+                         contrasts: Sequence[float] = experiments.DEFAULT_CONTRASTS,
+                         **kw) -> xr.DataArray:
+    """:func:`insilico.experiments.size_contrast_tuning` of a twin, with the border rule for its
+    largest Gabor (extent ``gabor_radius(max(sizes))``): on the 36 x 64 canvas the default sizes
+    reach the edge from every RF, so every neuron runs direct (the fast path would clip the
+    stimulus at the edge around the canvas centre instead of around the RF)."""
+    return per_neuron_experiment(experiments.size_contrast_tuning, model, neuron_params, sizes,
+                                 contrasts, extent=gabor_radius(max(sizes)), **kw)
+
+
+def run_battery(model: TwinResponseModel, gabor_params, **kw):
+    """The tuning battery of :func:`insilico.experiments.run_battery` (orientation, phase,
+    size-contrast, plaid) as the pipeline runs it on a twin: fast path for interior neurons, direct
+    for border neurons and for size tuning. Returns (curves xr.Dataset, indices DataFrame)."""
+    params = search.params_of(gabor_params, search.GABOR_KEYS)
+    curves = xr.Dataset({
+        "orientation_tuning": per_neuron_experiment(experiments.orientation_tuning, model, params, 16, **kw),
+        "phase_tuning": per_neuron_experiment(experiments.phase_tuning, model, params, 16, **kw),
+        "size_contrast": size_contrast_tuning(model, params, **kw),
+        "plaid": per_neuron_experiment(experiments.plaid_tuning, model, params, **kw),
+    })
+    return curves, experiments.battery_indices(curves)
+
+
 def _search(fn, model: TwinResponseModel, grid, margin, extent, **kw):
     border = model.border_mask(margin, extent)
     ds = fn(model, grid, respond=model.fast_respond(), center=model.center, **kw)
@@ -337,16 +365,20 @@ class ScanStack:
 
 
 def per_neuron_experiment(fn, model: TwinResponseModel, neuron_params: dict, *args,
-                          margin: Optional[float] = None, **kw) -> xr.DataArray:
+                          margin: Optional[float] = None, extent: float = 0.0, **kw) -> xr.DataArray:
     """Run ``fn(model, neuron_params, *args, **kw) -> DataArray (neuron, ...)`` (an experiment of
     :mod:`insilico.experiments`) by the fast path for every neuron, then by the direct path for
-    the border neurons alone, on their own stimuli only, and merge.
+    the border neurons alone (``border_mask(margin, extent)``), on their own stimuli only, and
+    merge. ``extent``: the radius (px) of the experiment's largest stimulus; when it flags every
+    neuron the fast path is skipped.
 
     (:meth:`TwinResponseModel.hybrid_respond` would evaluate every border neuron on every
     neuron's stimuli; here each border neuron sees only its own.)
     """
+    border = np.flatnonzero(model.border_mask(margin, extent))
+    if border.size == model.n_neurons:
+        return fn(model, neuron_params, *args, **kw)
     out = fn(model, neuron_params, *args, respond=model.fast_respond(), center=model.center, **kw)
-    border = np.flatnonzero(model.border_mask(margin))
     if border.size:
         own = {k: np.asarray(v)[border] for k, v in neuron_params.items()}
         direct = fn(model.subset(border), own, *args, **kw)

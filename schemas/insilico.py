@@ -283,7 +283,7 @@ class SizeContrastTuning(_Battery, dj.Computed):
     }
 
     def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(experiments.size_contrast_tuning, rm, gabor_params(key, scan))
+        return twin_adapter.size_contrast_tuning(rm, gabor_params(key, scan))
 
 
 @schema

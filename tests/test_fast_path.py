@@ -248,3 +248,27 @@ def test_per_neuron_experiment_equals_hybrid_reference(twin):
         fast = experiments.orientation_tuning(m, params, 8, respond=m.fast_respond(), center=m.center)
     np.testing.assert_allclose(split.values, hybrid.values, rtol=1e-4, atol=1e-5)
     assert np.abs(split.values[BORDER] - fast.values[BORDER]).max() > 1e-3  # the border did change
+
+
+def test_per_neuron_experiment_with_canvas_wide_stimuli_runs_direct(twin):
+    """An extent that flags every neuron (size tuning's largest Gabors) gives the direct path."""
+    from insilico import experiments
+    from insilico.stimuli import gabor_radius
+    from insilico.twin_adapter import per_neuron_experiment
+
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    n = len(POS_HALF)
+    params = dict(x=POS_HALF[:, 0], y=POS_HALF[:, 1], size=np.full(n, 8.0), sf=np.full(n, 0.1),
+                  contrast=np.full(n, 2.0), orientation=np.linspace(0, np.pi, n, endpoint=False),
+                  phase=np.zeros(n))
+    sizes, contrasts = (4.0, 16.0, 32.0), (1.0, 4.0)
+    assert m.border_mask(extent=gabor_radius(max(sizes))).all()
+    with torch.no_grad():
+        split = per_neuron_experiment(experiments.size_contrast_tuning, m, params, sizes, contrasts,
+                                      extent=gabor_radius(max(sizes)))
+        direct = experiments.size_contrast_tuning(m, params, sizes, contrasts)
+        fast = experiments.size_contrast_tuning(m, params, sizes, contrasts, respond=m.fast_respond(),
+                                                center=m.center)
+    np.testing.assert_allclose(split.values, direct.values, rtol=1e-5, atol=1e-6)
+    assert np.abs(fast.values - direct.values).max() > 1e-3  # the canvas edge acts on the fast path
