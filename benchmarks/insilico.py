@@ -156,7 +156,7 @@ def main():
 
     # ---- indices twin vs simulator (Spearman) --------------------------------------------------
     from scipy.stats import spearmanr
-    twin_idx, sim_idx = [], []
+    twin_idx, sim_idx, types = [], [], []
     t0 = time.perf_counter()
     small = search.GaborGrid(offsets=(0.0,), sizes=grid.sizes, sfs=grid.sfs,
                              contrasts=grid.contrasts, orientations=grid.orientations,
@@ -172,6 +172,7 @@ def main():
             _, isim = experiments.run_battery(sim_sub, sg)
             twin_idx.append(it)
             sim_idx.append(isim)
+            types.append(sim.types[sel])
     import pandas as pd
     ti, si = pd.concat(twin_idx, ignore_index=True), pd.concat(sim_idx, ignore_index=True)
     log(f"index battery twin + simulator: {time.perf_counter() - t0:.0f} s")
@@ -180,6 +181,11 @@ def main():
             ok = np.isfinite(ti[col]) & np.isfinite(si[col])
             rho = spearmanr(ti[col][ok], si[col][ok]).correlation
             rows.append((f"Spearman twin vs simulator: {col} (n={ok.sum()})", f"{rho:.3f}"))
+    sur = np.concatenate(types) == "simple_surround"
+    for name, idx in (("twin", ti), ("simulator", si)):
+        v = idx["suppression_index"].values
+        rows.append((f"suppression index, surround cells / others: {name}",
+                     f"{np.nanmean(v[sur]):.3f} / {np.nanmean(v[~sur]):.3f}"))
 
     m0_interior = np.flatnonzero(~models[0].border_mask())
     rows += surround_probe(models[0], sims[0], m0_interior)
