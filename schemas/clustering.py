@@ -187,7 +187,7 @@ def centre_features(twin, max_images: int = 2000) -> np.ndarray:
     with torch.no_grad():
         out = twin.features(torch.from_numpy(twin.standardize(images)))
     h, w = out.shape[-2:]
-    f, o = twin.core.features[-1], twin.core.orientations
+    f, o = twin.core.out_features, twin.core.orientations
     return out[:, :, h // 2, w // 2].reshape(-1, f, o).numpy()
 
 

@@ -1,8 +1,9 @@
 """The twin's equivariant fast path (insilico.twin_adapter) against the direct reference.
 
-A small untrained Twin (the "cpu" preset core at full resolution: 3 layers, kernels 9, 5, 5, the
-last dilated 3x -> receptive-field radius 12 px, hidden layers' radius 6 px; gray padding;
-Gaussian readout) with RF positions set by hand.
+A small untrained Twin (the "cpu" preset core at full resolution without its surround pooling: 3
+layers, kernels 9, 5, 5, the last dilated 3x -> receptive-field radius 12 px, hidden layers'
+radius 6 px; gray padding; Gaussian readout) with RF positions set by hand. The last test adds
+the surround pooling.
 
 Tolerances (stated; see insilico/twin_adapter.py for why):
 
@@ -57,7 +58,8 @@ def twin():
     scan = ScanData("s", rng.uniform(0, 255, (t, 1, H, W)), rng.poisson(2.0, (t, n)),
                     np.array(["train"] * 30 + ["validation"] * 10), np.arange(t))
     cpu = get_preset("cpu")  # its core at full resolution: exactness is about the pixel grid
-    tw = build_model({"core": cpu.core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
+    core = {**cpu.core, "surround_sigmas": ()}  # surround pooling: its own test, at the end
+    tw = build_model({"core": core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
     _set_positions(tw, POS_HALF)
     return tw
 
@@ -210,7 +212,7 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     scan = ScanData("s", rng.uniform(0, 255, (40, 1, H, W)), rng.poisson(2.0, (40, 3)),
                     np.array(["train"] * 30 + ["validation"] * 10), np.arange(40))
     tw = build_model("cpu", [scan], seed=0).eval()
-    assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (24, 12)
+    assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (2 * (6 + 3 * 6), 12)  # pooling sigma 6
     shifts = np.array([[-8, 2], [6, -2], [0, 0]])
     grid_h, grid_w = H // 2, W // 2
     grid_pos = (np.array(tw.center) + 0.5) / 2 - 0.5 + shifts / 2
@@ -272,3 +274,35 @@ def test_per_neuron_experiment_with_canvas_wide_stimuli_runs_direct(twin):
                                                 center=m.center)
     np.testing.assert_allclose(split.values, direct.values, rtol=1e-5, atol=1e-6)
     assert np.abs(fast.values - direct.values).max() > 1e-3  # the canvas edge acts on the fast path
+
+
+def test_surround_pooling_keeps_the_fast_path_exact_for_compact_stimuli(twin):
+    """The same core with surround pooling (sigmas 4 and 8 px, reaching 24 px beyond the hidden
+    layers, so from every RF the pooling crosses the canvas edge): the border rule is unchanged
+    (the pooling acts on the hidden layer, 0 at gray), and for a compact patch on gray fast ==
+    direct for the interior neurons, as without pooling; the pooled features do change the
+    responses."""
+    from twin.model import Twin
+
+    config = twin.config
+    config["core"]["surround_sigmas"] = [4.0, 8.0]
+    tw = Twin.from_config(config)
+    torch.manual_seed(4)
+    tw.core.load_state_dict(twin.core.state_dict(), strict=False)  # readouts: a fresh random init
+    for norm in [*tw.core.norms, *tw.core.surround_norms]:  # batch norms as after training
+        norm.running_mean.normal_()
+        norm.bias.data.normal_()
+    _set_positions(tw.eval(), POS_HALF)
+    m = TwinResponseModel(tw, "s")
+    assert tw.core.out_features == 4 + 2 * 4 and tw.reach == 6 + 24 and tw.hidden_reach == 6
+    np.testing.assert_array_equal(m.border_mask(extent=1), BORDER)
+    x = torch.zeros(1, 1, H, W)  # a 2 x 2 patch around the centre (31.5, 17.5)
+    x[..., 17:19, 31:33] = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        fast, direct = m.fast_respond()(x), search.direct_respond(m, center=m.center)(x)
+        inner = ~BORDER
+        diff = float((fast[:, inner] - direct[:, inner]).abs().max())
+        assert diff <= EXACT_ATOL + EXACT_RTOL * float(direct[:, inner].abs().max())
+        tw.readouts["s"].features[:, 4 * 8:] = 0  # the surround features' weights
+        local_only = search.direct_respond(m, center=m.center)(x)
+    assert float((local_only[:, inner] - direct[:, inner]).abs().max()) > 1e-2 * float(direct[:, inner].abs().max())

@@ -47,11 +47,11 @@ def test_rotation_matrices_form_a_cyclic_orthogonal_group():
     np.testing.assert_allclose(np.linalg.matrix_power(mats[1], 8), np.eye(15), atol=1e-12)
 
 
-def _random_eval_core(orientations, seed=0, dilations=None):
+def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
     torch.manual_seed(seed)
     core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3),
-                                   dilations=dilations)
-    for norm in core.norms:  # non-trivial batch-norm statistics, shared across orientations
+                                   dilations=dilations, surround_sigmas=surround_sigmas)
+    for norm in [*core.norms, *core.surround_norms]:  # non-trivial batch-norm statistics, shared across orientations
         norm.running_mean.normal_()
         norm.running_var.uniform_(0.5, 2.0)
         norm.weight.data.normal_()
@@ -59,15 +59,17 @@ def _random_eval_core(orientations, seed=0, dilations=None):
     return core.eval()
 
 
-@pytest.mark.parametrize("orientations, dilations", [(8, None), (4, None), (8, (1, 2, 3))])
-def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations):
-    core = _random_eval_core(orientations, dilations=dilations)
+@pytest.mark.parametrize("orientations, dilations, sigmas",
+                         [(8, None, ()), (4, None, ()), (8, (1, 2, 3), ()), (8, None, (1.5, 4.0))])
+def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations, sigmas):
+    core = _random_eval_core(orientations, dilations=dilations, surround_sigmas=sigmas)
     x = torch.randn(2, 1, 19, 19)
     with torch.no_grad():
         out = core(x)
         out_rot = core(torch.rot90(x, 1, dims=(-2, -1)))
     b, c, h, w = out.shape
-    assert (c, h, w) == (2 * orientations, 19, 19)  # 'same' padding, F_last * O channels
+    # 'same' padding; F_last * O channels, plus F_hidden * O per surround sigma
+    assert (c, h, w) == ((2 + 4 * len(sigmas)) * orientations, 19, 19) == (core.out_channels, h, w)
     k = orientations // 4  # 90 degrees counter-clockwise = k steps of 2*pi/O
     # out(rot x)[:, f, o] == rot(out(x))[:, f, (o - k) % O]: roll forward along the orientation axis.
     expected = torch.roll(torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w), k, dims=2)
@@ -186,3 +188,36 @@ def test_stored_twins_without_padding_key_keep_zero_padding():
     assert Twin.from_config(config).core.padding == "zero"
     with pytest.raises(ValueError, match="padding"):
         RotationEquivariantCore(features=(2,), kernel_sizes=(5,), padding="reflect")
+
+
+def test_surround_pooling_reaches_far_and_keeps_gray_padding_exact():
+    """Surround features (sigma 5 px, truncated at 15 px) see a patch far beyond the convolutions'
+    reach (3 + 2 + 1 px), pool energy that falls off with distance like the Gaussian, and, because they pool the hidden
+    layer (0 at gray), move with the patch at every pixel although the blur crosses the canvas edge."""
+    core = _random_eval_core(8, surround_sigmas=(5.0,))
+    assert core.reach(hidden_only=True) == 5 and core.reach() == 5 + 15
+    assert core.config["surround_sigmas"] == [5.0]
+    x = torch.zeros(2, 1, 20, 48)
+    patch = torch.randn(3, 3, generator=torch.Generator().manual_seed(1))
+    x[0, 0, 9:12, 6:9] = patch  # centre (row 10, col 7): 1 + 5 px from the left edge
+    x[1, 0, 9:12, 16:19] = patch
+    with torch.no_grad():
+        out, gray = core(x), core(torch.zeros(1, 1, 20, 48))
+    local, pooled = (out - gray)[:, :16], (out - gray)[:, 16:]
+    assert (out[0, :, :, :38] - out[1, :, :, 10:]).abs().max() < 1e-5
+    # 14 px right of the patch: beyond every convolution, inside the surround
+    assert local[0, :, 10, 21].abs().max() < 1e-6
+    assert pooled[0, :, 10, 21].abs().max() > 1e-2 * pooled[0, :, 10, 7].abs().max() > 1e-5
+    # the pooled feature is BN(log(1 + sqrt(G * h^2))): undo the batch norm and the log and sqrt,
+    # and the energy G * h^2 falls off with distance like the Gaussian, 4 -> 8 px below the patch:
+    # by exp(-(8^2 - 4^2) / (2 * 5^2)) = 0.38 for a point (about that for energy spread over the
+    # hidden layer's +-5 px); a sigma of 3 px would give 0.07, one of 8 px 0.69
+    norm = core.surround_norms[0]
+    raw = ((out[1, 16:].view(4, 8, 20, 48) - norm.bias.view(-1, 1, 1, 1)) / norm.weight.view(-1, 1, 1, 1)
+           * torch.sqrt(norm.running_var + norm.eps).view(-1, 1, 1, 1) + norm.running_mean.view(-1, 1, 1, 1))
+    energy = (torch.expm1(raw).pow(2) - 1e-8).reshape(32, 20, 48)
+    assert energy[:, 0, 40].abs().max() < 1e-6  # far from the patch: gray, no energy
+    ratio = (energy[:, 18, 17] / energy[:, 14, 17])[energy[:, 14, 17] > 1e-6]
+    assert len(ratio) > 8 and ratio.min() > 0.3 and ratio.max() < 0.6
+    with pytest.raises(ValueError, match="surround_sigmas"):
+        RotationEquivariantCore(features=(2,), kernel_sizes=(5,), surround_sigmas=(3.0,))

@@ -46,7 +46,7 @@ class Twin(nn.Module):
         if self.downsample < 1 or any(s % self.downsample for s in self.image_shape):
             raise ValueError(f"downsample={downsample} must be >= 1 and divide the image shape {self.image_shape}")
         h, w = (s // self.downsample for s in self.image_shape)
-        f, o = self.core.features[-1], self.core.orientations
+        f, o = self.core.out_features, self.core.orientations
         self.readouts = nn.ModuleDict(
             {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()})
         self.readout_type = kind
