@@ -1,6 +1,7 @@
 """Benchmark: the twin's equivariant fast path vs the direct path (prints a table; not a test).
 
-1. Simulate a virtual V1 (v1twin.simulator.simulate_scans), train a small twin ("cpu" preset);
+1. Simulate a virtual V1 (v1twin.simulator.simulate_scans), train a small twin ("cpu" preset,
+   or with ``--variant`` merged into its architecture);
    the weights are cached in a temp file keyed by the data, the architecture and the training.
 2. Optimal-Gabor search for all neurons (a search over positions x parameters): fast path (core
    once per centred stimulus, readout moves it) vs the direct path of earlier pipelines (every
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ def get_twin(args):
                           n_test_images=10, n_repeats=2, seed=args.seed)
     log(f"simulated {args.scans} scans x {args.neurons // args.scans} neurons "
         f"in {time.perf_counter() - t0:.1f} s")
-    twin, val, secs = train(architecture({}), sims, args.epochs, args.seed)
+    twin, val, secs = train(architecture(json.loads(args.variant)), sims, args.epochs, args.seed)
     log(f"twin: validation corr {val:.3f}, " + (f"trained in {secs:.0f} s" if secs else "cached"))
     return twin, sims
 
@@ -68,6 +70,8 @@ def main():
                     help="neurons per scan for the battery / Spearman part")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variant", default="{}", help="JSON merged into the cpu preset's architecture "
+                    "(as in benchmarks/surround.py), e.g. '{\"core\": {\"surround_sigmas\": []}}'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n_direct = args.direct_neurons or (4 if args.quick else 12)

@@ -41,6 +41,7 @@ from insilico.indices import suppression_index  # noqa: E402
 from insilico.stimuli import gabor  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+TWIN_SOURCES = Path(__file__).resolve().parents[1] / "twin"  # part of the cache key
 DEFAULT_VARIANTS = ('{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
                     '"padding": "zero"}, "output": "elu1"}',
                     '{"core": {"padding": "zero"}}')
@@ -64,7 +65,8 @@ def architecture(variant: dict) -> dict:
 def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False):
     """A twin of ``arch`` fitted to ``sims`` (on their noiseless rates if ``noiseless``), with
     the cpu preset's training settings for ``epochs``; weights cached in the temp folder, keyed
-    by all of it. Returns (twin in eval mode, best validation corr, training seconds (0: cached))."""
+    by all of it and by the source of ``twin/``. Returns (twin in eval mode, best validation
+    corr, training seconds (0: cached))."""
     from twin.data import ScanData
     from twin.presets import get_preset
     from twin.training import build_model, fit
@@ -73,7 +75,8 @@ def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False):
             for s in sims]
     twin = build_model(arch, data, seed=seed)
     digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
-    key = hashlib.sha1(json.dumps([arch, epochs, seed, digest], default=list).encode()).hexdigest()[:12]
+    code = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(TWIN_SOURCES.glob("*.py")))).hexdigest()
+    key = hashlib.sha1(json.dumps([arch, epochs, seed, digest, code], default=list).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"v1twin_bench_twin_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
