@@ -14,9 +14,9 @@ simulator's ground truth with the simulator's own preferred Gabor of every inter
   the surround tracks the neuron better than the neuron without it.
 
 Architectures: the "cpu" preset, and the same preset with each ``--variant`` JSON merged in
-(keys ``core``, ``readout`` are merged, others replaced). The default variants are the preset's
-ablations: the previous "cpu" preset (two layers, reach 12 px, ELU + 1, zero padding), which
-learns no suppression, and the preset with zero padding instead of gray.
+(keys ``core``, ``readout`` are merged, others replaced). The default variants: the preset with
+surround pooling (``twin.core``), and an older "cpu" preset (two layers, reach 12 px, ELU + 1,
+zero padding), which learns no suppression.
 Saves the size-tuning curves of four surround cells as ``surround.png``.
 
     python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~8 min)
@@ -42,9 +42,9 @@ from insilico.stimuli import gabor  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 TWIN_SOURCES = Path(__file__).resolve().parents[1] / "twin"  # part of the cache key
-DEFAULT_VARIANTS = ('{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
-                    '"padding": "zero"}, "output": "elu1"}',
-                    '{"core": {"padding": "zero"}}')
+DEFAULT_VARIANTS = ('{"core": {"surround_sigmas": [3.0, 6.0]}}',
+                    '{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
+                    '"padding": "zero", "surround_sigmas": []}, "output": "elu1"}')
 
 
 def log(*a):

@@ -1,9 +1,8 @@
 """The twin's equivariant fast path (insilico.twin_adapter) against the direct reference.
 
-A small untrained Twin (the "cpu" preset core at full resolution without its surround pooling: 3
-layers, kernels 9, 5, 5, the last dilated 3x -> receptive-field radius 12 px, hidden layers'
-radius 6 px; gray padding; Gaussian readout) with RF positions set by hand. The last test adds
-the surround pooling.
+A small untrained Twin (the "cpu" preset core at full resolution: 3 layers, kernels 9, 5, 5, the
+last dilated 3x -> receptive-field radius 12 px, hidden layers' radius 6 px; gray padding;
+Gaussian readout) with RF positions set by hand. The last test adds surround pooling.
 
 Tolerances (stated; see insilico/twin_adapter.py for why):
 
@@ -58,8 +57,7 @@ def twin():
     scan = ScanData("s", rng.uniform(0, 255, (t, 1, H, W)), rng.poisson(2.0, (t, n)),
                     np.array(["train"] * 30 + ["validation"] * 10), np.arange(t))
     cpu = get_preset("cpu")  # its core at full resolution: exactness is about the pixel grid
-    core = {**cpu.core, "surround_sigmas": ()}  # surround pooling: its own test, at the end
-    tw = build_model({"core": core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
+    tw = build_model({"core": cpu.core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
     _set_positions(tw, POS_HALF)
     return tw
 
@@ -212,7 +210,7 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     scan = ScanData("s", rng.uniform(0, 255, (40, 1, H, W)), rng.poisson(2.0, (40, 3)),
                     np.array(["train"] * 30 + ["validation"] * 10), np.arange(40))
     tw = build_model("cpu", [scan], seed=0).eval()
-    assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (2 * (6 + 3 * 6), 12)  # pooling sigma 6
+    assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (24, 12)
     shifts = np.array([[-8, 2], [6, -2], [0, 0]])
     grid_h, grid_w = H // 2, W // 2
     grid_pos = (np.array(tw.center) + 0.5) / 2 - 0.5 + shifts / 2

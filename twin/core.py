@@ -247,7 +247,8 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
 def _blur_matrix(kernel: torch.Tensor, n: int) -> torch.Tensor:
     """(n, n) banded Toeplitz matrix M with M[i, j] = kernel[j - i + r] for |j - i| <= r (r the
     kernel's radius): ``M @ v`` is the 'same' convolution of v (length n) with the symmetric
-    ``kernel``, zero-padded. As a matmul it is ~5x faster on the CPU than a 1-channel conv2d."""
+    ``kernel``, zero-padded. As matmuls the blur made a cpu-preset training step 3.6x faster on
+    2 CPU cores than as 1-channel conv2ds."""
     r = kernel.shape[-1] // 2
     offset = torch.arange(n).view(1, -1) - torch.arange(n).view(-1, 1) + r
     inside = (offset >= 0) & (offset <= 2 * r)
