@@ -19,7 +19,7 @@ surround pooling (``twin.core``), and an older "cpu" preset (two layers, reach 1
 zero padding), which learns no suppression.
 Saves the size-tuning curves of four surround cells as ``surround.png``.
 
-    python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~8 min)
+    python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~13 min)
     python benchmarks/surround.py --noiseless     # train on the noiseless rates
 """
 from __future__ import annotations
