@@ -51,7 +51,8 @@ def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
     torch.manual_seed(seed)
     core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3),
                                    dilations=dilations, surround_sigmas=surround_sigmas)
-    for norm in [*core.norms, *core.surround_norms]:  # non-trivial batch-norm statistics, shared across orientations
+    # non-trivial batch-norm statistics, shared across orientations
+    for norm in [*core.norms, *core.surround_norms]:
         norm.running_mean.normal_()
         norm.running_var.uniform_(0.5, 2.0)
         norm.weight.data.normal_()
@@ -192,8 +193,9 @@ def test_stored_twins_without_padding_key_keep_zero_padding():
 
 def test_surround_pooling_reaches_far_and_keeps_gray_padding_exact():
     """Surround features (sigma 5 px, truncated at 15 px) see a patch far beyond the convolutions'
-    reach (3 + 2 + 1 px), pool energy that falls off with distance like the Gaussian, and, because they pool the hidden
-    layer (0 at gray), move with the patch at every pixel although the blur crosses the canvas edge."""
+    reach (3 + 2 + 1 px), pool energy that falls off with distance like the Gaussian, and, because
+    they pool the hidden layer (0 at gray), move with the patch at every pixel although the blur
+    crosses the canvas edge."""
     core = _random_eval_core(8, surround_sigmas=(5.0,))
     assert core.reach(hidden_only=True) == 5 and core.reach() == 5 + 15
     assert core.config["surround_sigmas"] == [5.0]
