@@ -102,3 +102,24 @@ def test_unreachable_home_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("V1TWIN_HOME", str(tmp_path / "home"))
     with pytest.raises(PermissionError, match=str(tmp_path)):
         LocalServer.default().init()
+
+
+def test_closed_checkout_keeps_its_database_in_the_temp_folder(tmp_path, monkeypatch):
+    """Without V1TWIN_HOME, a checkout the postgres account cannot enter (a clone in a 0700 temp
+    folder) gets a data folder of its own under the system temp folder, reachable and stable."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to the postgres account")
+    tmp_path.chmod(0o700)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    monkeypatch.delenv("V1TWIN_HOME", raising=False)
+    roots = []
+    for name in ("a", "b", "a"):
+        monkeypatch.chdir(tmp_path / name)
+        roots.append(LocalServer.default().root)
+    assert roots[0].parent == Path(tempfile.gettempdir()) and roots[0] == roots[2] != roots[1]
+    # a home the user chose is kept (and, when closed, named in an error: the test above)
+    monkeypatch.setenv("V1TWIN_HOME", str(tmp_path / "home"))
+    assert LocalServer.default().root == tmp_path / "home" / "db"

@@ -1,8 +1,9 @@
 """The local PostgreSQL server behind ``v1twin db start|stop|status``.
 
-It keeps its data directory under ``$V1TWIN_HOME/db``, listens on 127.0.0.1 only, and
-requires a password (scram-sha-256; no ``trust`` lines), which is generated once and kept
-in the 0600 credentials file (see :mod:`v1twin.settings`).
+It keeps its data directory under ``$V1TWIN_HOME/db`` (as root and without V1TWIN_HOME, in the
+system temp folder when the postgres account cannot enter the checkout), listens on 127.0.0.1
+only, and requires a password (scram-sha-256; no ``trust`` lines), which is generated once and
+kept in the 0600 credentials file (see :mod:`v1twin.settings`).
 
 Server binaries, first found wins: ``$V1TWIN_PG_BIN``; Debian's ``/usr/lib/postgresql/*/bin``
 (newest); ``pg_ctl`` on ``PATH``; the ``pgserver`` wheel from PyPI (``pip install
@@ -13,6 +14,7 @@ directory.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -52,6 +54,25 @@ def find_binaries() -> Path:
     )
 
 
+def _closed_folder(path: Path) -> Path | None:
+    """The first existing folder above ``path`` that other users cannot enter, or None."""
+    for folder in reversed(path.parents):
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            return folder
+    return None
+
+
+def _default_root() -> Path:
+    """``$V1TWIN_HOME/db``; without V1TWIN_HOME, as root, when the postgres account cannot
+    enter the checkout (a clone in a 0700 temp folder), a folder of this checkout's own in the
+    system temp folder instead (named by a hash of the checkout's path)."""
+    root = settings.home() / "db"
+    if "V1TWIN_HOME" in os.environ or os.geteuid() != 0 or _closed_folder(root) is None:
+        return root
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"v1twin-db-{tag}"
+
+
 @dataclass
 class LocalServer:
     """A PostgreSQL server owned by this checkout (or by ``$V1TWIN_HOME``)."""
@@ -68,7 +89,7 @@ class LocalServer:
             port = int(os.environ["V1TWIN_DB_PORT"])
         else:
             port = free_port(settings.DEFAULT_PORT)
-        return cls(root=settings.home() / "db", port=port)
+        return cls(root=_default_root(), port=port)
 
     @property
     def data_dir(self) -> Path:
@@ -101,12 +122,12 @@ class LocalServer:
         """As root, the postgres user must be able to enter every folder above the data."""
         if self._service_user() is None:
             return
-        for folder in reversed(self.root.parents):
-            if folder.exists() and not folder.stat().st_mode & 0o001:
-                raise PermissionError(
-                    f"{folder} is closed to other users, so the 'postgres' account cannot reach "
-                    f"{self.root}; set V1TWIN_HOME to a folder below an open one, or chmod o+x {folder}"
-                )
+        folder = _closed_folder(self.root)
+        if folder is not None:
+            raise PermissionError(
+                f"{folder} is closed to other users, so the 'postgres' account cannot reach "
+                f"{self.root}; set V1TWIN_HOME to a folder below an open one, or chmod o+x {folder}"
+            )
 
     def _own(self, path: Path) -> None:
         user = self._service_user()
