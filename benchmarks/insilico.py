@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from insilico import experiments, search, twin_adapter  # noqa: E402
 from insilico.mei import mei  # noqa: E402
 from insilico.twin_adapter import TwinResponseModel  # noqa: E402
-from surround import architecture, surround_probe, train  # noqa: E402  (benchmarks/surround.py)
+# benchmarks/surround.py
+from surround import architecture, ideal_twins, suppression_by_type, surround_probe, train  # noqa: E402
 
 
 def log(*a):
@@ -185,11 +186,9 @@ def main():
             ok = np.isfinite(ti[col]) & np.isfinite(si[col])
             rho = spearmanr(ti[col][ok], si[col][ok]).correlation
             rows.append((f"Spearman twin vs simulator: {col} (n={ok.sum()})", f"{rho:.3f}"))
-    sur = np.concatenate(types) == "simple_surround"
-    for name, idx in (("twin", ti), ("simulator", si)):
-        v = idx["suppression_index"].values
-        rows.append((f"suppression index, surround cells / others: {name}",
-                     f"{np.nanmean(v[sur]):.3f} / {np.nanmean(v[~sur]):.3f}"))
+    types = np.concatenate(types)
+    rows += suppression_by_type(ti["suppression_index"].values, si["suppression_index"].values, types)
+    rows += ideal_twins(si["suppression_index"].values, types)
 
     m0_interior = np.flatnonzero(~models[0].border_mask())
     rows += surround_probe(models[0], sims[0], m0_interior)
