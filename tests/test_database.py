@@ -48,6 +48,21 @@ def test_server_starts_answers_and_stops(private_server):
     assert private_server.stop() is False
 
 
+def test_server_moves_off_a_port_taken_while_it_was_down(private_server, capsys):
+    """Another program (another checkout's server) took the stored port while this server was
+    stopped: start moves to the next free port, saves it, and the server answers there."""
+    creds = private_server.start()
+    private_server.stop()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", creds.port))
+        squatter.listen()
+        moved = private_server.start()
+        assert moved.port != creds.port and moved.password == creds.password
+        assert connection.local_credentials() == moved
+        assert ping(moved) is None
+    assert f"port {creds.port} is taken" in capsys.readouterr().err
+
+
 def test_password_is_required_and_kept_private(private_server):
     creds = private_server.start()
     mode = stat.S_IMODE(connection.credentials_file().stat().st_mode)

@@ -14,6 +14,7 @@ directory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -22,6 +23,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -177,6 +179,7 @@ class LocalServer:
         """Initialise if needed and start on 127.0.0.1; a running server is left as it is."""
         creds = self.init()
         if not self.running():
+            creds = self._claim_port(creds)
             options = (
                 f"-p {creds.port} -c listen_addresses=127.0.0.1 "
                 f"-c unix_socket_directories='{self.socket_dir}' -c max_connections=100 "
@@ -194,6 +197,17 @@ class LocalServer:
                 )
         self.wait_until_answering(creds)
         return creds
+
+    def _claim_port(self, creds: settings.Credentials) -> settings.Credentials:
+        """The stored credentials, or, where another program took their port while this server
+        was down (e.g. another checkout's server), the same with the next free port, saved."""
+        if not _listening(creds.port):
+            return creds
+        moved = dataclasses.replace(creds, port=free_port(creds.port + 1))
+        settings.save_local_credentials(moved)
+        print(f"port {creds.port} is taken by another program; this database server moves to port "
+              f"{moved.port} (saved in {settings.credentials_file()})", file=sys.stderr)
+        return moved
 
     def stop(self) -> bool:
         """Stop the server; returns False where it was not running."""
@@ -213,12 +227,17 @@ class LocalServer:
             time.sleep(0.2)
 
 
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port(start: int, tries: int = 100) -> int:
     """The first port from ``start`` on which nothing listens on 127.0.0.1."""
     for port in range(start, start + tries):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
+        if not _listening(port):
+            return port
     raise RuntimeError(f"no free port in {start}..{start + tries - 1}; set V1TWIN_DB_PORT")
 
 
