@@ -12,6 +12,10 @@ Two ways to get the response of every neuron to every stimulus of a grid:
   moved onto its own RF. The twin supplies a fast ``respond`` (its readout does the moving);
   :func:`direct_respond` is the generic one for any ResponseModel (Fourier-shifts each stimulus onto
   each RF: B*N images again, but any image, e.g. an MEI, can be moved).
+* **Centred, then direct** (``refine=k`` with a centred search): each neuron's k best stimuli of
+  the centred table are rendered at its RF and scored by the direct path (k*N images); the best
+  of those is the result, with its direct response. The choice then equals the direct path's
+  whenever the direct optimum is among the centred path's k best.
 
 Nothing loops over neurons: loops run over chunks of stimuli (or stimulus-neuron pairs).
 
@@ -356,47 +360,78 @@ def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
     return xr.Dataset(data, coords={"neuron": np.arange(len(pos))})
 
 
+@torch.no_grad()
+def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, height, width) -> torch.Tensor:
+    """Each neuron's ``k`` best stimuli in the centred table ``resp`` (B, N), rendered at its RF
+    (+ the grid's offset) and scored by the direct path: a (B, N) table that holds those k*N
+    direct responses and -inf elsewhere."""
+    render, keys = RENDERERS[kind]
+    k = min(int(k), resp.shape[0])
+    n = resp.shape[1]
+    top = resp.topk(k, dim=0).indices  # (k, N)
+    nn = torch.arange(n).repeat(k)  # pair i * n + m: candidate i of neuron m
+    p = {key: grid_params[key].float().cpu()[top.reshape(-1)] for key in keys}
+    rf = torch.as_tensor(np.asarray(pos), dtype=torch.float32)
+    p["x"], p["y"] = p["x"] + rf[nn, 0], p["y"] + rf[nn, 1]
+    device = model_device(model)
+    scores = torch.empty(k * n)
+    for s in range(0, k * n, chunk_size):
+        sl = slice(s, s + chunk_size)
+        images = render(height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()})
+        scores[sl] = own_responses(model, images, nn[sl].to(device)).float().cpu()
+    out = torch.full_like(resp, -math.inf)
+    out[top, torch.arange(n).expand(k, n)] = scores.view(k, n)
+    return out
+
+
 def _optimal(model, kind, grid, keys, positions, respond, center, chunk_size, return_responses,
-             progress, height, width):
+             progress, height, width, refine=0):
     """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`."""
     pos = rf_positions(model, positions)
     gp = _grid_params(grid)
     resp = _grid_responses(model, kind, gp, pos, respond=respond, center=center,
                            chunk_size=chunk_size, progress=progress, height=height, width=width)
-    ds = _best(resp, gp, pos, keys)
-    ds.attrs.update(kind=kind, path="direct" if respond is None and center is None else "centred")
+    centred = not (respond is None and center is None)
+    refine = int(refine) if centred else 0
+    scored = resp if not refine else _rescore_direct(model, kind, resp, gp, pos, refine, chunk_size,
+                                                     height, width)
+    ds = _best(scored, gp, pos, keys)
+    ds.attrs.update(kind=kind, path="centred" if centred else "direct", refine=refine)
     return (ds, resp) if return_responses else ds
 
 
 def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
                   respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
                   return_responses: bool = False, progress: bool = False,
-                  height: int = HEIGHT, width: int = WIDTH):
+                  height: int = HEIGHT, width: int = WIDTH, refine: int = 0):
     """Optimal Gabor per neuron by grid search (DT "Per neuron optimal Gabors").
 
     model: ResponseModel; positions (N, 2): RF centres (default ``model.rf_positions``) around
     which the grid's offsets are searched.
     respond / center: see the module docstring. ``respond=None, center=None`` = direct reference.
+    refine: with a centred search, re-score each neuron's ``refine`` best stimuli by the direct
+    path and keep the best of them (module docstring); 0 = no re-scoring.
 
     Returns an xr.Dataset over ``neuron`` with x, y (absolute, pixels), size, sf, contrast,
-    orientation, phase and response (the best predicted rate); with ``return_responses`` also the
-    (B, N) response table (a torch tensor, grid order of ``product(**grid.axes())``).
+    orientation, phase and response (the best predicted rate; with ``refine``, the direct path's);
+    with ``return_responses`` also the (B, N) response table of the search (a torch tensor, grid
+    order of ``product(**grid.axes())``; the centred path's, before re-scoring).
     """
     return _optimal(model, "gabor", GaborGrid() if grid is None else grid, GABOR_KEYS, positions, respond, center,
-                    chunk_size, return_responses, progress, height, width)
+                    chunk_size, return_responses, progress, height, width, refine)
 
 
 def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
                 respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
                 return_responses: bool = False, progress: bool = False,
-                height: int = HEIGHT, width: int = WIDTH):
+                height: int = HEIGHT, width: int = WIDTH, refine: int = 0):
     """Optimal DoG per neuron by grid search (DT Eq. 9-10); as :func:`optimal_gabor`.
 
     Returns an xr.Dataset over ``neuron``: x, y, sigma_center, sigma_surround, a_center,
     a_surround, response.
     """
     return _optimal(model, "dog", DoGGrid() if grid is None else grid, DOG_KEYS, positions, respond, center,
-                    chunk_size, return_responses, progress, height, width)
+                    chunk_size, return_responses, progress, height, width, refine)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,15 +29,18 @@ class InSilicoParams(dj.Lookup):
     # stimulus grids and experiment settings, deduplicated by hash
     insilico_hash   : char(32)
     ---
-    params          : json          # grid ('cpu'|'paper'), mei_steps, mei_norm, energies
+    params          : json          # grid ('cpu'|'paper'), refine, mei_steps, mei_norm, energies
     """
 
     @classmethod
-    def add(cls, grid: str = "cpu", mei_steps: int = 100, mei_norm: float = 10.0,
-            energies=(4.0, 8.0, 16.0)) -> dict:
+    def add(cls, grid: str = "cpu", refine: int = twin_adapter.REFINE, mei_steps: int = 100,
+            mei_norm: float = 10.0, energies=(4.0, 8.0, 16.0)) -> dict:
         if grid not in ("cpu", "paper"):
             raise ValueError(f"grid must be 'cpu' or 'paper', got {grid!r}")
-        params = dict(grid=grid, mei_steps=int(mei_steps), mei_norm=float(mei_norm), energies=[float(e) for e in energies])
+        if int(refine) < 0:
+            raise ValueError(f"refine must be >= 0 (candidates re-scored per neuron), got {refine!r}")
+        params = dict(grid=grid, refine=int(refine), mei_steps=int(mei_steps), mei_norm=float(mei_norm),
+                      energies=[float(e) for e in energies])
         key = {"insilico_hash": config_hash(params)}
         cls.insert1(dict(key, params=params), skip_duplicates=True)
         return key
@@ -45,6 +48,11 @@ class InSilicoParams(dj.Lookup):
 
 def _params(key) -> dict:
     return (InSilicoParams & key).fetch1("params")
+
+
+def _refine(params: dict) -> int:
+    """Candidates re-scored by the direct path; 0 for parameter sets stored before it existed."""
+    return int(params.get("refine", 0))
 
 
 def _grids(params: dict) -> tuple[search.GaborGrid, search.DoGGrid]:
@@ -95,10 +103,11 @@ class OptimalGabor(dj.Computed):
         """
 
     def make(self, key):
-        grid, _ = _grids(_params(key))
+        params = _params(key)
+        grid, _ = _grids(params)
         rows = []
         for scan, units, rm in scan_models(key):
-            best = twin_adapter.optimal_gabor(rm, grid, progress=True)
+            best = twin_adapter.optimal_gabor(rm, grid, refine=_refine(params), progress=True)
             rows += _rows(key, scan, units, _columns(best, search.GABOR_KEYS + ("response",)))
         self.insert1(key)
         self.Unit.insert(rows)
@@ -137,10 +146,11 @@ class OptimalDoG(dj.Computed):
         """
 
     def make(self, key):
-        _, grid = _grids(_params(key))
+        params = _params(key)
+        _, grid = _grids(params)
         rows = []
         for scan, units, rm in scan_models(key):
-            best = twin_adapter.optimal_dog(rm, grid, progress=True)
+            best = twin_adapter.optimal_dog(rm, grid, refine=_refine(params), progress=True)
             rows += _rows(key, scan, units, _columns(best, search.DOG_KEYS + ("response",)))
         self.insert1(key)
         self.Unit.insert(rows)

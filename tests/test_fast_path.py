@@ -202,6 +202,32 @@ def test_fast_vs_direct_on_subpixel_rfs(twin):
         _set_positions(twin, POS_HALF)
 
 
+def test_refine_rescoring_by_the_direct_path(twin):
+    """``refine=k``: each neuron's k best fast-path stimuli are scored by the direct path. k = 1
+    keeps the fast choice and reports its direct response; more candidates never choose worse;
+    all of them reproduce the direct search exactly (sub-pixel RFs, where the paths differ)."""
+    rng = np.random.default_rng(1)
+    _set_positions(twin, np.stack([rng.uniform(12, 51, 8), rng.uniform(12, 23, 8)], 1))
+    try:
+        m = TwinResponseModel(twin, "s")
+        fast = dict(respond=m.fast_respond(), center=m.center)
+        with torch.no_grad():
+            dd, rd = search.optimal_gabor(m, GRID, return_responses=True)
+            one, rf = search.optimal_gabor(m, GRID, refine=1, return_responses=True, **fast)
+            three = search.optimal_gabor(m, GRID, refine=3, **fast)
+            every = search.optimal_gabor(m, GRID, refine=len(GRID), **fast)
+        plain = rf.argmax(0)
+        np.testing.assert_allclose(one.response, rd.gather(0, plain[None])[0], rtol=1e-5)
+        assert not np.allclose(one.response, rf.max(0).values, rtol=1e-3)  # it is re-scored
+        assert (three.response.values >= one.response.values - 1e-5).all()
+        for k in search.GABOR_KEYS:
+            np.testing.assert_allclose(every[k], dd[k], atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(every.response, dd.response, rtol=1e-5)
+        assert one.attrs["refine"] == 1 and dd.attrs["refine"] == 0
+    finally:
+        _set_positions(twin, POS_HALF)
+
+
 def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     """downsample=2: RF positions and the fast-path centre are canvas pixels; the fast path equals
     the full model on the stimulus moved onto the RF by an even (grid-aligned) shift."""

@@ -53,6 +53,7 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
     },
     "insilico": {
         "grid": ("cpu", "paper", "Gabor/DoG search grid size: 'cpu' (hundreds of stimuli) or 'paper'"),
+        "refine": (4, 4, "per neuron, the fast search's best stimuli re-scored directly (0: none)"),
         "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
         "mei_norm": (10.0, 10.0, "L2 norm of every MEI (standardized units)"),
         "energies": ([4.0, 8.0, 16.0], [2.0, 4.0, 8.0, 16.0, 32.0], "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17)"),
