@@ -285,6 +285,9 @@ def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
 
     neurons = ex.neuron_table()
     assert ex.resolve_key() == key
+    assert ex.resolve_key({k: key[k] for k in ("clustering_hash", "insilico_hash")}) == key
+    with pytest.raises(KeyError, match="no Clustering matches"):  # another parameter set: not this one
+        ex.resolve_key({"clustering_hash": "0" * 32})
     assert len(neurons) == len(fake["units"]) and neurons.notna().all().all()
     order = {(u["scan_key"], u["unit_id"]): i for i, u in enumerate(fake["units"])}
     pos = [order[(s, u)] for s, u in zip(neurons.scan, neurons.unit_id)]
