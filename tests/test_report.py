@@ -267,6 +267,24 @@ def fake_pipeline(db):
                 modules[stage].schema.drop(prompt=False)
 
 
+def test_several_matching_clusterings_warn_and_a_restriction_picks_one(fake_pipeline):
+    from v1twin import export as ex
+
+    modules, fake = fake_pipeline
+    cl, key = modules["clustering"], fake["key"]
+    row = (cl.Clustering & key).fetch1()
+    other = cl.ClusteringParams.add(n_clusters=N_CLUSTERS + 1)
+    cl.Clustering.insert1(dict(row, **other), allow_direct_insert=True)
+    try:
+        with pytest.warns(UserWarning, match="2 Clusterings match .* clustering_hash"):
+            first = ex.resolve_key()
+        assert first["clustering_hash"] == min(key["clustering_hash"], other["clustering_hash"])
+        assert ex.resolve_key(other)["clustering_hash"] == other["clustering_hash"]
+    finally:
+        (cl.Clustering & other).delete(prompt=False, part_integrity="cascade")
+        (cl.ClusteringParams & other).delete(prompt=False)
+
+
 def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
     import xarray as xr
 

@@ -5,12 +5,14 @@
 
 A *restriction* (dict) picks what to export; attributes it names that a table lacks are ignored.
 :func:`resolve_key` turns it into one full key: the first ``Clustering`` that matches (ordered by
-its key) and the first ``insilico_hash`` with tuning results for that model. Call
+its key; a warning names the attributes to restrict on when several match) and the first
+``insilico_hash`` with tuning results for that model. Call
 ``schemas.activate()`` first (the CLI does).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,11 @@ def resolve_key(restriction: dict | None = None) -> dict:
     if not keys:
         raise KeyError(f"no Clustering matches {restriction or 'the database'}: populate the clustering stage first")
     key = dict(keys[0])
+    if len(keys) > 1:
+        differ = sorted(k for k in key if any(other[k] != key[k] for other in keys))
+        warnings.warn(f"{len(keys)} Clusterings match {restriction or 'the database'}; taking the first "
+                      f"({', '.join(f'{k}={key[k]}' for k in differ)}). Choose one with --where "
+                      f"(a restriction) on {', '.join(differ)}.", stacklevel=2)
     if an.available(insilico.OptimalGabor):
         model_key = {k: v for k, v in key.items() if k in ("dataset_hash", "model_hash")}
         if "insilico_hash" in restriction:
