@@ -361,7 +361,8 @@ def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
 
 
 @torch.no_grad()
-def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, height, width) -> torch.Tensor:
+def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, progress, height,
+                    width) -> torch.Tensor:
     """Each neuron's ``k`` best stimuli in the centred table ``resp`` (B, N), rendered at its RF
     (+ the grid's offset) and scored by the direct path: a (B, N) table that holds those k*N
     direct responses and -inf elsewhere."""
@@ -375,7 +376,8 @@ def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, height, 
     p["x"], p["y"] = p["x"] + rf[nn, 0], p["y"] + rf[nn, 1]
     device = model_device(model)
     scores = torch.empty(k * n)
-    for s in range(0, k * n, chunk_size):
+    starts = range(0, k * n, chunk_size)
+    for s in _progress(starts, len(starts), progress, f"direct re-scoring of {k} {kind}s"):
         sl = slice(s, s + chunk_size)
         images = render(height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()})
         scores[sl] = own_responses(model, images, nn[sl].to(device)).float().cpu()
@@ -394,7 +396,7 @@ def _optimal(model, kind, grid, keys, positions, respond, center, chunk_size, re
     centred = not (respond is None and center is None)
     refine = int(refine) if centred else 0
     scored = resp if not refine else _rescore_direct(model, kind, resp, gp, pos, refine, chunk_size,
-                                                     height, width)
+                                                     progress, height, width)
     ds = _best(scored, gp, pos, keys)
     ds.attrs.update(kind=kind, path="centred" if centred else "direct", refine=refine)
     return (ds, resp) if return_responses else ds
