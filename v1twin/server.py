@@ -14,7 +14,6 @@ directory.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -26,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schemas import connection as settings
@@ -203,7 +202,7 @@ class LocalServer:
         was down (e.g. another checkout's server), the same with the next free port, saved."""
         if not _listening(creds.port):
             return creds
-        moved = dataclasses.replace(creds, port=free_port(creds.port + 1))
+        moved = replace(creds, port=free_port(creds.port + 1))
         settings.save_local_credentials(moved)
         print(f"port {creds.port} is taken by another program; this database server moves to port "
               f"{moved.port} (saved in {settings.credentials_file()})", file=sys.stderr)
