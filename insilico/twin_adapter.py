@@ -44,7 +44,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xarray as xr
 
 from . import experiments, search
@@ -161,19 +160,9 @@ class TwinResponseModel:
         MEIs and the direct search). Equals ``self(images).gather(1, idx)``.
         """
         idx = self._global(neuron_index)
-        r = self.readout
         with _eval_mode(self.twin):
             core_out = self.twin.features(images.to(self.device, torch.float32))
-            if hasattr(r, "mu") and hasattr(r, "_read"):  # GaussianReadout, eval: read at mu
-                mu = r.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
-                sampled = F.grid_sample(core_out, mu[:, None, None, :], mode="bilinear",
-                                        padding_mode="border", align_corners=True)[:, :, 0, 0]
-                drive = (sampled * r.features[idx].to(sampled.dtype)).sum(-1) + r.bias[idx]
-            elif hasattr(r, "mask"):  # FactorizedReadout
-                pooled = torch.einsum("mchw,mhw->mc", core_out, r.mask[idx])
-                drive = (pooled * r.features[idx]).sum(-1) + r.bias[idx]
-            else:
-                drive = r(core_out).gather(1, idx[:, None])[:, 0]
+            drive = self.readout.own(core_out, idx)
         return self.twin.output(drive)
 
     # ---- fast path -----------------------------------------------------------------------------
@@ -198,11 +187,12 @@ class TwinResponseModel:
         margin default: with gray padding (``twin.core.padding == "gray"``) the reach of the
         core's hidden layers (``Twin.hidden_reach``), since the canvas edge matters only where a
         stimulus's support widened by it crosses the edge; with zero padding the whole core's reach
-        (``Twin.reach``). extent: extra pixels: the stimulus's radius for gray padding, the
+        (``Twin.reach``); either plus the reach of a normalising readout's pool
+        (``Twin.pool_reach``). extent: extra pixels: the stimulus's radius for gray padding, the
         spatial extent of a factorized readout's mask for either."""
         if margin is None:
             gray = self.twin.core.padding == "gray"
-            margin = self.twin.hidden_reach if gray else self.twin.reach
+            margin = (self.twin.hidden_reach if gray else self.twin.reach) + self.twin.pool_reach(self.scan)
         m = float(margin) + float(extent)
         h, w = self.twin.image_shape
         pos = self.rf_positions

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from twin.model import Twin
-from twin.readouts import FactorizedReadout, GaussianReadout
+from twin.readouts import READOUTS, FactorizedReadout, GaussianReadout, NormalizedGaussianReadout
 
 F_, O_, H, W = 2, 4, 11, 15  # features, orientations, canvas
 
@@ -52,6 +52,39 @@ def test_factorized_readout_reads_its_pixel():
     assert readout.regularizer() > 0
 
 
+def test_normalized_readout_divides_by_its_pooled_energy():
+    """Uniform features v: E = sum_f a_f O (v - b_f)^2 everywhere, the annulus (normalised over the
+    plane) sums to 1 on a canvas it fits in, so drive = gaussian drive - log(1 + k sqrt(E))."""
+    torch.manual_seed(0)
+    h = w = 61
+    dn = NormalizedGaussianReadout(2, F_, O_, h, w, init_inner=2.0, init_outer=4.0).eval()
+    with torch.no_grad():
+        dn.mu.zero_()
+        dn.kappa.copy_(torch.tensor([0.3, 1.5]))
+        dn.energy_offset.copy_(torch.tensor([0.5, -1.0]))
+    v = torch.tensor([1.0, 2.0])
+    core_out = v.repeat_interleave(O_).view(1, F_ * O_, 1, 1).expand(1, -1, h, w)
+    with torch.no_grad():
+        plain = GaussianReadout.forward(dn, core_out)
+        energy = (torch.nn.functional.softplus(dn.energy_weight) * O_ * (v - dn.energy_offset) ** 2).sum()
+        expected = plain - torch.log1p(torch.nn.functional.softplus(dn.kappa) * energy.sqrt())
+        np.testing.assert_allclose(dn(core_out), expected, rtol=1e-4)
+        assert (plain - dn(core_out)).min() > 0.1  # the divisor is not negligible here
+        assert dn.pool_reach == pytest.approx(4.3 * 4.0)
+
+
+@pytest.mark.parametrize("kind", sorted(READOUTS))
+def test_own_is_each_images_own_neuron(kind):
+    """own(core_out, idx)[m] == forward(core_out)[m, idx[m]] (eval)."""
+    torch.manual_seed(1)
+    readout = READOUTS[kind](4, F_, O_, H, W).eval()
+    core_out = torch.randn(5, F_ * O_, H, W)
+    idx = torch.tensor([0, 3, 3, 1, 2])
+    with torch.no_grad():
+        np.testing.assert_allclose(readout.own(core_out, idx), readout(core_out).gather(1, idx[:, None])[:, 0],
+                                   rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cls", [FactorizedReadout, GaussianReadout])
 def test_barcodes_are_feature_major(cls):
     readout = cls(5, F_, O_, H, W)
@@ -72,14 +105,19 @@ def _model(kind):
                  {"s": len(RFS)}, (SIZE_H, SIZE_W)).eval()
     readout = model.readouts["s"]
     with torch.no_grad():
-        if kind == "gaussian":
-            size = torch.tensor([SIZE_W - 1, SIZE_H - 1], dtype=torch.float32)
-            readout.mu.copy_(2 * torch.tensor(RFS, dtype=torch.float32) / size - 1)
-        else:  # localized symmetric masks centred on the RFs
+        if kind == "factorized":  # localized symmetric masks centred on the RFs
             readout.mask.zero_()
             for n, (x, y) in enumerate(RFS):
                 readout.mask[n, y - 1:y + 2, x - 1:x + 2] = torch.rand(1) + 0.5
                 readout.mask[n, y, x] += 1.0
+        else:
+            size = torch.tensor([SIZE_W - 1, SIZE_H - 1], dtype=torch.float32)
+            readout.mu.copy_(2 * torch.tensor(RFS, dtype=torch.float32) / size - 1)
+        if kind == "gaussian_dn":  # energy 0 at gray; annuli (reach 6.5 px) that see the patch
+            gray = model.features(torch.zeros(1, 1, SIZE_H, SIZE_W))  # (1, F*O, H, W), constant
+            readout.energy_offset.copy_(gray[0, ::4, 0, 0])  # orientation 0 of each feature
+            readout.log_widths.copy_(torch.log(torch.tensor([1.0, 1.5])).expand(len(RFS), 2))
+            readout.kappa.fill_(1.0)
     return model
 
 
@@ -91,7 +129,7 @@ def _stimulus_at(patch, x, y):
     return canvas
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "factorized"])
+@pytest.mark.parametrize("kind", ["gaussian", "factorized", "gaussian_dn"])
 def test_at_rf_equals_stimulus_moved_onto_each_rf(kind):
     model = _model(kind)
     np.testing.assert_allclose(model.rf_positions("s"), RFS, atol=1e-4)
@@ -106,3 +144,14 @@ def test_at_rf_equals_stimulus_moved_onto_each_rf(kind):
     with torch.no_grad():
         centred = model(_stimulus_at(patch, cx, cy), "s")
     assert (centred - direct).abs().max() > 1e-3
+
+
+def test_border_rule_widens_by_the_normalisation_pool():
+    """The fast path is exact only where a neuron's annulus lies inside the canvas, so the
+    border margin grows by the pool's reach (4.3 so = 6.45 px here)."""
+    from insilico.twin_adapter import TwinResponseModel
+
+    plain, dn = TwinResponseModel(_model("gaussian"), "s"), TwinResponseModel(_model("gaussian_dn"), "s")
+    assert plain.twin.pool_reach("s") == 0 and dn.twin.pool_reach("s") == pytest.approx(6.45)
+    assert not plain.border_mask().any()  # hidden reach 2 px, RFs >= 6 px from the edge
+    np.testing.assert_array_equal(dn.border_mask(), [True, True, True, True, False])

@@ -126,6 +126,11 @@ class Twin(nn.Module):
         """Radius (canvas pixels) of the core's last hidden layer's receptive field."""
         return self.downsample * self.core.reach(hidden_only=True)
 
+    def pool_reach(self, scan: str) -> float:
+        """Radius (canvas pixels) of the normalisation pool of `scan`'s readout around each read
+        point (`twin.readouts.NormalizedGaussianReadout`); 0 for readouts without one."""
+        return self.downsample * getattr(self._readout(scan), "pool_reach", 0.0)
+
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:
         """Rates (B, N) float32 for standardized images (B, 1, H, W), numpy or torch, in eval mode."""

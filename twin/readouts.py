@@ -72,6 +72,11 @@ class FactorizedReadout(_Readout):
         """(B, C, H, W) -> linear drive (B, N)."""
         return self._drive(core_out, self.mask)
 
+    def own(self, core_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Drive (M,) of neuron idx[m] to image m: core_out (M, C, H, W), idx (M,) long."""
+        pooled = torch.einsum("mchw,mhw->mc", core_out, self.mask[idx])
+        return (pooled * self.features[idx]).sum(-1) + self.bias[idx]
+
     def regularizer(self) -> torch.Tensor:
         """L1 of masks and of feature weights, averaged over neurons (scalar)."""
         return (self.mask_l1 * self.mask.abs().sum() + self.feature_l1 * self.features.abs().sum()) / self.n_neurons
@@ -144,6 +149,12 @@ class GaussianReadout(_Readout):
         sampled = self._read(core_out, mu.to(core_out.dtype))
         return torch.einsum("bcn,nc->bn", sampled, self.features.to(sampled.dtype)) + self.bias
 
+    def own(self, core_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Drive (M,) of neuron idx[m] to image m, read at mu (eval): core_out (M, C, H, W), idx (M,)."""
+        mu = self.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
+        sampled = self._read(core_out, mu[:, None, :])[..., 0]  # (M, C)
+        return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
+
     def regularizer(self) -> torch.Tensor:
         """L1 of feature weights, averaged over neurons (scalar)."""
         return self.feature_l1 * self.features.abs().sum() / self.n_neurons
@@ -163,4 +174,79 @@ class GaussianReadout(_Readout):
         return sampled @ self.features.to(sampled.dtype).T + self.bias
 
 
-READOUTS = {"factorized": FactorizedReadout, "gaussian": GaussianReadout}
+class NormalizedGaussianReadout(GaussianReadout):
+    """A Gaussian readout divided by each neuron's own surround (divisive normalisation, in the
+    spirit of Burg et al. 2021; the form of the virtual V1's surround, `v1twin.simulator`).
+
+    The drive is a log-rate: drive_n = gaussian drive_n - log(1 + k_n S_n), so with the ``exp``
+    output rate_n = exp(gaussian drive_n) / (1 + k_n S_n). The pool is
+    S_n = sqrt(sum_p w_n(p) E(p)), the core's local energy
+    E(p) = sum_f a_f sum_o (core_{f,o}(p) - b_f)^2 (a_f >= 0 and b_f learned, shared over
+    orientations, so E is rotation-invariant) over an annulus around the read point,
+    w_n(r) = exp(-r^2 / 2 so_n^2) (1 - exp(-r^2 / 2 si_n^2))^2 / Z_n, with Z_n its integral over the
+    plane (not over the canvas, so the weights are the same at every position) and the widths
+    si_n, so_n (core-grid pixels) and the strength k_n = softplus(kappa_n) learned per neuron.
+
+    Args: those of `GaussianReadout`, plus init_inner, init_outer: initial si, so (grid px).
+    """
+
+    def __init__(self, n_neurons, features, orientations, height, width, init_mu_range=0.5,
+                 init_sigma=0.1, feature_l1=1e-2, init_inner=3.0, init_outer=5.0):
+        super().__init__(n_neurons, features, orientations, height, width, init_mu_range, init_sigma, feature_l1)
+        self.init_inner, self.init_outer = init_inner, init_outer
+        widths = torch.log(torch.tensor([[init_inner, init_outer]], dtype=torch.float32))
+        self.log_widths = nn.Parameter(widths.repeat(n_neurons, 1))
+        self.kappa = nn.Parameter(torch.full((n_neurons,), -1.0))
+        self.energy_weight = nn.Parameter(torch.full((features,), -1.0))
+        self.energy_offset = nn.Parameter(torch.zeros(features))
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters, "init_inner": self.init_inner, "init_outer": self.init_outer}
+
+    @property
+    def pool_reach(self) -> float:
+        """Radius (core-grid pixels) beyond which the annuli weigh < 1e-4 of their peak: 4.3 so."""
+        return 4.3 * self.log_widths[:, 1].exp().max().item()
+
+    def _annulus(self, centres: torch.Tensor, idx=None) -> torch.Tensor:
+        """Pool weights (M, H*W) of neurons idx (default all) around centres (M, 2), unit coordinates."""
+        widths = self.log_widths.exp() if idx is None else self.log_widths[idx].exp()
+        si, so = (v.view(-1, 1, 1) for v in widths.unbind(1))
+        xy = self._unit_to_pixel(centres)
+        rows = torch.arange(self.height, dtype=xy.dtype, device=xy.device).view(1, -1, 1)
+        cols = torch.arange(self.width, dtype=xy.dtype, device=xy.device).view(1, 1, -1)
+        r2 = (rows - xy[:, 1].view(-1, 1, 1)) ** 2 + (cols - xy[:, 0].view(-1, 1, 1)) ** 2
+        w = torch.exp(-r2 / (2 * so ** 2)) * (1 - torch.exp(-r2 / (2 * si ** 2))) ** 2
+        # integral over the plane of exp(-a r^2) (1 - exp(-b r^2))^2 = pi (1/a - 2/(a+b) + 1/(a+2b))
+        a, b = 1 / (2 * so ** 2), 1 / (2 * si ** 2)
+        z = torch.pi * (1 / a - 2 / (a + b) + 1 / (a + 2 * b))
+        return (w / z).flatten(1)
+
+    def _energy(self, core_out: torch.Tensor) -> torch.Tensor:
+        """Local energy E (B, H*W) of core features (B, C, H, W)."""
+        b, _, h, w = core_out.shape
+        z = core_out.view(b, self.n_features, self.orientations, h, w) - self.energy_offset.view(1, -1, 1, 1, 1)
+        return torch.einsum("bfohw,f->bhw", z ** 2, F.softplus(self.energy_weight)).flatten(1)
+
+    def _log_divisor(self, pooled_energy: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(F.softplus(kappa) * torch.sqrt(pooled_energy.clamp_min(0) + 1e-8))
+
+    def forward(self, core_out: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> log-rate drive (B, N)."""
+        pooled = self._energy(core_out) @ self._annulus(self.mu.clamp(-1, 1)).T
+        return super().forward(core_out) - self._log_divisor(pooled, self.kappa)
+
+    def own(self, core_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Drive (M,) of neuron idx[m] to image m (eval): core_out (M, C, H, W), idx (M,)."""
+        pooled = (self._energy(core_out) * self._annulus(self.mu.clamp(-1, 1)[idx], idx)).sum(-1)
+        return super().own(core_out, idx) - self._log_divisor(pooled, self.kappa[idx])
+
+    def at_rf(self, core_out_centred: torch.Tensor) -> torch.Tensor:
+        """Drive (B, N) for centred stimuli moved onto each neuron's RF (module doc)."""
+        pooled = self._energy(core_out_centred) @ self._annulus(self.mu.new_zeros(self.n_neurons, 2)).T
+        return super().at_rf(core_out_centred) - self._log_divisor(pooled, self.kappa)
+
+
+READOUTS = {"factorized": FactorizedReadout, "gaussian": GaussianReadout,
+            "gaussian_dn": NormalizedGaussianReadout}
