@@ -112,6 +112,11 @@ def main():
     # ---- direct path on a subset (interior neurons), extrapolated ------------------------------
     m0 = models[0]
     interior = np.flatnonzero(~m0.border_mask())[:n_direct]
+    if interior.size == 0:
+        raise SystemExit(f"every neuron is within the fast path's border margin of this twin "
+                         f"(hidden reach {m0.twin.hidden_reach} px + normalisation pool "
+                         f"{m0.twin.pool_reach(m0.scan):.0f} px); the fast-vs-direct comparison "
+                         f"needs neurons with an interior RF")
     sub = m0.subset(interior)
     with torch.no_grad():
         (dd, rd), t_dir = timed(lambda: search.optimal_gabor(sub, grid, return_responses=True))
