@@ -32,7 +32,7 @@ from insilico import experiments, search, twin_adapter  # noqa: E402
 from insilico.mei import mei  # noqa: E402
 from insilico.twin_adapter import TwinResponseModel  # noqa: E402
 # benchmarks/surround.py
-from surround import architecture, ideal_twins, suppression_by_type, surround_probe, train  # noqa: E402
+from surround import SimSubset, architecture, ideal_twins, suppression_by_type, surround_probe, train  # noqa: E402
 
 
 def log(*a):
@@ -192,7 +192,7 @@ def main():
             tm = m.subset(sel)
             _, it = twin_adapter.run_battery(tm, ds.isel(neuron=sel))
             sim = s.model
-            sim_sub = _SimSubset(sim, sel)
+            sim_sub = SimSubset(sim, sel)
             sg = search.optimal_gabor(sim_sub, small)
             _, isim = experiments.run_battery(sim_sub, sg)
             twin_idx.append(it)
@@ -218,21 +218,6 @@ def main():
     for name, val in rows:
         print(f"{name:<{w}}  {val:>10}")
     print("=" * (w + 14))
-
-
-class _SimSubset:
-    """A subset of the simulator's neurons as a ResponseModel."""
-
-    def __init__(self, sim, idx):
-        self.sim, self.idx = sim, torch.as_tensor(idx)
-        self.rf_positions = np.asarray(sim.rf_positions)[idx]
-        self.preferred_orientations = np.asarray(sim.preferred_orientations)[idx]
-
-    def parameters(self):
-        return self.sim.parameters()
-
-    def __call__(self, images):
-        return self.sim(images)[:, self.idx]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ simulator's ground truth with the simulator's own preferred Gabor of every inter
   the weak indices of the non-surround cells, and how much the simulator's ties at 0 cap it;
 * a ring probe: response to the Gabor plus a ring of the same grating (1.2-2.5 x size from the
   RF) over the Gabor alone, median over surround cells (< 1: suppression);
+* the in-silico battery (`insilico.experiments.run_battery`, direct path) of the interior neurons,
+  each model at its own optimal Gabor from a centred grid: the Spearman of the orientation, phase,
+  suppression and plaid indices, twin vs simulator (the insilico benchmark's measure, without
+  its fast path, so it also runs for twins whose readout pool leaves no neuron interior);
 * on held-out natural images, the twin's correlation with each surround cell and with the same
   cell without surround modulation (``VirtualV1.forward(x, surround=False)``): a twin that models
   the surround tracks the neuron better than the neuron without it.
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from insilico.indices import suppression_index  # noqa: E402
 from insilico.stimuli import gabor  # noqa: E402
+from insilico.twin_adapter import TwinResponseModel  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 TWIN_SOURCES = Path(__file__).resolve().parents[1] / "twin"  # part of the cache key
@@ -139,6 +144,43 @@ def surround_probe(respond, sim_scan, neurons) -> list:
             ("natural images: corr(twin, same cell without surround)", f"{corr(twin_r, flat_r):.3f}")]
 
 
+class SimSubset:
+    """Some of the simulator's neurons as a ResponseModel (insilico.model)."""
+
+    def __init__(self, sim, idx):
+        self.sim, self.idx = sim, torch.as_tensor(idx)
+        self.rf_positions = np.asarray(sim.rf_positions)[idx]
+        self.preferred_orientations = np.asarray(sim.preferred_orientations)[idx]
+
+    def parameters(self):
+        return self.sim.parameters()
+
+    def __call__(self, images):
+        return self.sim(images)[:, self.idx]
+
+
+BATTERY_INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
+
+
+@torch.no_grad()
+def battery(model):
+    """Index table (pandas, one row per neuron) of ``model``'s battery at its own optimal Gabor
+    (centred grid: 2 sizes x 3 sfs x 8 orientations x 4 phases, contrast 4), direct path."""
+    from insilico import experiments, search
+
+    grid = search.GaborGrid(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 10, 1 / 6), contrasts=(4.0,),
+                            orientations=tuple(np.arange(8) * np.pi / 8), phases=tuple(np.arange(4) * np.pi / 2))
+    return experiments.run_battery(model, search.optimal_gabor(model, grid))[1]
+
+
+def battery_spearman(twin_idx, sim_idx) -> str:
+    """'o / p / s / x': Spearman twin vs simulator of the four indices (NaNs dropped)."""
+    from scipy.stats import spearmanr
+
+    return " / ".join(f"{spearmanr(twin_idx[c], sim_idx[c], nan_policy='omit').correlation:.2f}"
+                      for c in BATTERY_INDICES)
+
+
 def suppression_by_type(twin_si, sim_si, types, label="twin") -> list:
     """Table rows: per type, the mean suppression index of simulator and twin and their Spearman
     within the type; and the AUC of the twin's index for surround cells against the others.
@@ -217,6 +259,7 @@ def main():
              f"{si_sim[is_sur].mean():.3f} / {si_sim[~is_sur].mean():.3f}")]
     rows += ideal_twins(si_sim, sim.types[interior])
     curves = {"simulator": truth}
+    sim_battery = battery(SimSubset(sim, interior))
     for spec in ["{}"] + list(args.variant or DEFAULT_VARIANTS):
         arch = architecture(json.loads(spec))
         twin, val, secs = train(arch, sims, args.epochs, args.seed, args.noiseless)
@@ -231,6 +274,9 @@ def main():
                  (f"[{label}] suppression index, surround cells / others", f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}"),
                  (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}")]
         rows += suppression_by_type(si, si_sim, sim.types[interior], label)
+        own = battery(TwinResponseModel(twin, sc.name).subset(interior))
+        rows.append((f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
+                     "suppression / plaid", battery_spearman(own, sim_battery)))
         rows += [(f"[{label}] {n}", v) for n, v in surround_probe(respond, sc, interior)]
         curves[label] = tuned
         if spec != "{}":
