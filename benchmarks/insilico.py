@@ -32,7 +32,8 @@ from insilico import experiments, search, twin_adapter  # noqa: E402
 from insilico.mei import mei  # noqa: E402
 from insilico.twin_adapter import TwinResponseModel  # noqa: E402
 # benchmarks/surround.py
-from surround import SimSubset, architecture, ideal_twins, suppression_by_type, surround_probe, train  # noqa: E402
+from surround import (SimSubset, architecture, battery, ideal_twins, index_spearman,  # noqa: E402
+                      suppression_by_type, surround_probe, train)
 
 
 def log(*a):
@@ -180,32 +181,19 @@ def main():
               f"{np.max(np.abs(r_b.responses.numpy() - r1) / r1):.4f}")]
 
     # ---- indices twin vs simulator (Spearman) --------------------------------------------------
-    from scipy.stats import spearmanr
     twin_idx, sim_idx, types = [], [], []
     t0 = time.perf_counter()
-    small = search.GaborGrid(offsets=(0.0,), sizes=grid.sizes, sfs=grid.sfs,
-                             contrasts=grid.contrasts, orientations=grid.orientations,
-                             phases=grid.phases)
     with torch.no_grad():
         for m, s, ds in zip(models, sims, refined):
             sel = np.flatnonzero(~m.border_mask())[:n_index]
-            tm = m.subset(sel)
-            _, it = twin_adapter.run_battery(tm, ds.isel(neuron=sel))
-            sim = s.model
-            sim_sub = SimSubset(sim, sel)
-            sg = search.optimal_gabor(sim_sub, small)
-            _, isim = experiments.run_battery(sim_sub, sg)
-            twin_idx.append(it)
-            sim_idx.append(isim)
-            types.append(sim.types[sel])
+            twin_idx.append(twin_adapter.run_battery(m.subset(sel), ds.isel(neuron=sel))[1])
+            sim_idx.append(battery(SimSubset(s.model, sel)))
+            types.append(s.model.types[sel])
     import pandas as pd
     ti, si = pd.concat(twin_idx, ignore_index=True), pd.concat(sim_idx, ignore_index=True)
     log(f"index battery twin + simulator: {time.perf_counter() - t0:.0f} s")
-    for col in ("orientation_index", "phase_index", "suppression_index", "plaid_index"):
-        if col in ti and col in si:
-            ok = np.isfinite(ti[col]) & np.isfinite(si[col])
-            rho = spearmanr(ti[col][ok], si[col][ok]).correlation
-            rows.append((f"Spearman twin vs simulator: {col} (n={ok.sum()})", f"{rho:.3f}"))
+    rows += [(f"Spearman twin vs simulator: {col} (n={n})", f"{rho:.3f}")
+             for col, (rho, n) in index_spearman(ti, si).items()]
     types = np.concatenate(types)
     rows += suppression_by_type(ti["suppression_index"].values, si["suppression_index"].values, types)
     rows += ideal_twins(si["suppression_index"].values, types)

@@ -29,6 +29,9 @@ Saves the size-tuning curves of four surround cells as ``surround.png``.
 
     python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~13 min)
     python benchmarks/surround.py --noiseless     # train on the noiseless rates
+    python benchmarks/surround.py --epochs 40 --init-seeds 0 1 2 --variant '{"readout": {"type": "gaussian_dn"}}'
+        # three twins per architecture on the same data (initialisation and batch order seeded
+        # 0, 1, 2): how far the seed alone moves each measure, and what their ensemble scores
 """
 from __future__ import annotations
 
@@ -71,28 +74,31 @@ def architecture(variant: dict) -> dict:
     return arch
 
 
-def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False):
+def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False, init_seed=None):
     """A twin of ``arch`` fitted to ``sims`` (on their noiseless rates if ``noiseless``), with
-    the cpu preset's training settings for ``epochs``; weights cached in the temp folder, keyed
-    by all of it and by the source of ``twin/``. Returns (twin in eval mode, best validation
-    corr, training seconds (0: cached))."""
+    the cpu preset's training settings for ``epochs``, its initialisation and batch order seeded
+    by ``init_seed`` (default ``seed``); weights cached in the temp folder, keyed by all of it
+    and by the source of ``twin/``. Returns (twin in eval mode, best validation corr, training
+    seconds (0: cached))."""
     from twin.data import ScanData
     from twin.presets import get_preset
     from twin.training import build_model, fit
 
+    init_seed = seed if init_seed is None else int(init_seed)
     data = [ScanData(s.name, s.images, s.rates if noiseless else s.responses, s.tiers, s.image_ids)
             for s in sims]
-    twin = build_model(arch, data, seed=seed)
+    twin = build_model(arch, data, seed=init_seed)
     digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
     code = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(TWIN_SOURCES.glob("*.py")))).hexdigest()
-    key = hashlib.sha1(json.dumps([arch, epochs, seed, digest, code], default=list).encode()).hexdigest()[:12]
+    key = hashlib.sha1(json.dumps([arch, epochs, seed, init_seed, digest, code],
+                                  default=list).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"v1twin_bench_twin_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
         twin.load_state_dict(state["weights"])
         return twin.eval(), state["val"], 0.0
     cfg = get_preset("cpu").train
-    cfg.max_epochs, cfg.device = epochs, "cpu"
+    cfg.max_epochs, cfg.device, cfg.seed = epochs, "cpu", init_seed
     t0 = time.perf_counter()
     hist = fit(twin, data, cfg, progress=False)
     torch.save({"weights": twin.state_dict(), "val": hist["best_val_corr"]}, path)
@@ -159,6 +165,22 @@ class SimSubset:
         return self.sim(images)[:, self.idx]
 
 
+class MeanRate:
+    """The mean rate of several ResponseModels of the same neurons (an ensemble of twins); its RF
+    positions are the members' mean."""
+
+    def __init__(self, members):
+        self.members = list(members)
+        self.rf_positions = np.mean([m.rf_positions for m in self.members], axis=0)
+        self.preferred_orientations = None
+
+    def parameters(self):
+        return self.members[0].parameters()
+
+    def __call__(self, images):
+        return torch.stack([m(images) for m in self.members]).mean(0)
+
+
 BATTERY_INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
 
 
@@ -173,12 +195,21 @@ def battery(model):
     return experiments.run_battery(model, search.optimal_gabor(model, grid))[1]
 
 
-def battery_spearman(twin_idx, sim_idx) -> str:
-    """'o / p / s / x': Spearman twin vs simulator of the four indices (NaNs dropped)."""
+def index_spearman(twin_idx, sim_idx) -> dict:
+    """{index: (Spearman twin vs simulator, number of neurons)} of the four battery indices
+    (index tables with rows in the same neuron order; NaNs dropped)."""
     from scipy.stats import spearmanr
 
-    return " / ".join(f"{spearmanr(twin_idx[c], sim_idx[c], nan_policy='omit').correlation:.2f}"
-                      for c in BATTERY_INDICES)
+    out = {}
+    for c in BATTERY_INDICES:
+        ok = np.isfinite(twin_idx[c].values) & np.isfinite(sim_idx[c].values)
+        out[c] = (spearmanr(twin_idx[c].values[ok], sim_idx[c].values[ok]).correlation, int(ok.sum()))
+    return out
+
+
+def battery_spearman(twin_idx, sim_idx) -> str:
+    """'o / p / s / x': Spearman twin vs simulator of the four indices (NaNs dropped)."""
+    return " / ".join(f"{rho:.2f}" for rho, _ in index_spearman(twin_idx, sim_idx).values())
 
 
 def suppression_by_type(twin_si, sim_si, types, label="twin") -> list:
@@ -241,7 +272,9 @@ def main():
     ap.add_argument("--contrast", type=float, default=4.0, help="of the size-tuning Gabors (standardized)")
     ap.add_argument("--noiseless", action="store_true", help="train on the noiseless rates")
     ap.add_argument("--variant", action="append", help="JSON merged into the cpu preset (repeatable)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="of the simulated data (and the twin's init)")
+    ap.add_argument("--init-seeds", type=int, nargs="+", help="train one twin per seed (initialisation "
+                    "and batch order) on the same data, and their ensemble")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("surround.png"))
     args = ap.parse_args()
@@ -260,27 +293,35 @@ def main():
     rows += ideal_twins(si_sim, sim.types[interior])
     curves = {"simulator": truth}
     sim_battery = battery(SimSubset(sim, interior))
-    for spec in ["{}"] + list(args.variant or DEFAULT_VARIANTS):
+    for v, spec in enumerate(["{}"] + list(args.variant or DEFAULT_VARIANTS)):
         arch = architecture(json.loads(spec))
-        twin, val, secs = train(arch, sims, args.epochs, args.seed, args.noiseless)
-        name = "cpu preset" if spec == "{}" else f"cpu + {spec}"
-        log(f"{name}: trained in {secs:.0f} s, validation corr {val:.3f}")
-        respond = lambda images, twin=twin: twin(images, sc.name)  # noqa: E731
-        tuned = size_tuning(respond, sim, interior, args.contrast)
-        si = suppression(tuned)
-        rho = spearmanr(si, si_sim).correlation
-        label = "cpu preset" if spec == "{}" else f"variant {len(curves) - 1}"
-        rows += [(f"[{label}] validation correlation", f"{val:.3f}"),
-                 (f"[{label}] suppression index, surround cells / others", f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}"),
-                 (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}")]
-        rows += suppression_by_type(si, si_sim, sim.types[interior], label)
-        own = battery(TwinResponseModel(twin, sc.name).subset(interior))
-        rows.append((f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
-                     "suppression / plaid", battery_spearman(own, sim_battery)))
-        rows += [(f"[{label}] {n}", v) for n, v in surround_probe(respond, sc, interior)]
-        curves[label] = tuned
+        base = "cpu preset" if spec == "{}" else f"variant {v}"
         if spec != "{}":
-            log(f"{label} = {spec}")
+            log(f"{base} = {spec}")
+        members, owns = [], []
+        for init in args.init_seeds or [args.seed]:
+            twin, val, secs = train(arch, sims, args.epochs, args.seed, args.noiseless, init)
+            label = base if not args.init_seeds else f"{base}, init seed {init}"
+            log(f"{label}: trained in {secs:.0f} s, validation corr {val:.3f}")
+            respond = lambda images, twin=twin: twin(images, sc.name)  # noqa: E731
+            tuned = size_tuning(respond, sim, interior, args.contrast)
+            si = suppression(tuned)
+            rho = spearmanr(si, si_sim).correlation
+            rows += [(f"[{label}] validation correlation", f"{val:.3f}"),
+                     (f"[{label}] suppression index, surround cells / others", f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}"),
+                     (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}")]
+            rows += suppression_by_type(si, si_sim, sim.types[interior], label)
+            members.append(TwinResponseModel(twin, sc.name).subset(interior))
+            owns.append(battery(members[-1]))
+            rows.append((f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
+                         "suppression / plaid", battery_spearman(owns[-1], sim_battery)))
+            rows += [(f"[{label}] {n}", v) for n, v in surround_probe(respond, sc, interior)]
+            curves[label] = tuned
+        if len(members) > 1:
+            rows += [(f"[{base}] {len(members)} seeds: battery of the mean rate (ensemble), Spearman "
+                      "o / p / s / x", battery_spearman(battery(MeanRate(members)), sim_battery)),
+                     (f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p / s / x",
+                      battery_spearman(sum(o.reset_index(drop=True) for o in owns) / len(owns), sim_battery))]
     w = max(len(r[0]) for r in rows)
     print("\n" + "=" * (w + 16))
     for name, val in rows:
