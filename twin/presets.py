@@ -19,7 +19,8 @@ Why these choices (measured on this 2-core machine):
 * Surround pooling (`twin.core`, ``surround_sigmas``) is not in the preset: it raised the
   validation correlation and the insilico benchmark's suppression Spearman, but in the demo it
   left the suppression Spearman at 0.28 and cost clusters (ARI 0.57 against 0.70 without).
-* The demo's twin (2 scans x 300 neurons, 4,000 trials each) trains in ~7 min (37 epochs).
+* The demo's twin (2 scans x 300 neurons, 4,000 trials each) trains in 7-15 min (37 epochs; the
+  seconds per epoch varied twofold between runs on 2-core machines).
 * With batch 32 rather than 64 a simulated scan reached a higher validation correlation at
   equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.
 """
