@@ -129,7 +129,7 @@ class Twin(nn.Module):
     def pool_reach(self, scan: str) -> float:
         """Radius (canvas pixels) of the normalisation pool of `scan`'s readout around each read
         point (`twin.readouts.NormalizedGaussianReadout`); 0 for readouts without one."""
-        return self.downsample * getattr(self._readout(scan), "pool_reach", 0.0)
+        return self.downsample * self._readout(scan).pool_reach
 
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:

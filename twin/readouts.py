@@ -31,6 +31,11 @@ class _Readout(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_neurons))
 
     @property
+    def pool_reach(self) -> float:
+        """Radius (core-grid pixels) of a normalisation pool around each read point; 0: none."""
+        return 0.0
+
+    @property
     def barcodes(self) -> torch.Tensor:
         """Feature weights (N, F, O), feature-major (see module doc)."""
         return self.features.view(self.n_neurons, self.n_features, self.orientations)
