@@ -24,6 +24,8 @@ demo: db
 	$(BIN)/v1twin demo
 
 test: db
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 
 clean:

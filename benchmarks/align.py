@@ -20,7 +20,6 @@ import resource
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def synthetic_barcodes(n, features=16, orientations=8, n_types=10, noise=0.1, seed=0):
     """n bar codes (n, F, O): n_types random prototypes, each rotated by a random angle, plus noise."""
     from clustering.rotation import rotate
+
     rng = np.random.default_rng(seed)
     prototypes = rng.standard_normal((n_types, features, orientations))
     x = rotate(prototypes[rng.integers(0, n_types, n)], rng.uniform(0, 2 * np.pi, n))
@@ -43,20 +43,35 @@ def run_one(n, n_betas, max_iter):
     import torch
 
     from clustering.alignment import CyclicAligner
+
     x = synthetic_barcodes(n)
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    aligner = CyclicAligner(betas=np.logspace(-3, 1, n_betas), max_iter=max_iter,
-                            refine_iter=max_iter // 2, progress=False)
+    aligner = CyclicAligner(
+        betas=np.logspace(-3, 1, n_betas),
+        max_iter=max_iter,
+        refine_iter=max_iter // 2,
+        progress=False,
+    )
     start = time.perf_counter()
     aligner.fit(x)
     seconds = time.perf_counter() - start
     cuda = torch.cuda.is_available()
-    peak_mb = (torch.cuda.max_memory_allocated() if cuda else
-               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    peak_mb = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**20
     steps = int(aligner.losses_["n_iter"].sum())
-    return dict(n=n, seconds=seconds, steps=steps, peak_mb=peak_mb, baseline_mb=0.0 if cuda else baseline_mb,
-                device="cuda" if cuda else f"cpu ({torch.get_num_threads()} threads)",
-                temperature=aligner.temperature_, beta=aligner.beta_)
+    return dict(
+        n=n,
+        seconds=seconds,
+        steps=steps,
+        peak_mb=peak_mb,
+        baseline_mb=0.0 if cuda else baseline_mb,
+        device="cuda" if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        temperature=aligner.temperature_,
+        beta=aligner.beta_,
+    )
 
 
 def ari_section(truth_csv, n_init=20):
@@ -78,19 +93,27 @@ def ari_section(truth_csv, n_init=20):
     _, aligned, _ = fetch_aligned(keys[0])
     labels = [types[(n["scan_key"], n["unit_id"])] for n in neurons]
     k = len(set(labels))
-    print(f"{len(labels)} neurons of {k} true types; k-means with k = {k}, {n_init} initialisations")
+    print(
+        f"{len(labels)} neurons of {k} true types; k-means with k = {k}, {n_init} initialisations"
+    )
     for name, x in (("unaligned", raw), ("aligned", aligned)):
         clusters, _ = fit_clusters(x, "kmeans", k, random_state=0, n_init=n_init)
         print(f"  ARI against true types, {name:9}: {adjusted_rand_score(labels, clusters):.3f}")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
-    parser.add_argument("--betas", type=int, default=3, help="number of log-spaced betas in [1e-3, 10] (paper: 20)")
+    parser.add_argument(
+        "--betas", type=int, default=3, help="number of log-spaced betas in [1e-3, 10] (paper: 20)"
+    )
     parser.add_argument("--max-iter", type=int, default=300, help="Adam steps per beta at most")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ari", metavar="TRUTH_CSV", help="the ARI comparison on the demo's virtual V1")
+    parser.add_argument(
+        "--ari", metavar="TRUTH_CSV", help="the ARI comparison on the demo's virtual V1"
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child, args.betas, args.max_iter)))
@@ -98,22 +121,48 @@ def main():
     if args.ari:
         ari_section(args.ari)
         return
-    print(f"CyclicAligner.fit, F 16 x O 8, reduced sweep: {args.betas} betas (paper: 20), "
-          f"max {args.max_iter} steps per beta + {args.max_iter // 2} refinement steps; "
-          "Euclidean pairwise term on 4 random partners per neuron per step.")
-    print(f"{'N':>7} {'seconds':>9} {'steps':>6} {'ms/step':>8} {'peak MB':>9} {'base MB':>8} "
-          f"{'x time':>7} {'x ms/step':>9} {'x mem':>6}  device")
+    print(
+        f"CyclicAligner.fit, F 16 x O 8, reduced sweep: {args.betas} betas (paper: 20), "
+        f"max {args.max_iter} steps per beta + {args.max_iter // 2} refinement steps; "
+        "Euclidean pairwise term on 4 random partners per neuron per step."
+    )
+    print(
+        f"{'N':>7} {'seconds':>9} {'steps':>6} {'ms/step':>8} {'peak MB':>9} {'base MB':>8} "
+        f"{'x time':>7} {'x ms/step':>9} {'x mem':>6}  device"
+    )
     previous = None
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--betas", str(args.betas),
-                              "--max-iter", str(args.max_iter)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--betas",
+                str(args.betas),
+                "--max-iter",
+                str(args.max_iter),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["ms_step"] = 1e3 * row["seconds"] / max(row["steps"], 1)
-        ratios = ("", "", "") if previous is None else (
-            f"{row['seconds'] / previous['seconds']:.1f}", f"{row['ms_step'] / previous['ms_step']:.1f}",
-            f"{row['peak_mb'] / previous['peak_mb']:.2f}")
-        print(f"{n:>7} {row['seconds']:>9.1f} {row['steps']:>6} {row['ms_step']:>8.1f} {row['peak_mb']:>9.0f} "
-              f"{row['baseline_mb']:>8.0f} {ratios[0]:>7} {ratios[1]:>9} {ratios[2]:>6}  {row['device']}", flush=True)
+        ratios = (
+            ("", "", "")
+            if previous is None
+            else (
+                f"{row['seconds'] / previous['seconds']:.1f}",
+                f"{row['ms_step'] / previous['ms_step']:.1f}",
+                f"{row['peak_mb'] / previous['peak_mb']:.2f}",
+            )
+        )
+        print(
+            f"{n:>7} {row['seconds']:>9.1f} {row['steps']:>6} {row['ms_step']:>8.1f} {row['peak_mb']:>9.0f} "
+            f"{row['baseline_mb']:>8.0f} {ratios[0]:>7} {ratios[1]:>9} {ratios[2]:>6}  {row['device']}",
+            flush=True,
+        )
         previous = row
 
 

@@ -1,6 +1,6 @@
 """Benchmark: how well the twin ("cpu" preset) and the Poisson GLM predict a virtual V1.
 
-Data: ``v1twin.simulator.simulate_scans`` (default 2 scans x 300 neurons, 4000 train + 500
+Data: ``simulator.simulate_scans`` (default 2 scans x 300 neurons, 4000 train + 500
 validation trials and 100 test images x 10 repeats per scan). The simulator knows each neuron's
 noiseless rates, so the best possible prediction ("truth") is known and every model is also
 scored against it:
@@ -18,6 +18,7 @@ non-linear types (complex, simple_surround, complex_cross, contrast_energy).
     python benchmarks/fit.py            # full (~6-10 min on 2 CPU cores)
     python benchmarks/fit.py --quick    # 1 scan x 60 neurons x 800 trials, 2 epochs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simulator import TYPES, simulate_scans  # noqa: E402
 from twin.data import ScanData  # noqa: E402
 from twin.glm import PoissonGLM  # noqa: E402
 from twin.metrics import correlation, correlation_to_average, evaluate, feve  # noqa: E402
 from twin.presets import get_preset  # noqa: E402
 from twin.training import build_model, fit, resolve_device  # noqa: E402
-from v1twin.simulator import TYPES, simulate_scans  # noqa: E402
 
 NONLINEAR = ("complex", "simple_surround", "complex_cross", "contrast_energy")
 FEVE_TARGET = 0.7
@@ -46,18 +47,28 @@ def log(*a):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--scans", type=int, default=2, help="number of scans (default 2)")
     p.add_argument("--neurons", type=int, default=300, help="neurons PER SCAN (default 300)")
-    p.add_argument("--trials", type=int, default=4000,
-                   help="train trials per scan (default 4000); validation = trials // 8")
-    p.add_argument("--test-images", type=int, default=100, help="test images per scan (default 100)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=4000,
+        help="train trials per scan (default 4000); validation = trials // 8",
+    )
+    p.add_argument(
+        "--test-images", type=int, default=100, help="test images per scan (default 100)"
+    )
     p.add_argument("--repeats", type=int, default=10, help="repeats per test image (default 10)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's max_epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 scan x 60 neurons x 800 trials, 40 test images, 2 epochs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 scan x 60 neurons x 800 trials, 40 test images, 2 epochs",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar during the twin's fit")
     args = p.parse_args(argv)
     if args.quick:
@@ -67,9 +78,11 @@ def parse_args(argv=None):
 
 def scores(pred: np.ndarray, test: ScanData) -> dict[str, np.ndarray]:
     """Per-neuron measures (N,) of predictions (T_test, N) against the test tier."""
-    return {"test_correlation": correlation(pred, test.responses),
-            "correlation_to_average": correlation_to_average(pred, test.responses, test.image_ids),
-            "feve": feve(pred, test.responses, test.image_ids)}
+    return {
+        "test_correlation": correlation(pred, test.responses),
+        "correlation_to_average": correlation_to_average(pred, test.responses, test.image_ids),
+        "feve": feve(pred, test.responses, test.image_ids),
+    }
 
 
 def main(argv=None):
@@ -82,31 +95,46 @@ def main(argv=None):
         cfg.max_epochs = args.epochs
     cfg.seed = args.seed
     device = resolve_device(cfg.device)
-    log(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-        + f"; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    log(
+        f"device: {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f"; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     # --- data ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
     n_val = max(args.trials // 8, 1)
-    sims = simulate_scans(n_scans=args.scans, n_neurons=args.neurons, n_train=args.trials,
-                          n_validation=n_val, n_test_images=args.test_images,
-                          n_repeats=args.repeats, seed=args.seed)
+    sims = simulate_scans(
+        n_scans=args.scans,
+        n_neurons=args.neurons,
+        n_train=args.trials,
+        n_validation=n_val,
+        n_test_images=args.test_images,
+        n_repeats=args.repeats,
+        seed=args.seed,
+    )
     data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
-    log(f"data: {args.scans} scan(s) x {args.neurons} neurons; per scan {args.trials} train + "
+    log(
+        f"data: {args.scans} scan(s) x {args.neurons} neurons; per scan {args.trials} train + "
         f"{n_val} validation trials, {args.test_images} test images x {args.repeats} repeats "
-        f"(seed {args.seed}); simulated in {time.perf_counter() - t0:.1f} s")
+        f"(seed {args.seed}); simulated in {time.perf_counter() - t0:.1f} s"
+    )
 
     # --- twin ----------------------------------------------------------------------------------
-    log(f"twin: preset 'cpu' (core {preset.core}, downsample {preset.downsample}); lr {cfg.lr}, "
-        f"batch {cfg.batch_size}, max_epochs {cfg.max_epochs}, patience {cfg.patience}")
+    log(
+        f"twin: preset 'cpu' (core {preset.core}, downsample {preset.downsample}); lr {cfg.lr}, "
+        f"batch {cfg.batch_size}, max_epochs {cfg.max_epochs}, patience {cfg.patience}"
+    )
     model = build_model(preset, data, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
     hist = fit(model, data, cfg, progress=not args.no_progress)
     twin_seconds = time.perf_counter() - t0
-    log(f"twin: {n_params} parameters; {len(hist['epoch'])} epochs, best epoch {hist['best_epoch']}, "
+    log(
+        f"twin: {n_params} parameters; {len(hist['epoch'])} epochs, best epoch {hist['best_epoch']}, "
         f"best val corr {hist['best_val_corr']:.3f} (initial {hist['initial_val_corr']:.3f}); "
-        f"fit {twin_seconds:.1f} s on {hist['device']}")
+        f"fit {twin_seconds:.1f} s on {hist['device']}"
+    )
 
     # --- GLM -----------------------------------------------------------------------------------
     glms, glm_seconds = [], 0.0
@@ -115,8 +143,10 @@ def main(argv=None):
         glms.append(PoissonGLM().fit(d))
         glm_seconds += time.perf_counter() - t0
     alphas = np.concatenate([g.alpha_ for g in glms])
-    log(f"GLM: fitted {len(data)} scan(s) in {glm_seconds:.1f} s; chosen alpha median "
-        f"{np.median(alphas):.3g} (range {alphas.min():.3g}-{alphas.max():.3g})")
+    log(
+        f"GLM: fitted {len(data)} scan(s) in {glm_seconds:.1f} s; chosen alpha median "
+        f"{np.median(alphas):.3g} (range {alphas.min():.3g}-{alphas.max():.3g})"
+    )
 
     # --- evaluation on the test tier -----------------------------------------------------------
     per = {"twin": [], "GLM": [], "truth": []}
@@ -128,13 +158,19 @@ def main(argv=None):
         oracles.append(ev["oracle_correlation"])
         twin_pred = model.predict(model.standardize(test.images), d.name)
         check = scores(twin_pred, test)
-        assert np.allclose(check["feve"], ev["feve"]), "twin scores disagree with twin.metrics.evaluate"
-        per["twin"].append({k: ev[k] for k in ("test_correlation", "correlation_to_average", "feve")})
+        assert np.allclose(check["feve"], ev["feve"]), (
+            "twin scores disagree with twin.metrics.evaluate"
+        )
+        per["twin"].append(
+            {k: ev[k] for k in ("test_correlation", "correlation_to_average", "feve")}
+        )
         per["GLM"].append(scores(glm.predict(test.images), test))
         per["truth"].append(scores(sim.rates[m], test))
         types.append(sim.truth["type"].to_numpy())
     types = np.concatenate(types)
-    cat = {name: {k: np.concatenate([s[k] for s in lst]) for k in lst[0]} for name, lst in per.items()}
+    cat = {
+        name: {k: np.concatenate([s[k] for s in lst]) for k in lst[0]} for name, lst in per.items()
+    }
     ceiling = cat["truth"]["correlation_to_average"]
     safe = np.where(np.abs(ceiling) > 1e-6, ceiling, np.nan)
     for name in cat:
@@ -145,9 +181,15 @@ def main(argv=None):
     log("  test corr     single-trial Pearson correlation of prediction and response")
     log("  corr-to-avg   correlation of the prediction with the response averaged over repeats")
     log("  FEVE          1 - (MSE - noise var) / (response var - noise var)")
-    log("  frac ceiling  median over neurons of corr-to-avg(model) / corr-to-avg(true noiseless rates);")
-    log("                the simulator's noiseless rates are the best possible prediction (= 1 for truth)")
-    log("  truth         the simulator's noiseless rates used as the prediction; its FEVE should be ~1")
+    log(
+        "  frac ceiling  median over neurons of corr-to-avg(model) / corr-to-avg(true noiseless rates);"
+    )
+    log(
+        "                the simulator's noiseless rates are the best possible prediction (= 1 for truth)"
+    )
+    log(
+        "  truth         the simulator's noiseless rates used as the prediction; its FEVE should be ~1"
+    )
     log("")
     seconds = {"twin": twin_seconds, "GLM": glm_seconds, "truth": float("nan")}
     header = f"{'model':<7}{'test corr':>11}{'corr-to-avg':>13}{'FEVE':>8}{'frac ceiling':>14}{'fit s':>9}"
@@ -155,17 +197,23 @@ def main(argv=None):
     log("-" * len(header))
     for name, c in cat.items():
         sec = "-" if np.isnan(seconds[name]) else f"{seconds[name]:.1f}"
-        log(f"{name:<7}{np.median(c['test_correlation']):>11.3f}{np.median(c['correlation_to_average']):>13.3f}"
-            f"{np.median(c['feve']):>8.3f}{np.nanmedian(c['fraction_of_ceiling']):>14.3f}{sec:>9}")
+        log(
+            f"{name:<7}{np.median(c['test_correlation']):>11.3f}{np.median(c['correlation_to_average']):>13.3f}"
+            f"{np.median(c['feve']):>8.3f}{np.nanmedian(c['fraction_of_ceiling']):>14.3f}{sec:>9}"
+        )
     oracle = np.concatenate(oracles)
-    log(f"(leave-one-out oracle correlation of the data, median: {np.median(oracle):.3f}; "
+    log(
+        f"(leave-one-out oracle correlation of the data, median: {np.median(oracle):.3f}; "
         f"mean twin FEVE {cat['twin']['feve'].mean():.3f}, GLM {cat['GLM']['feve'].mean():.3f}, "
-        f"truth {cat['truth']['feve'].mean():.3f})")
+        f"truth {cat['truth']['feve'].mean():.3f})"
+    )
 
     log("")
     log("Per true type (medians):")
-    header = (f"{'type':<17}{'n':>5}{'FEVE twin':>11}{'FEVE GLM':>10}{'corr twin':>11}{'corr GLM':>10}"
-              f"{'FEVE truth':>12}  twin>GLM")
+    header = (
+        f"{'type':<17}{'n':>5}{'FEVE twin':>11}{'FEVE GLM':>10}{'corr twin':>11}{'corr GLM':>10}"
+        f"{'FEVE truth':>12}  twin>GLM"
+    )
     log(header)
     log("-" * len(header))
     wins = {}
@@ -174,13 +222,19 @@ def main(argv=None):
         if not sel.any():
             continue
         ft, fg = np.median(cat["twin"]["feve"][sel]), np.median(cat["GLM"]["feve"][sel])
-        ct, cg = (np.median(cat["twin"]["test_correlation"][sel]),
-                  np.median(cat["GLM"]["test_correlation"][sel]))
+        ct, cg = (
+            np.median(cat["twin"]["test_correlation"][sel]),
+            np.median(cat["GLM"]["test_correlation"][sel]),
+        )
         wins[ty] = bool(ft > fg and ct > cg)
-        tag = "yes" if wins[ty] else ("FEVE only" if ft > fg else ("corr only" if ct > cg else "no"))
+        tag = (
+            "yes" if wins[ty] else ("FEVE only" if ft > fg else ("corr only" if ct > cg else "no"))
+        )
         kind = " (non-linear)" if ty in NONLINEAR else ""
-        log(f"{ty:<17}{sel.sum():>5}{ft:>11.3f}{fg:>10.3f}{ct:>11.3f}{cg:>10.3f}"
-            f"{np.median(cat['truth']['feve'][sel]):>12.3f}  {tag}{kind}")
+        log(
+            f"{ty:<17}{sel.sum():>5}{ft:>11.3f}{fg:>10.3f}{ct:>11.3f}{cg:>10.3f}"
+            f"{np.median(cat['truth']['feve'][sel]):>12.3f}  {tag}{kind}"
+        )
     log("(twin>GLM: 'yes' when the twin's median FEVE and median test correlation are both higher)")
 
     log("")
@@ -188,10 +242,14 @@ def main(argv=None):
     ok_feve = med_feve >= FEVE_TARGET
     nonlin = [ty for ty in NONLINEAR if ty in wins]
     ok_types = all(wins[ty] for ty in nonlin)
-    log(f"target: twin median FEVE {med_feve:.3f} >= {FEVE_TARGET}: {'PASS' if ok_feve else 'FAIL'}")
-    log(f"target: twin > GLM on every non-linear type ({', '.join(nonlin)}): "
+    log(
+        f"target: twin median FEVE {med_feve:.3f} >= {FEVE_TARGET}: {'PASS' if ok_feve else 'FAIL'}"
+    )
+    log(
+        f"target: twin > GLM on every non-linear type ({', '.join(nonlin)}): "
         f"{'PASS' if ok_types else 'FAIL'}"
-        + ("" if ok_types else f" (not on {', '.join(ty for ty in nonlin if not wins[ty])})"))
+        + ("" if ok_types else f" (not on {', '.join(ty for ty in nonlin if not wins[ty])})")
+    )
     if args.quick:
         log("(--quick: a smoke run; the targets refer to the full default run)")
     log(f"total time: {time.perf_counter() - t_total:.1f} s on {device}")

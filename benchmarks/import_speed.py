@@ -26,16 +26,27 @@ def make_recording(n_neurons: int, n_trials: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     n_test = 1000
-    tiers = np.array(["train"] * (n_trials - n_test - 500) + ["validation"] * 500 + ["test"] * n_test)
-    image_ids = np.concatenate([np.arange(n_trials - n_test), 10**6 + np.repeat(np.arange(100), 10)])
+    tiers = np.array(
+        ["train"] * (n_trials - n_test - 500) + ["validation"] * 500 + ["test"] * n_test
+    )
+    image_ids = np.concatenate(
+        [np.arange(n_trials - n_test), 10**6 + np.repeat(np.arange(100), 10)]
+    )
     index = np.unique(image_ids)
     return Recording(
-        90000, 1, 1,
+        90000,
+        1,
+        1,
         responses=rng.poisson(1.0, (n_trials, n_neurons)).astype(np.float32),
-        tiers=tiers, image_ids=image_ids,
-        images=rng.uniform(0, 255, (len(index), 36, 64)).astype(np.float32), image_index=index,
-        unit_ids=np.arange(n_neurons), area=np.full(n_neurons, "V1"), layer=np.full(n_neurons, "L2/3"),
-        motor_coordinates=np.zeros((n_neurons, 3), np.float32), source="benchmark",
+        tiers=tiers,
+        image_ids=image_ids,
+        images=rng.uniform(0, 255, (len(index), 36, 64)).astype(np.float32),
+        image_index=index,
+        unit_ids=np.arange(n_neurons),
+        area=np.full(n_neurons, "V1"),
+        layer=np.full(n_neurons, "L2/3"),
+        motor_coordinates=np.zeros((n_neurons, 3), np.float32),
+        source="benchmark",
     )
 
 
@@ -58,7 +69,9 @@ def main() -> None:
         back = recording.load_scan(rec.scan_key)
         t_load = time.perf_counter() - t0
         assert np.array_equal(back["responses"], rec.responses)
-        print(f"scan of {args.neurons} neurons x {args.trials} trials ({megabytes:.0f} MiB of responses)")
+        print(
+            f"scan of {args.neurons} neurons x {args.trials} trials ({megabytes:.0f} MiB of responses)"
+        )
         print(f"insert: {t_insert:6.1f} s  ({megabytes / t_insert:6.1f} MiB/s)")
         print(f"load:   {t_load:6.1f} s  ({megabytes / t_load:6.1f} MiB/s)")
     finally:

@@ -33,6 +33,7 @@ Saves the size-tuning curves of four surround cells as ``surround.png``.
         # three twins per architecture on the same data (initialisation and batch order seeded
         # 0, 1, 2): how far the seed alone moves each measure, and what their ensemble scores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,11 @@ from insilico.twin_adapter import TwinResponseModel  # noqa: E402
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 TWIN_SOURCES = Path(__file__).resolve().parents[1] / "twin"  # part of the cache key
-DEFAULT_VARIANTS = ('{"core": {"surround_sigmas": [3.0, 6.0]}}',
-                    '{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
-                    '"padding": "zero", "surround_sigmas": []}, "output": "elu1"}')
+DEFAULT_VARIANTS = (
+    '{"core": {"surround_sigmas": [3.0, 6.0]}}',
+    '{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
+    '"padding": "zero", "surround_sigmas": []}, "output": "elu1"}',
+)
 
 
 def log(*a):
@@ -68,7 +71,9 @@ def architecture(variant: dict) -> dict:
     from twin.presets import get_preset
 
     p = get_preset("cpu")
-    arch = dict(core=dict(p.core), readout=dict(p.readout), downsample=p.downsample, output=p.output)
+    arch = dict(
+        core=dict(p.core), readout=dict(p.readout), downsample=p.downsample, output=p.output
+    )
     for k, v in variant.items():
         arch[k] = {**arch[k], **v} if isinstance(v, dict) else v
     return arch
@@ -85,13 +90,18 @@ def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False, ini
     from twin.training import build_model, fit
 
     init_seed = seed if init_seed is None else int(init_seed)
-    data = [ScanData(s.name, s.images, s.rates if noiseless else s.responses, s.tiers, s.image_ids)
-            for s in sims]
+    data = [
+        ScanData(s.name, s.images, s.rates if noiseless else s.responses, s.tiers, s.image_ids)
+        for s in sims
+    ]
     twin = build_model(arch, data, seed=init_seed)
     digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
-    code = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(TWIN_SOURCES.glob("*.py")))).hexdigest()
-    key = hashlib.sha1(json.dumps([arch, epochs, seed, init_seed, digest, code],
-                                  default=list).encode()).hexdigest()[:12]
+    code = hashlib.sha1(
+        b"".join(p.read_bytes() for p in sorted(TWIN_SOURCES.glob("*.py")))
+    ).hexdigest()
+    key = hashlib.sha1(
+        json.dumps([arch, epochs, seed, init_seed, digest, code], default=list).encode()
+    ).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"v1twin_bench_twin_{key}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
@@ -110,7 +120,11 @@ def size_tuning(respond, sim, neurons, contrast: float) -> np.ndarray:
     """(len(neurons), len(SIZES)) responses to each neuron's true preferred Gabor."""
     out = []
     for k in neurons:
-        (x, y), th, sf = sim.rf_positions[k], sim.preferred_orientations[k], sim.spatial_frequencies[k]
+        (x, y), th, sf = (
+            sim.rf_positions[k],
+            sim.preferred_orientations[k],
+            sim.spatial_frequencies[k],
+        )
         stimuli = torch.cat([gabor(x, y, s, sf, contrast, th, 0.0) for s in SIZES])
         out.append(respond(stimuli)[:, k].numpy())
     return np.array(out)
@@ -119,15 +133,23 @@ def size_tuning(respond, sim, neurons, contrast: float) -> np.ndarray:
 @torch.no_grad()
 def ring_ratio(respond, sim, neurons, baseline=None) -> np.ndarray:
     """(Gabor + ring of the same grating) / Gabor, contrast 1, per neuron (baseline subtracted)."""
-    ii, jj = np.mgrid[:sim.height, :sim.width]
+    ii, jj = np.mgrid[: sim.height, : sim.width]
     out = []
     for k in neurons:
-        (x, y), th, sf, size = (sim.rf_positions[k], sim.preferred_orientations[k],
-                                sim.spatial_frequencies[k], sim.sizes[k])
+        (x, y), th, sf, size = (
+            sim.rf_positions[k],
+            sim.preferred_orientations[k],
+            sim.spatial_frequencies[k],
+            sim.sizes[k],
+        )
         r = np.hypot(ii - y, jj - x)
         centre = gabor(x, y, size, sf, 1.0, th, 0.0)
-        ring = gabor(x, y, 1e3, sf, 1.0, th, 0.0) * torch.tensor((r > 1.2 * size) & (r < 2.5 * size))
-        resp = respond(torch.cat([centre, centre + ring]))[:, k] - (0.0 if baseline is None else float(baseline[k]))
+        ring = gabor(x, y, 1e3, sf, 1.0, th, 0.0) * torch.tensor(
+            (r > 1.2 * size) & (r < 2.5 * size)
+        )
+        resp = respond(torch.cat([centre, centre + ring]))[:, k] - (
+            0.0 if baseline is None else float(baseline[k])
+        )
         out.append(float(resp[1] / resp[0]))
     return np.array(out)
 
@@ -138,16 +160,27 @@ def surround_probe(respond, sim_scan, neurons) -> list:
     cells = [k for k in neurons if sim.types[k] == "simple_surround"]
     images = torch.tensor(sim_scan.standardized()[sim_scan.tiers == "validation"][:500])
     with torch.no_grad():
-        twin_r, true_r, flat_r = respond(images).numpy(), sim(images).numpy(), sim(images, surround=False).numpy()
+        twin_r, true_r, flat_r = (
+            respond(images).numpy(),
+            sim(images).numpy(),
+            sim(images, surround=False).numpy(),
+        )
 
     def corr(a, b):
         return np.median([np.corrcoef(a[:, k], b[:, k])[0, 1] for k in cells])
 
-    return [(f"ring probe (Gabor + ring) / Gabor, simulator (median of {len(cells)})",
-             f"{np.median(ring_ratio(sim, sim, cells, sim.baseline)):.2f}"),
-            ("ring probe (Gabor + ring) / Gabor, twin", f"{np.median(ring_ratio(respond, sim, cells)):.2f}"),
-            ("natural images: corr(twin, surround cell)", f"{corr(twin_r, true_r):.3f}"),
-            ("natural images: corr(twin, same cell without surround)", f"{corr(twin_r, flat_r):.3f}")]
+    return [
+        (
+            f"ring probe (Gabor + ring) / Gabor, simulator (median of {len(cells)})",
+            f"{np.median(ring_ratio(sim, sim, cells, sim.baseline)):.2f}",
+        ),
+        (
+            "ring probe (Gabor + ring) / Gabor, twin",
+            f"{np.median(ring_ratio(respond, sim, cells)):.2f}",
+        ),
+        ("natural images: corr(twin, surround cell)", f"{corr(twin_r, true_r):.3f}"),
+        ("natural images: corr(twin, same cell without surround)", f"{corr(twin_r, flat_r):.3f}"),
+    ]
 
 
 class SimSubset:
@@ -190,8 +223,14 @@ def battery(model):
     (centred grid: 2 sizes x 3 sfs x 8 orientations x 4 phases, contrast 4), direct path."""
     from insilico import experiments, search
 
-    grid = search.GaborGrid(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 10, 1 / 6), contrasts=(4.0,),
-                            orientations=tuple(np.arange(8) * np.pi / 8), phases=tuple(np.arange(4) * np.pi / 2))
+    grid = search.GaborGrid(
+        offsets=(0.0,),
+        sizes=(6.0, 12.0),
+        sfs=(1 / 16, 1 / 10, 1 / 6),
+        contrasts=(4.0,),
+        orientations=tuple(np.arange(8) * np.pi / 8),
+        phases=tuple(np.arange(4) * np.pi / 2),
+    )
     return experiments.run_battery(model, search.optimal_gabor(model, grid))[1]
 
 
@@ -203,7 +242,10 @@ def index_spearman(twin_idx, sim_idx) -> dict:
     out = {}
     for c in BATTERY_INDICES:
         ok = np.isfinite(twin_idx[c].values) & np.isfinite(sim_idx[c].values)
-        out[c] = (spearmanr(twin_idx[c].values[ok], sim_idx[c].values[ok]).correlation, int(ok.sum()))
+        out[c] = (
+            spearmanr(twin_idx[c].values[ok], sim_idx[c].values[ok]).correlation,
+            int(ok.sum()),
+        )
     return out
 
 
@@ -226,11 +268,16 @@ def suppression_by_type(twin_si, sim_si, types, label="twin") -> list:
         m = ty == t
         varied = m.sum() > 2 and np.ptp(tw[m]) > 0 and np.ptp(sm[m]) > 0
         rho = spearmanr(tw[m], sm[m]).correlation if varied else np.nan  # nan: a constant index
-        rows.append((f"[{label}] suppression, {t} (n={m.sum()}): simulator / twin / Spearman within",
-                     f"{sm[m].mean():.3f} / {tw[m].mean():.3f} / {rho:.2f}"))
+        rows.append(
+            (
+                f"[{label}] suppression, {t} (n={m.sum()}): simulator / twin / Spearman within",
+                f"{sm[m].mean():.3f} / {tw[m].mean():.3f} / {rho:.2f}",
+            )
+        )
     auc = roc_auc_score(ty == "simple_surround", tw)
-    return rows + [(f"[{label}] suppression: AUC of the twin's index, surround cells vs others",
-                    f"{auc:.3f}")]
+    return rows + [
+        (f"[{label}] suppression: AUC of the twin's index, surround cells vs others", f"{auc:.3f}")
+    ]
 
 
 def ideal_twins(sim_si, types, seed=0) -> list:
@@ -247,11 +294,17 @@ def ideal_twins(sim_si, types, seed=0) -> list:
     floor = sm[sm > 0].min() if (sm > 0).any() else 1.0
     ideal_sur = np.where(sur, sm, rng.uniform(0, min(floor, sm[sur].min()) / 2, len(sm)))
     ideal_nonzero = np.where(sm > 0, sm, rng.uniform(0, floor / 2, len(sm)))
-    return [("simulator: share of suppression indices exactly 0", f"{np.mean(sm == 0):.2f}"),
-            ("ideal twin, surround cells exact and others random: Spearman",
-             f"{spearmanr(ideal_sur, sm).correlation:.3f}"),
-            ("ideal twin, nonzero indices exact and zeros random: Spearman",
-             f"{spearmanr(ideal_nonzero, sm).correlation:.3f}")]
+    return [
+        ("simulator: share of suppression indices exactly 0", f"{np.mean(sm == 0):.2f}"),
+        (
+            "ideal twin, surround cells exact and others random: Spearman",
+            f"{spearmanr(ideal_sur, sm).correlation:.3f}",
+        ),
+        (
+            "ideal twin, nonzero indices exact and zeros random: Spearman",
+            f"{spearmanr(ideal_nonzero, sm).correlation:.3f}",
+        ),
+    ]
 
 
 def suppression(curves: np.ndarray) -> np.ndarray:
@@ -262,34 +315,56 @@ def suppression(curves: np.ndarray) -> np.ndarray:
 def main():
     from scipy.stats import spearmanr
 
-    from v1twin.simulator import simulate_scans
+    from simulator import simulate_scans
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--neurons", type=int, default=250, help="per scan")
     ap.add_argument("--scans", type=int, default=2)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--contrast", type=float, default=4.0, help="of the size-tuning Gabors (standardized)")
+    ap.add_argument(
+        "--contrast", type=float, default=4.0, help="of the size-tuning Gabors (standardized)"
+    )
     ap.add_argument("--noiseless", action="store_true", help="train on the noiseless rates")
-    ap.add_argument("--variant", action="append", help="JSON merged into the cpu preset (repeatable)")
-    ap.add_argument("--seed", type=int, default=0, help="of the simulated data (and the twin's init)")
-    ap.add_argument("--init-seeds", type=int, nargs="+", help="train one twin per seed (initialisation "
-                    "and batch order) on the same data, and their ensemble")
+    ap.add_argument(
+        "--variant", action="append", help="JSON merged into the cpu preset (repeatable)"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="of the simulated data (and the twin's init)"
+    )
+    ap.add_argument(
+        "--init-seeds",
+        type=int,
+        nargs="+",
+        help="train one twin per seed (initialisation "
+        "and batch order) on the same data, and their ensemble",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("surround.png"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    sims = simulate_scans(n_scans=args.scans, n_neurons=args.neurons, n_train=args.n_train,
-                          n_validation=args.n_train // 5, n_test_images=10, n_repeats=2, seed=args.seed)
+    sims = simulate_scans(
+        n_scans=args.scans,
+        n_neurons=args.neurons,
+        n_train=args.n_train,
+        n_validation=args.n_train // 5,
+        n_test_images=10,
+        n_repeats=2,
+        seed=args.seed,
+    )
     sc, sim = sims[0], sims[0].model
     x, y = sim.rf_positions.T
     interior = np.flatnonzero((x > 18) & (x < 45) & (y > 12) & (y < 23))
     is_sur = sim.types[interior] == "simple_surround"
     truth = size_tuning(sim, sim, interior, args.contrast)
     si_sim = suppression(truth)
-    rows = [(f"simulator: suppression index, surround cells / others (n={len(interior)})",
-             f"{si_sim[is_sur].mean():.3f} / {si_sim[~is_sur].mean():.3f}")]
+    rows = [
+        (
+            f"simulator: suppression index, surround cells / others (n={len(interior)})",
+            f"{si_sim[is_sur].mean():.3f} / {si_sim[~is_sur].mean():.3f}",
+        )
+    ]
     rows += ideal_twins(si_sim, sim.types[interior])
     curves = {"simulator": truth}
     sim_battery = battery(SimSubset(sim, interior))
@@ -307,21 +382,40 @@ def main():
             tuned = size_tuning(respond, sim, interior, args.contrast)
             si = suppression(tuned)
             rho = spearmanr(si, si_sim).correlation
-            rows += [(f"[{label}] validation correlation", f"{val:.3f}"),
-                     (f"[{label}] suppression index, surround cells / others", f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}"),
-                     (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}")]
+            rows += [
+                (f"[{label}] validation correlation", f"{val:.3f}"),
+                (
+                    f"[{label}] suppression index, surround cells / others",
+                    f"{si[is_sur].mean():.3f} / {si[~is_sur].mean():.3f}",
+                ),
+                (f"[{label}] Spearman suppression index, twin vs simulator", f"{rho:.3f}"),
+            ]
             rows += suppression_by_type(si, si_sim, sim.types[interior], label)
             members.append(TwinResponseModel(twin, sc.name).subset(interior))
             owns.append(battery(members[-1]))
-            rows.append((f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
-                         "suppression / plaid", battery_spearman(owns[-1], sim_battery)))
+            rows.append(
+                (
+                    f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
+                    "suppression / plaid",
+                    battery_spearman(owns[-1], sim_battery),
+                )
+            )
             rows += [(f"[{label}] {n}", v) for n, v in surround_probe(respond, sc, interior)]
             curves[label] = tuned
         if len(members) > 1:
-            rows += [(f"[{base}] {len(members)} seeds: battery of the mean rate (ensemble), Spearman "
-                      "o / p / s / x", battery_spearman(battery(MeanRate(members)), sim_battery)),
-                     (f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p / s / x",
-                      battery_spearman(sum(o.reset_index(drop=True) for o in owns) / len(owns), sim_battery))]
+            rows += [
+                (
+                    f"[{base}] {len(members)} seeds: battery of the mean rate (ensemble), Spearman "
+                    "o / p / s / x",
+                    battery_spearman(battery(MeanRate(members)), sim_battery),
+                ),
+                (
+                    f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p / s / x",
+                    battery_spearman(
+                        sum(o.reset_index(drop=True) for o in owns) / len(owns), sim_battery
+                    ),
+                ),
+            ]
     w = max(len(r[0]) for r in rows)
     print("\n" + "=" * (w + 16))
     for name, val in rows:
@@ -332,6 +426,7 @@ def main():
 
 def plot(curves: dict, cells, interior, args):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

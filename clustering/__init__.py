@@ -5,12 +5,22 @@ from .alignment import CyclicAligner, energy_angles, pairwise_mean, select_fit
 from .confusion import cluster_confusion, elu1, greedy_blocks
 from .embedding import tsne_embedding
 from .mixture import fit_clusters, heldout_likelihood
-from .rotation import (as_barcodes, relaxed_rotate, relaxed_rotation_matrix, rotate,
-                       rotation_matrix)
+from .rotation import as_barcodes, relaxed_rotate, relaxed_rotation_matrix, rotate, rotation_matrix
 
 __all__ = [
-    "CyclicAligner", "energy_angles", "pairwise_mean", "select_fit",
-    "cluster_confusion", "elu1", "greedy_blocks", "tsne_embedding",
-    "fit_clusters", "heldout_likelihood",
-    "as_barcodes", "relaxed_rotate", "relaxed_rotation_matrix", "rotate", "rotation_matrix",
+    "CyclicAligner",
+    "energy_angles",
+    "pairwise_mean",
+    "select_fit",
+    "cluster_confusion",
+    "elu1",
+    "greedy_blocks",
+    "tsne_embedding",
+    "fit_clusters",
+    "heldout_likelihood",
+    "as_barcodes",
+    "relaxed_rotate",
+    "relaxed_rotation_matrix",
+    "rotate",
+    "rotation_matrix",
 ]

@@ -31,7 +31,9 @@ _MAX_EVAL_PAIRS = 10_000_000  # above this, Eq. 3 / Eq. 5 are evaluated on a fix
 _N_EVAL_PAIRS = 500_000
 _EPS = 1e-12  # smooths ||d|| = sqrt(||d||^2 + eps) at d = 0
 
-LOSS_DTYPE = np.dtype([("beta", "f8"), ("temperature", "f8"), ("eq3", "f8"), ("eq5", "f8"), ("n_iter", "i8")])
+LOSS_DTYPE = np.dtype(
+    [("beta", "f8"), ("temperature", "f8"), ("eq3", "f8"), ("eq5", "f8"), ("n_iter", "i8")]
+)
 
 
 def select_fit(temperatures, eq3_losses, min_temperature=5.0):
@@ -43,8 +45,12 @@ def select_fit(temperatures, eq3_losses, min_temperature=5.0):
     temperatures, eq3_losses = np.asarray(temperatures), np.asarray(eq3_losses)
     ok = temperatures > min_temperature
     if not ok.any():
-        warnings.warn(f"no fit reached T > {min_temperature} (max T = {temperatures.max():.3g}); "
-                      "choosing the smallest Eq. 3 loss overall", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"no fit reached T > {min_temperature} (max T = {temperatures.max():.3g}); "
+            "choosing the smallest Eq. 3 loss overall",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         ok = np.ones_like(ok)
     return int(np.flatnonzero(ok)[np.argmin(eq3_losses[ok])])
 
@@ -57,8 +63,10 @@ def energy_angles(barcodes):
     bar code by k orientations shifts its angle by 2*pi*k/O.
     """
     n_orient = barcodes.shape[-1]
-    energy = (barcodes ** 2).sum(1)
-    phase = torch.arange(n_orient, device=barcodes.device, dtype=barcodes.dtype) * (2 * math.pi / n_orient)
+    energy = (barcodes**2).sum(1)
+    phase = torch.arange(n_orient, device=barcodes.device, dtype=barcodes.dtype) * (
+        2 * math.pi / n_orient
+    )
     angle = torch.atan2((energy * torch.sin(phase)).sum(1), (energy * torch.cos(phase)).sum(1))
     return torch.remainder(angle, 2 * math.pi)
 
@@ -79,8 +87,13 @@ def _random_pairs(n, rounds, generator, device):
 
 def _random_rounds(n, rounds, generator, device):
     """[(permutation (n,), offset in [1, n))] * rounds, drawn from ``generator``."""
-    return [(torch.randperm(n, generator=generator).to(device), int(torch.randint(1, n, (1,), generator=generator)))
-            for _ in range(rounds)]
+    return [
+        (
+            torch.randperm(n, generator=generator).to(device),
+            int(torch.randint(1, n, (1,), generator=generator)),
+        )
+        for _ in range(rounds)
+    ]
 
 
 def sampled_pairwise_mean(a, rounds):
@@ -121,14 +134,22 @@ def _eval_pairwise_mean(a, metric, eval_pairs):
     n, k = a.shape
     if eval_pairs is not None:
         chunk = max(1, _MAX_EXACT_ELEMENTS // k)
-        total = sum(float(_norm(a.index_select(0, eval_pairs[0, s:s + chunk])
-                              - a.index_select(0, eval_pairs[1, s:s + chunk])).double().sum())
-                    for s in range(0, eval_pairs.shape[1], chunk))
+        total = sum(
+            float(
+                _norm(
+                    a.index_select(0, eval_pairs[0, s : s + chunk])
+                    - a.index_select(0, eval_pairs[1, s : s + chunk])
+                )
+                .double()
+                .sum()
+            )
+            for s in range(0, eval_pairs.shape[1], chunk)
+        )
         return total / eval_pairs.shape[1]
     rows = max(1, _MAX_EXACT_ELEMENTS // (n * k))
     total = 0.0
     for s in range(0, n, rows):
-        d = a[s:s + rows, None, :] - a[None, :, :]
+        d = a[s : s + rows, None, :] - a[None, :, :]
         total += float(_norm(d).double().sum())
     total -= n * math.sqrt(_EPS)  # the diagonal's smoothing term
     return total / 2 / (n * (n - 1) / 2)
@@ -174,9 +195,23 @@ class CyclicAligner:
     Small problems run several times faster with ``torch.set_num_threads(1)``.
     """
 
-    def __init__(self, betas=DEFAULT_BETAS, min_temperature=5.0, metric="euclidean", lr=0.01,
-                 max_iter=2000, n_lr_decays=3, patience=50, tol=1e-4, pair_sample=4,
-                 init_temperature=1.0, refine_iter=500, device=None, random_state=0, progress=True):
+    def __init__(
+        self,
+        betas=DEFAULT_BETAS,
+        min_temperature=5.0,
+        metric="euclidean",
+        lr=0.01,
+        max_iter=2000,
+        n_lr_decays=3,
+        patience=50,
+        tol=1e-4,
+        pair_sample=4,
+        init_temperature=1.0,
+        refine_iter=500,
+        device=None,
+        random_state=0,
+        progress=True,
+    ):
         self.betas = betas
         self.min_temperature = min_temperature
         self.metric = metric
@@ -199,8 +234,11 @@ class CyclicAligner:
 
     def fit(self, barcodes, orientations=None):
         """Fit angles. barcodes: (N, F, O), or (N, F*O) with ``orientations``. Returns self."""
-        x = torch.as_tensor(np.asarray(as_barcodes(barcodes, orientations)), dtype=torch.float32,
-                            device=self._device())
+        x = torch.as_tensor(
+            np.asarray(as_barcodes(barcodes, orientations)),
+            dtype=torch.float32,
+            device=self._device(),
+        )
         if x.shape[0] < 2:
             raise ValueError(f"need at least 2 bar codes, got shape {tuple(x.shape)}")
         n, k = x.shape[0], x.shape[1] * x.shape[2]
@@ -212,12 +250,15 @@ class CyclicAligner:
         alpha0 = energy_angles(x)
         rows, all_angles = [], []
         for beta in tqdm(list(self.betas), desc="beta", disable=not self.progress):
-            alpha, temperature, n_iter = self._fit_one(x, float(beta), alpha0, exact_train, generator)
+            alpha, temperature, n_iter = self._fit_one(
+                x, float(beta), alpha0, exact_train, generator
+            )
             with torch.no_grad():
                 eq3 = _eval_pairwise_mean(rotate(x, alpha).reshape(n, -1), self.metric, eval_pairs)
                 relaxed = relaxed_rotate(x, alpha, temperature).reshape(n, -1)
-                eq5 = _eval_pairwise_mean(relaxed, self.metric, eval_pairs) \
-                    + float(beta) * float(self._reconstruction(x, torch.tensor(temperature)))
+                eq5 = _eval_pairwise_mean(relaxed, self.metric, eval_pairs) + float(beta) * float(
+                    self._reconstruction(x, torch.tensor(temperature))
+                )
             rows.append((float(beta), temperature, eq3, eq5, n_iter))
             all_angles.append(alpha)
         self.losses_ = np.array(rows, dtype=LOSS_DTYPE)
@@ -227,7 +268,9 @@ class CyclicAligner:
         if self.refine_iter:
             angles = self._refine(x, angles, exact_train, generator)
         with torch.no_grad():
-            self.eq3_ = _eval_pairwise_mean(rotate(x, angles).reshape(n, -1), self.metric, eval_pairs)
+            self.eq3_ = _eval_pairwise_mean(
+                rotate(x, angles).reshape(n, -1), self.metric, eval_pairs
+            )
         self.angles_ = np.remainder(angles.cpu().numpy().astype(np.float64), 2 * math.pi)
         self.temperature_ = float(self.losses_["temperature"][best])
         self.beta_ = float(self.losses_["beta"][best])
@@ -236,7 +279,9 @@ class CyclicAligner:
     def _reconstruction(self, x, temperature):
         """Mean over neurons of ||S~_0 r - r|| (squared for ``sqeuclidean``). x: (N, F, O)."""
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        diff = (relaxed_rotate(x, zero, temperature.to(x.device, x.dtype)) - x).reshape(x.shape[0], -1)
+        diff = (relaxed_rotate(x, zero, temperature.to(x.device, x.dtype)) - x).reshape(
+            x.shape[0], -1
+        )
         sq = (diff * diff).sum(-1)
         return sq.mean() if self.metric == "sqeuclidean" else torch.sqrt(sq + _EPS).mean()
 
@@ -250,7 +295,9 @@ class CyclicAligner:
         def loss_fn():
             temperature = log_t.exp()
             rotated = relaxed_rotate(x, alpha, temperature).reshape(n, -1)
-            return pairwise_mean(rotated, self.metric, pair_fn()) + beta * self._reconstruction(x, temperature)
+            return pairwise_mean(rotated, self.metric, pair_fn()) + beta * self._reconstruction(
+                x, temperature
+            )
 
         n_iter = self._minimise([alpha, log_t], loss_fn, stochastic=not exact_train)
         return torch.remainder(alpha.detach(), 2 * math.pi), float(log_t.detach().exp()), n_iter
@@ -260,8 +307,12 @@ class CyclicAligner:
         n = x.shape[0]
         alpha = alpha0.clone().requires_grad_(True)
         pair_fn = self._pair_fn(n, exact_train, generator, x.device)
-        self._minimise([alpha], lambda: pairwise_mean(rotate(x, alpha).reshape(n, -1), self.metric, pair_fn()),
-                       stochastic=not exact_train, max_iter=self.refine_iter)
+        self._minimise(
+            [alpha],
+            lambda: pairwise_mean(rotate(x, alpha).reshape(n, -1), self.metric, pair_fn()),
+            stochastic=not exact_train,
+            max_iter=self.refine_iter,
+        )
         return torch.remainder(alpha.detach(), 2 * math.pi)
 
     def _pair_fn(self, n, exact_train, generator, device):

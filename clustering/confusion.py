@@ -34,8 +34,10 @@ def cluster_confusion(features, centres, nonlinearity=elu1):
     """
     features, centres = np.asarray(features, float), np.asarray(centres, float)
     if features.ndim != 3 or centres.ndim != 3 or features.shape[1:] != centres.shape[1:]:
-        raise ValueError(f"features (n_images, F, O) and centres (k, F, O) must agree, "
-                         f"got {features.shape} and {centres.shape}")
+        raise ValueError(
+            f"features (n_images, F, O) and centres (k, F, O) must agree, "
+            f"got {features.shape} and {centres.shape}"
+        )
     n_orient = centres.shape[-1]
     shifted = np.stack([np.roll(centres, s, axis=-1) for s in range(n_orient)], 1)  # (k, O, F, O)
     responses = nonlinearity(np.einsum("nfo,ksfo->nks", features, shifted))  # (n_images, k, O)

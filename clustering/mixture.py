@@ -17,7 +17,9 @@ def _flat(x):
 
 
 def _gmm(n_clusters, random_state, n_init):
-    return GaussianMixture(n_clusters, covariance_type="spherical", n_init=n_init, random_state=random_state)
+    return GaussianMixture(
+        n_clusters, covariance_type="spherical", n_init=n_init, random_state=random_state
+    )
 
 
 def fit_clusters(x, method="gmm", n_clusters=2, random_state=0, n_init=5):
@@ -46,5 +48,9 @@ def heldout_likelihood(x, n_clusters_list, test_fraction=0.2, random_state=0, n_
     Returns (len(n_clusters_list),) float.
     """
     train, test = train_test_split(_flat(x), test_size=test_fraction, random_state=random_state)
-    return np.array([_gmm(k, random_state, n_init).fit(train).score(test)
-                     for k in tqdm(list(n_clusters_list), desc="n_clusters")])
+    return np.array(
+        [
+            _gmm(k, random_state, n_init).fit(train).score(test)
+            for k in tqdm(list(n_clusters_list), desc="n_clusters")
+        ]
+    )

@@ -58,9 +58,12 @@ def von_mises_coefficients(alpha, temperature, orientations):
     alpha: (...) radians; temperature: scalar or broadcastable tensor, T >= 0 (dimensionless).
     Returns (..., O): softmax over d of ``T * cos(alpha - 2*pi*d/O)``.
     """
-    d = torch.arange(orientations, device=alpha.device, dtype=alpha.dtype) * (2 * math.pi / orientations)
-    logits = torch.as_tensor(temperature, dtype=alpha.dtype, device=alpha.device)[..., None] \
-        * torch.cos(alpha[..., None] - d)
+    d = torch.arange(orientations, device=alpha.device, dtype=alpha.dtype) * (
+        2 * math.pi / orientations
+    )
+    logits = torch.as_tensor(temperature, dtype=alpha.dtype, device=alpha.device)[
+        ..., None
+    ] * torch.cos(alpha[..., None] - d)
     return torch.softmax(logits, dim=-1)
 
 
@@ -99,7 +102,9 @@ def _check(barcodes, alpha):
     if barcodes.ndim != 3:
         raise ValueError(f"barcodes must have shape (N, F, O), got {tuple(barcodes.shape)}")
     if alpha.ndim not in (0, 1) or (alpha.ndim == 1 and alpha.shape[0] != barcodes.shape[0]):
-        raise ValueError(f"alpha must be a scalar or have shape ({barcodes.shape[0]},), got {tuple(alpha.shape)}")
+        raise ValueError(
+            f"alpha must be a scalar or have shape ({barcodes.shape[0]},), got {tuple(alpha.shape)}"
+        )
 
 
 def rotate(barcodes, alpha):
@@ -141,4 +146,6 @@ def as_barcodes(x, orientations=None):
         if shape[1] % orientations:
             raise ValueError(f"cannot split {shape[1]} features into {orientations} orientations")
         return x.reshape(shape[0], shape[1] // orientations, orientations)
-    raise ValueError(f"barcodes must be (N, F, O), or (N, F*O) with orientations=; got shape {shape}")
+    raise ValueError(
+        f"barcodes must be (N, F, O), or (N, F*O) with orientations=; got shape {shape}"
+    )

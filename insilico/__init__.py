@@ -6,6 +6,7 @@ Submodules: ``stimuli`` (Gabor / DoG / plaid rendering), ``model`` (the Response
 ``experiments`` (tuning curves, run_battery) and ``indices`` (F2/F0, F1/F0, suppression, contrast,
 plaid, Gabor-vs-DoG-vs-MEI, non-linearity index, greedy stimulus selection).
 """
-from .model import ResponseModel, RespondFn, RespondOwnFn, canvas_center, own_responses
+
+from .model import RespondFn, RespondOwnFn, ResponseModel, canvas_center, own_responses
 
 __all__ = ["ResponseModel", "RespondFn", "RespondOwnFn", "canvas_center", "own_responses"]

@@ -33,22 +33,37 @@ Two paths (as in :mod:`insilico.search`):
   its exact angle, and only its own response is kept (``own_responses``; the twin's
   ``respond_own``). N * offsets images per step; the per-neuron basis takes N * K_b * H * W floats.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from twin import hermite
 
-from .model import (HEIGHT, WIDTH, RespondFn, canvas_center, model_device, own_responses,
-                    preferred_orientations, rf_positions)
+from .model import (
+    HEIGHT,
+    WIDTH,
+    RespondFn,
+    canvas_center,
+    model_device,
+    own_responses,
+    preferred_orientations,
+    rf_positions,
+)
 
-__all__ = ["ClusterMEIResult", "cluster_mei", "canvas_basis", "rotation_matrices_at",
-           "rotate_coefficients", "synthesize"]
+__all__ = [
+    "ClusterMEIResult",
+    "cluster_mei",
+    "canvas_basis",
+    "rotation_matrices_at",
+    "rotate_coefficients",
+    "synthesize",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,8 +74,9 @@ def default_sigma(n_orders: int, extent: float = 12.0) -> float:
     return extent / math.sqrt(2 * (n_orders - 1) + 1) if n_orders > 1 else extent / 2
 
 
-def canvas_basis(positions, n_orders: int, sigma: float, height: int = HEIGHT,
-                 width: int = WIDTH) -> torch.Tensor:
+def canvas_basis(
+    positions, n_orders: int, sigma: float, height: int = HEIGHT, width: int = WIDTH
+) -> torch.Tensor:
     """Hermite functions centred at each (x, y) of ``positions`` (P, 2) on the canvas:
     (P, K_b, H, W) float32. Coordinates as :mod:`twin.hermite` (x rightwards, y upwards)."""
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
@@ -78,7 +94,8 @@ def _samples(n_orders: int) -> torch.Tensor:
     if n_orders not in _SAMPLES:
         j = 2 * n_orders - 1
         _SAMPLES[n_orders] = torch.as_tensor(
-            hermite.rotation_matrices(j, n_orders), dtype=torch.float64)  # (J, K, K)
+            hermite.rotation_matrices(j, n_orders), dtype=torch.float64
+        )  # (J, K, K)
     return _SAMPLES[n_orders]
 
 
@@ -94,8 +111,11 @@ def rotation_matrices_at(angles, n_orders: int) -> torch.Tensor:
     s = torch.sin(u / 2)
     small = s.abs() < 1e-9
     # J odd: the Dirichlet kernel's limit at u = 0 mod 2 pi is J
-    d = torch.where(small, torch.full_like(u, float(j)),
-                    torch.sin(j * u / 2) / torch.where(small, torch.ones_like(s), s))
+    d = torch.where(
+        small,
+        torch.full_like(u, float(j)),
+        torch.sin(j * u / 2) / torch.where(small, torch.ones_like(s), s),
+    )
     return torch.einsum("...j,jkl->...kl", d / j, m).float()
 
 
@@ -144,8 +164,9 @@ class ClusterMEIResult:
         """Each neuron's stimulus (N, 1, H, W): its cluster MEI at its exact angle
         theta_i + phi_i, at its RF (e.g. for ``experiments.stimulus_comparison``)."""
         inv = np.searchsorted(self.labels, self.neuron_labels)
-        beta = rotate_coefficients(self.coefficients.cpu()[inv],
-                                   self.orientations + self.neuron_offsets, self.n_orders)
+        beta = rotate_coefficients(
+            self.coefficients.cpu()[inv], self.orientations + self.neuron_offsets, self.n_orders
+        )
         basis = canvas_basis(self.positions, self.n_orders, self.sigma, height, width)
         return synthesize(beta, basis)
 
@@ -157,12 +178,28 @@ def _chunks(n, size):
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def cluster_mei(model, clusters, *, positions=None, orientations=None,
-                respond: Optional[RespondFn] = None, center=None, n_orders: int = 9,
-                sigma: Optional[float] = None, norm: float = 10.0, steps: int = 100,
-                lr: float = 0.1, orientation_offsets: Sequence[float] = (0.0, math.pi),
-                n_angles: Optional[int] = 24, seed: int = 0, init=None, chunk_size: int = 256,
-                height: int = HEIGHT, width: int = WIDTH, device=None) -> ClusterMEIResult:
+def cluster_mei(
+    model,
+    clusters,
+    *,
+    positions=None,
+    orientations=None,
+    respond: RespondFn | None = None,
+    center=None,
+    n_orders: int = 9,
+    sigma: float | None = None,
+    norm: float = 10.0,
+    steps: int = 100,
+    lr: float = 0.1,
+    orientation_offsets: Sequence[float] = (0.0, math.pi),
+    n_angles: int | None = 24,
+    seed: int = 0,
+    init=None,
+    chunk_size: int = 256,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> ClusterMEIResult:
     """Cluster MEIs (DT Eq. 4-8); see the module docstring.
 
     model: ResponseModel (for the direct path, the device and default RFs / orientations);
@@ -181,7 +218,9 @@ def cluster_mei(model, clusters, *, positions=None, orientations=None,
     theta = preferred_orientations(model, orientations, n)
     labels = np.asarray(clusters)
     if labels.shape != (n,):
-        raise ValueError(f"clusters must have shape ({n},) (one label per neuron); got {labels.shape}")
+        raise ValueError(
+            f"clusters must have shape ({n},) (one label per neuron); got {labels.shape}"
+        )
     uniq, inv = np.unique(labels, return_inverse=True)
     kc = len(uniq)
     device = torch.device(device) if device is not None else model_device(model)
@@ -278,8 +317,9 @@ def cluster_mei(model, clusters, *, positions=None, orientations=None,
         def objective(b, need_grad):
             with torch.no_grad():
                 if n_off > 1:
-                    val = torch.stack([run(b, torch.full((n,), j, device=device), False)
-                                       for j in range(n_off)])  # (n_off, N)
+                    val = torch.stack(
+                        [run(b, torch.full((n,), j, device=device), False) for j in range(n_off)]
+                    )  # (n_off, N)
                     best = val.argmax(0)
                 else:
                     best = torch.zeros(n, dtype=torch.long, device=device)
@@ -295,7 +335,7 @@ def cluster_mei(model, clusters, *, positions=None, orientations=None,
     for t in range(steps):
         b = beta.detach().requires_grad_(True)
         total, _ = objective(b, True)
-        g, = torch.autograd.grad(total, b)
+        (g,) = torch.autograd.grad(total, b)
         history[t] = float(total.detach()) / kc
         with torch.no_grad():
             gx = torch.einsum("ck,kl,cl->c", g, ginv, g).clamp_min(0).sqrt()
@@ -309,7 +349,18 @@ def cluster_mei(model, clusters, *, positions=None, orientations=None,
     best = best.cpu().numpy()
     cl_resp = np.bincount(inv, weights=final) / np.bincount(inv)
     images = synthesize(beta, centre_basis).cpu()
-    return ClusterMEIResult(labels=uniq, coefficients=beta.cpu(), images=images,
-                            cluster_responses=cl_resp, neuron_labels=labels, neuron_responses=final,
-                            neuron_offsets=offsets[best], orientations=theta, positions=pos,
-                            history=history, n_orders=n_orders, sigma=sigma, center=center)
+    return ClusterMEIResult(
+        labels=uniq,
+        coefficients=beta.cpu(),
+        images=images,
+        cluster_responses=cl_resp,
+        neuron_labels=labels,
+        neuron_responses=final,
+        neuron_offsets=offsets[best],
+        orientations=theta,
+        positions=pos,
+        history=history,
+        n_orders=n_orders,
+        sigma=sigma,
+        center=center,
+    )

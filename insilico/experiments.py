@@ -13,10 +13,11 @@ plugged in instead, see :mod:`insilico.search`. Results are xarray DataArrays wi
 
 ``run_battery`` runs them all and returns (xr.Dataset of curves, pandas DataFrame of indices).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,15 @@ import xarray as xr
 
 from . import indices
 from .model import HEIGHT, WIDTH, RespondFn, model_device, own_responses
-from .search import DOG_KEYS, GABOR_KEYS, _progress, pair_responses, params_of, render_dog, \
-    render_gabor
+from .search import (
+    DOG_KEYS,
+    GABOR_KEYS,
+    _progress,
+    pair_responses,
+    params_of,
+    render_dog,
+    render_gabor,
+)
 
 
 def _axis(values, n_default, period):
@@ -41,16 +49,25 @@ def _curve(resp: torch.Tensor, shape, dims, coords, n, attrs=None) -> xr.DataArr
     """(J, N) responses, J = prod(shape) in C order of dims -> DataArray (neuron, *dims)."""
     a = resp.numpy().astype(np.float64).reshape(*shape, n)
     a = np.moveaxis(a, -1, 0)
-    da = xr.DataArray(a, dims=("neuron",) + tuple(dims),
-                      coords={"neuron": np.arange(n), **coords})
+    da = xr.DataArray(a, dims=("neuron",) + tuple(dims), coords={"neuron": np.arange(n), **coords})
     da.attrs.update(attrs or {})
     return da
 
 
-def orientation_tuning(model, gabor_params, orientations=16, *, relative: bool = False,
-                       respond: Optional[RespondFn] = None, center=None, anchors=None,
-                       chunk_size: int = 2048, progress: bool = False,
-                       height: int = HEIGHT, width: int = WIDTH) -> xr.DataArray:
+def orientation_tuning(
+    model,
+    gabor_params,
+    orientations=16,
+    *,
+    relative: bool = False,
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.DataArray:
     """Orientation tuning: each neuron's optimal Gabor at every orientation -> (neuron, orientation).
 
     orientations: an int (that many evenly over [0, pi)) or values in radians. ``relative=True``:
@@ -59,30 +76,72 @@ def orientation_tuning(model, gabor_params, orientations=16, *, relative: bool =
     """
     o = _axis(orientations, 16, math.pi)
     p = params_of(gabor_params, GABOR_KEYS)
-    resp = pair_responses(model, "gabor", p, {"orientation": o},
-                          relative=("orientation",) if relative else (), respond=respond,
-                          center=center, anchors=anchors, chunk_size=chunk_size, progress=progress,
-                          height=height, width=width)
-    return _curve(resp, (len(o),), ("orientation",), {"orientation": o}, len(p["x"]),
-                  {"relative": int(relative), "units": "radians"})
+    resp = pair_responses(
+        model,
+        "gabor",
+        p,
+        {"orientation": o},
+        relative=("orientation",) if relative else (),
+        respond=respond,
+        center=center,
+        anchors=anchors,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
+    return _curve(
+        resp,
+        (len(o),),
+        ("orientation",),
+        {"orientation": o},
+        len(p["x"]),
+        {"relative": int(relative), "units": "radians"},
+    )
 
 
-def phase_tuning(model, gabor_params, phases=16, *, relative: bool = False,
-                 respond: Optional[RespondFn] = None, center=None, anchors=None,
-                 chunk_size: int = 2048, progress: bool = False,
-                 height: int = HEIGHT, width: int = WIDTH) -> xr.DataArray:
+def phase_tuning(
+    model,
+    gabor_params,
+    phases=16,
+    *,
+    relative: bool = False,
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.DataArray:
     """Phase tuning: each neuron's optimal Gabor at every phase -> (neuron, phase).
 
     phases: an int (evenly over [0, 2 pi)) or values in radians; ``relative`` as for orientation.
     """
     ph = _axis(phases, 16, 2 * math.pi)
     p = params_of(gabor_params, GABOR_KEYS)
-    resp = pair_responses(model, "gabor", p, {"phase": ph},
-                          relative=("phase",) if relative else (), respond=respond, center=center,
-                          anchors=anchors, chunk_size=chunk_size, progress=progress,
-                          height=height, width=width)
-    return _curve(resp, (len(ph),), ("phase",), {"phase": ph}, len(p["x"]),
-                  {"relative": int(relative), "units": "radians"})
+    resp = pair_responses(
+        model,
+        "gabor",
+        p,
+        {"phase": ph},
+        relative=("phase",) if relative else (),
+        respond=respond,
+        center=center,
+        anchors=anchors,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
+    return _curve(
+        resp,
+        (len(ph),),
+        ("phase",),
+        {"phase": ph},
+        len(p["x"]),
+        {"relative": int(relative), "units": "radians"},
+    )
 
 
 DEFAULT_SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
@@ -92,11 +151,20 @@ DEFAULT_SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 DEFAULT_CONTRASTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-def size_contrast_tuning(model, gabor_params, sizes: Sequence[float] = DEFAULT_SIZES,
-                         contrasts: Sequence[float] = DEFAULT_CONTRASTS, *,
-                         respond: Optional[RespondFn] = None, center=None, anchors=None,
-                         chunk_size: int = 2048, progress: bool = False,
-                         height: int = HEIGHT, width: int = WIDTH) -> xr.DataArray:
+def size_contrast_tuning(
+    model,
+    gabor_params,
+    sizes: Sequence[float] = DEFAULT_SIZES,
+    contrasts: Sequence[float] = DEFAULT_CONTRASTS,
+    *,
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.DataArray:
     """Size x contrast tuning of each neuron's optimal Gabor -> (neuron, contrast, size).
 
     sizes: the paper's sigma (pixels, envelope s.d. = size / 2); contrasts: a (standardized
@@ -106,40 +174,82 @@ def size_contrast_tuning(model, gabor_params, sizes: Sequence[float] = DEFAULT_S
     c = np.asarray(contrasts, dtype=np.float64)
     cc, ss = np.meshgrid(c, s, indexing="ij")
     p = params_of(gabor_params, GABOR_KEYS)
-    resp = pair_responses(model, "gabor", p, {"contrast": cc.ravel(), "size": ss.ravel()},
-                          respond=respond, center=center, anchors=anchors, chunk_size=chunk_size,
-                          progress=progress, height=height, width=width)
-    return _curve(resp, (len(c), len(s)), ("contrast", "size"), {"contrast": c, "size": s},
-                  len(p["x"]))
+    resp = pair_responses(
+        model,
+        "gabor",
+        p,
+        {"contrast": cc.ravel(), "size": ss.ravel()},
+        respond=respond,
+        center=center,
+        anchors=anchors,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
+    return _curve(
+        resp, (len(c), len(s)), ("contrast", "size"), {"contrast": c, "size": s}, len(p["x"])
+    )
 
 
 DEFAULT_PLAID_CONTRASTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
-def plaid_tuning(model, gabor_params,
-                 optimal_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
-                 orthogonal_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS, *,
-                 respond: Optional[RespondFn] = None, center=None, anchors=None,
-                 chunk_size: int = 2048, progress: bool = False,
-                 height: int = HEIGHT, width: int = WIDTH) -> xr.DataArray:
+def plaid_tuning(
+    model,
+    gabor_params,
+    optimal_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
+    orthogonal_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
+    *,
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.DataArray:
     """Plaids: optimal Gabor + orthogonal Gabor (same position, size, sf, phase), both contrasts
     varied -> (neuron, optimal_contrast, orthogonal_contrast). Contrasts absolute (a of Eq. 1)."""
     pc = np.asarray(optimal_contrasts, dtype=np.float64)
     oc = np.asarray(orthogonal_contrasts, dtype=np.float64)
     a, b = np.meshgrid(pc, oc, indexing="ij")
     p = params_of(gabor_params, GABOR_KEYS)
-    resp = pair_responses(model, "plaid", p, {"contrast": a.ravel(), "orthogonal_contrast": b.ravel()},
-                          respond=respond, center=center, anchors=anchors, chunk_size=chunk_size,
-                          progress=progress, height=height, width=width)
-    return _curve(resp, (len(pc), len(oc)), ("optimal_contrast", "orthogonal_contrast"),
-                  {"optimal_contrast": pc, "orthogonal_contrast": oc}, len(p["x"]))
+    resp = pair_responses(
+        model,
+        "plaid",
+        p,
+        {"contrast": a.ravel(), "orthogonal_contrast": b.ravel()},
+        respond=respond,
+        center=center,
+        anchors=anchors,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
+    return _curve(
+        resp,
+        (len(pc), len(oc)),
+        ("optimal_contrast", "orthogonal_contrast"),
+        {"optimal_contrast": pc, "orthogonal_contrast": oc},
+        len(p["x"]),
+    )
 
 
 @torch.no_grad()
-def stimulus_comparison(model, gabor_params, dog_params=None, meis=None,
-                        energies: Sequence[float] = (4.0, 8.0, 16.0), *, chunk_size: int = 2048,
-                        progress: bool = False, height: int = HEIGHT,
-                        width: int = WIDTH) -> xr.DataArray:
+def stimulus_comparison(
+    model,
+    gabor_params,
+    dog_params=None,
+    meis=None,
+    energies: Sequence[float] = (4.0, 8.0, 16.0),
+    *,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.DataArray:
     """Optimal Gabor vs DoG vs MEI at matched energy (DT Eq. 15-17) -> (neuron, stimulus, energy).
 
     Each neuron's stimulus of each kind is rescaled to L2 norm = energy (over the whole canvas,
@@ -150,28 +260,51 @@ def stimulus_comparison(model, gabor_params, dog_params=None, meis=None,
     device = model_device(model)
     gp = params_of(gabor_params, GABOR_KEYS)
     n = len(gp["x"])
-    kinds, imgs = ["gabor"], [render_gabor(height=height, width=width,
-                                           **{k: torch.as_tensor(v, dtype=torch.float32, device=device)
-                                              for k, v in gp.items()})]
+    kinds, imgs = (
+        ["gabor"],
+        [
+            render_gabor(
+                height=height,
+                width=width,
+                **{
+                    k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in gp.items()
+                },
+            )
+        ],
+    )
     if dog_params is not None:
         dp = params_of(dog_params, DOG_KEYS)
         kinds.append("dog")
-        imgs.append(render_dog(height=height, width=width,
-                               **{k: torch.as_tensor(v, dtype=torch.float32, device=device)
-                                  for k, v in dp.items()}))
+        imgs.append(
+            render_dog(
+                height=height,
+                width=width,
+                **{
+                    k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in dp.items()
+                },
+            )
+        )
     if meis is not None:
         m = torch.as_tensor(meis, dtype=torch.float32).to(device)
         if tuple(m.shape) != (n, 1, height, width):
-            raise ValueError(f"meis must have shape ({n}, 1, {height}, {width}); got {tuple(m.shape)}")
+            raise ValueError(
+                f"meis must have shape ({n}, 1, {height}, {width}); got {tuple(m.shape)}"
+            )
         kinds.append("mei")
         imgs.append(m)
     stim = torch.stack(imgs, 0)  # (K, N, 1, H, W)
     norm = stim.flatten(2).norm(dim=-1).clamp_min(1e-12)[..., None, None, None]
     unit = stim / norm
     e = torch.as_tensor(np.asarray(energies, dtype=np.float32), device=device)
-    kk, ee, nn = [t.reshape(-1) for t in torch.meshgrid(
-        torch.arange(len(kinds), device=device), torch.arange(len(e), device=device),
-        torch.arange(n, device=device), indexing="ij")]
+    kk, ee, nn = [
+        t.reshape(-1)
+        for t in torch.meshgrid(
+            torch.arange(len(kinds), device=device),
+            torch.arange(len(e), device=device),
+            torch.arange(n, device=device),
+            indexing="ij",
+        )
+    ]
     out = torch.empty(len(nn), dtype=torch.float32)
     starts = range(0, len(nn), chunk_size)
     for s in _progress(starts, len(starts), progress, "matched energy"):
@@ -179,18 +312,27 @@ def stimulus_comparison(model, gabor_params, dog_params=None, meis=None,
         images = unit[kk[sl], nn[sl]] * e[ee[sl]][:, None, None, None]
         out[sl] = own_responses(model, images, nn[sl]).float().cpu()
     a = out.numpy().astype(np.float64).reshape(len(kinds), len(e), n).transpose(2, 0, 1)
-    return xr.DataArray(a, dims=("neuron", "stimulus", "energy"),
-                        coords={"neuron": np.arange(n), "stimulus": kinds,
-                                "energy": np.asarray(energies, dtype=np.float64)})
+    return xr.DataArray(
+        a,
+        dims=("neuron", "stimulus", "energy"),
+        coords={
+            "neuron": np.arange(n),
+            "stimulus": kinds,
+            "energy": np.asarray(energies, dtype=np.float64),
+        },
+    )
 
 
-def battery_indices(curves: xr.Dataset, cnn_corr=None, glm_corr=None,
-                    plaid_over: str = "orthogonal") -> pd.DataFrame:
+def battery_indices(
+    curves: xr.Dataset, cnn_corr=None, glm_corr=None, plaid_over: str = "orthogonal"
+) -> pd.DataFrame:
     """All tuning indices per neuron from the curves of :func:`run_battery` -> DataFrame."""
     n = curves.sizes["neuron"]
     df = pd.DataFrame(index=pd.Index(np.asarray(curves["neuron"].values), name="neuron"))
     if "orientation_tuning" in curves:
-        df["orientation_index"] = np.asarray(indices.orientation_index(curves["orientation_tuning"]))
+        df["orientation_index"] = np.asarray(
+            indices.orientation_index(curves["orientation_tuning"])
+        )
     if "phase_tuning" in curves:
         df["phase_index"] = np.asarray(indices.phase_index(curves["phase_tuning"]))
     if "size_contrast" in curves:
@@ -204,22 +346,38 @@ def battery_indices(curves: xr.Dataset, cnn_corr=None, glm_corr=None,
         kinds = list(c["stimulus"].values)
         for a, b in (("gabor", "dog"), ("gabor", "mei"), ("dog", "mei")):
             if a in kinds and b in kinds:
-                df[f"{a}_vs_{b}"] = np.asarray(indices.stimulus_ratio(c.sel(stimulus=a),
-                                                                      c.sel(stimulus=b)))
+                df[f"{a}_vs_{b}"] = np.asarray(
+                    indices.stimulus_ratio(c.sel(stimulus=a), c.sel(stimulus=b))
+                )
     if cnn_corr is not None and glm_corr is not None:
-        df["nonlinearity_index"] = np.asarray(indices.nonlinearity_index(cnn_corr, glm_corr),
-                                              dtype=np.float64).reshape(n)
+        df["nonlinearity_index"] = np.asarray(
+            indices.nonlinearity_index(cnn_corr, glm_corr), dtype=np.float64
+        ).reshape(n)
     return df
 
 
-def run_battery(model, gabor_params, dog_params=None, meis=None, *, orientations=16, phases=16,
-                sizes: Sequence[float] = DEFAULT_SIZES,
-                contrasts: Sequence[float] = DEFAULT_CONTRASTS,
-                plaid_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
-                energies: Sequence[float] = (4.0, 8.0, 16.0), cnn_corr=None, glm_corr=None,
-                respond: Optional[RespondFn] = None, center=None, anchors=None,
-                chunk_size: int = 2048, progress: bool = False, height: int = HEIGHT,
-                width: int = WIDTH) -> tuple[xr.Dataset, pd.DataFrame]:
+def run_battery(
+    model,
+    gabor_params,
+    dog_params=None,
+    meis=None,
+    *,
+    orientations=16,
+    phases=16,
+    sizes: Sequence[float] = DEFAULT_SIZES,
+    contrasts: Sequence[float] = DEFAULT_CONTRASTS,
+    plaid_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
+    energies: Sequence[float] = (4.0, 8.0, 16.0),
+    cnn_corr=None,
+    glm_corr=None,
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> tuple[xr.Dataset, pd.DataFrame]:
     """All experiments for every neuron -> (curves, indices).
 
     curves: xr.Dataset with ``orientation_tuning`` (neuron, orientation), ``phase_tuning``
@@ -230,8 +388,15 @@ def run_battery(model, gabor_params, dog_params=None, meis=None, *, orientations
     (F1/F0), suppression_index, contrast_index, plaid_index, gabor_vs_dog, gabor_vs_mei,
     dog_vs_mei, nonlinearity_index (those that can be computed).
     """
-    kw = dict(respond=respond, center=center, anchors=anchors, chunk_size=chunk_size,
-              progress=progress, height=height, width=width)
+    kw = dict(
+        respond=respond,
+        center=center,
+        anchors=anchors,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
     curves = {
         "orientation_tuning": orientation_tuning(model, gabor_params, orientations, **kw),
         "phase_tuning": phase_tuning(model, gabor_params, phases, **kw),
@@ -239,8 +404,16 @@ def run_battery(model, gabor_params, dog_params=None, meis=None, *, orientations
         "plaid": plaid_tuning(model, gabor_params, plaid_contrasts, plaid_contrasts, **kw),
     }
     if dog_params is not None or meis is not None:
-        curves["comparison"] = stimulus_comparison(model, gabor_params, dog_params, meis, energies,
-                                                   chunk_size=chunk_size, progress=progress,
-                                                   height=height, width=width)
+        curves["comparison"] = stimulus_comparison(
+            model,
+            gabor_params,
+            dog_params,
+            meis,
+            energies,
+            chunk_size=chunk_size,
+            progress=progress,
+            height=height,
+            width=width,
+        )
     ds = xr.Dataset(curves)
     return ds, battery_indices(ds, cnn_corr, glm_corr)

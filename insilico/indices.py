@@ -5,9 +5,8 @@ dims (the dim names are given in each docstring and used instead of ``axis``) or
 explicit axes. Results are numpy arrays (one value per neuron), or DataArrays over the remaining
 dims when a DataArray came in.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 
@@ -31,7 +30,7 @@ def _sorted_values(g, dim):
 # ---------------------------------------------------------------------------------------------
 # DT Eq. 11
 # ---------------------------------------------------------------------------------------------
-def fourier_ratio(responses, values=None, k: int = 1, axis: int = -1, dim: Optional[str] = None):
+def fourier_ratio(responses, values=None, k: int = 1, axis: int = -1, dim: str | None = None):
     """F_k / F_0 = |sum_j r_j exp(i k s_j)| / sum_j r_j   (DT Eq. 11), along one axis.
 
     responses: (..., M) tuning curves (non-negative); a DataArray uses ``dim`` and its coordinate
@@ -51,8 +50,11 @@ def fourier_ratio(responses, values=None, k: int = 1, axis: int = -1, dim: Optio
             values = responses[dim].values
         r = responses.transpose(..., dim)
         out = fourier_ratio(r.values, values, k=k, axis=-1)
-        return xr.DataArray(out, dims=r.dims[:-1], coords={c: r.coords[c] for c in r.coords
-                                                          if dim not in r.coords[c].dims})
+        return xr.DataArray(
+            out,
+            dims=r.dims[:-1],
+            coords={c: r.coords[c] for c in r.coords if dim not in r.coords[c].dims},
+        )
     r = np.moveaxis(np.asarray(responses, dtype=np.float64), axis, -1)
     if values is None:
         raise ValueError("fourier_ratio needs values (the stimulus parameter, radians)")
@@ -87,8 +89,11 @@ def _two_axis(g, dims, axes):
     if _is_da(g):
         g = _sorted_values(_sorted_values(g, dims[0]), dims[1])
         g = g.transpose(..., dims[0], dims[1])
-        keep = {c: g.coords[c] for c in g.coords
-                if dims[0] not in g.coords[c].dims and dims[1] not in g.coords[c].dims}
+        keep = {
+            c: g.coords[c]
+            for c in g.coords
+            if dims[0] not in g.coords[c].dims and dims[1] not in g.coords[c].dims
+        }
         return g.values.astype(np.float64), (g.dims[:-2], keep)
     a = np.asarray(g, dtype=np.float64)
     return np.moveaxis(a, list(axes), [-2, -1]), None
@@ -198,7 +203,9 @@ def greedy_stimulus_set(responses, optimal, fraction: float = 0.5, n_select: int
     r = np.asarray(responses, dtype=np.float64)
     opt = np.asarray(optimal, dtype=np.float64)
     if r.ndim != 2 or opt.shape != (r.shape[1],):
-        raise ValueError(f"responses must be (n_stimuli, N) and optimal (N,); got {r.shape}, {opt.shape}")
+        raise ValueError(
+            f"responses must be (n_stimuli, N) and optimal (N,); got {r.shape}, {opt.shape}"
+        )
     hits = r >= fraction * opt[None, :]
     covered = np.zeros(r.shape[1], dtype=bool)
     available = np.ones(r.shape[0], dtype=bool)

@@ -12,11 +12,12 @@ from a generator that does not depend on the batch, so batched and one-at-a-time
 Images whose gradient vanishes for 3 steps in a row (a rectified neuron that is silent for its
 current image) are re-drawn from noise, during the first half of the steps.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -61,11 +62,23 @@ def project(images: torch.Tensor, norm: float, constraint: str = "sphere") -> to
     raise ValueError(f"constraint must be 'sphere' or 'ball'; got {constraint!r}")
 
 
-def mei(model=None, neurons: Optional[Sequence[int]] = None, *,
-        respond_own: Optional[RespondOwnFn] = None, norm: float = 10.0,
-        constraint: str = "sphere", steps: int = 200, lr: float = 0.1,
-        smooth_sigma: Optional[float] = None, jitter: int = 0, init: Optional[torch.Tensor] = None,
-        seed: int = 0, height: int = HEIGHT, width: int = WIDTH, device=None) -> MEIResult:
+def mei(
+    model=None,
+    neurons: Sequence[int] | None = None,
+    *,
+    respond_own: RespondOwnFn | None = None,
+    norm: float = 10.0,
+    constraint: str = "sphere",
+    steps: int = 200,
+    lr: float = 0.1,
+    smooth_sigma: float | None = None,
+    jitter: int = 0,
+    init: torch.Tensor | None = None,
+    seed: int = 0,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> MEIResult:
     """MEIs of many neurons at once: one image per neuron, one batch.
 
     model: ResponseModel (``model(x (K,1,H,W)) -> (K, N_all)``); image k is scored by neuron
@@ -97,7 +110,9 @@ def mei(model=None, neurons: Optional[Sequence[int]] = None, *,
             return own_responses(model, x, idx)
     else:
         if init is None and neurons is None:
-            raise ValueError("mei with respond_own needs init= or neurons= (to know how many images)")
+            raise ValueError(
+                "mei with respond_own needs init= or neurons= (to know how many images)"
+            )
         device = device or (init.device if init is not None else torch.device("cpu"))
     k = len(init) if init is not None else len(neurons)
     gen = torch.Generator().manual_seed(seed)
@@ -120,7 +135,7 @@ def mei(model=None, neurons: Optional[Sequence[int]] = None, *,
         else:
             xin = x
         r = respond_own(xin)
-        g, = torch.autograd.grad(r.sum(), x)
+        (g,) = torch.autograd.grad(r.sum(), x)
         history[t] = float(r.detach().mean())
         with torch.no_grad():
             if smooth_sigma:

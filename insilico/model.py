@@ -14,9 +14,11 @@ Stimuli are in standardized units (0 = mean gray). Canvas H = 36 x W = 64.
 Helpers here keep the rest of ``insilico`` free of model specifics: ``own_responses`` evaluates
 images that each belong to one neuron and keeps only that neuron's output (the "diagonal").
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ class ResponseModel(Protocol):
     """Anything with ``__call__(images (B,1,H,W)) -> (B,N)`` and the two RF attributes."""
 
     rf_positions: np.ndarray  # (N, 2) x = column, y = row, pixels
-    preferred_orientations: Optional[np.ndarray]  # (N,) radians, or None
+    preferred_orientations: np.ndarray | None  # (N,) radians, or None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B,1,H,W) -> (B,N)
         ...
@@ -73,13 +75,16 @@ def rf_positions(model, positions=None) -> np.ndarray:
     return pos
 
 
-def preferred_orientations(model, orientations=None, n: Optional[int] = None) -> np.ndarray:
+def preferred_orientations(model, orientations=None, n: int | None = None) -> np.ndarray:
     """``orientations`` if given, else ``model.preferred_orientations`` (N,); clear error otherwise."""
-    ori = orientations if orientations is not None else getattr(model, "preferred_orientations", None)
+    ori = (
+        orientations if orientations is not None else getattr(model, "preferred_orientations", None)
+    )
     if ori is None:
         raise ValueError(
             "no preferred orientations: pass orientations=(N,) (e.g. the per-neuron optimal Gabor "
-            "orientations) or give the model preferred_orientations")
+            "orientations) or give the model preferred_orientations"
+        )
     ori = np.asarray(ori, dtype=np.float64)
     if ori.ndim != 1 or (n is not None and ori.shape[0] != n):
         raise ValueError(f"preferred orientations must have shape ({n},); got {ori.shape}")
@@ -98,5 +103,7 @@ def own_responses(model, images: torch.Tensor, neuron_index) -> torch.Tensor:
         return fn(images, idx)
     out = model(images)
     if out.ndim != 2 or out.shape[0] != images.shape[0]:
-        raise ValueError(f"model must return (B, N); got {tuple(out.shape)} for B={images.shape[0]}")
+        raise ValueError(
+            f"model must return (B, N); got {tuple(out.shape)} for B={images.shape[0]}"
+        )
     return out.gather(1, idx.to(out.device)[:, None])[:, 0]

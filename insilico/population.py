@@ -29,16 +29,33 @@ import pandas as pd
 from scipy import stats
 
 __all__ = [
-    "INDICES", "CODE_PROPERTIES", "GATE", "ALPHA",
-    "cluster_ks", "ks_summary", "control_ks", "cluster_means", "index_correlations",
-    "population_thresholds", "combinatorial_code", "code_combinations", "combination_label",
+    "INDICES",
+    "CODE_PROPERTIES",
+    "GATE",
+    "ALPHA",
+    "cluster_ks",
+    "ks_summary",
+    "control_ks",
+    "cluster_means",
+    "index_correlations",
+    "population_thresholds",
+    "combinatorial_code",
+    "code_combinations",
+    "combination_label",
     "cluster_table",
 ]
 
 #: Tuning indices, as named in the insilico tables' columns.
 INDICES: tuple[str, ...] = (
-    "orientation_index", "phase_index", "suppression_index", "contrast_index", "plaid_index",
-    "gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei", "nonlinearity_index",
+    "orientation_index",
+    "phase_index",
+    "suppression_index",
+    "contrast_index",
+    "plaid_index",
+    "gabor_vs_dog",
+    "gabor_vs_mei",
+    "dog_vs_mei",
+    "nonlinearity_index",
 )
 #: The three non-linear properties of the combinatorial code (DT Fig. 4C), in bit order.
 CODE_PROPERTIES: tuple[str, ...] = ("phase_index", "suppression_index", "plaid_index")
@@ -57,7 +74,9 @@ def _finite(values) -> np.ndarray:
 
 
 def _check(neurons: pd.DataFrame, columns, cluster: str | None = "cluster") -> None:
-    missing = [c for c in ([cluster] if cluster else []) + list(columns) if c not in neurons.columns]
+    missing = [
+        c for c in ([cluster] if cluster else []) + list(columns) if c not in neurons.columns
+    ]
     if missing:
         raise KeyError(f"neurons DataFrame lacks columns {missing}; it has {list(neurons.columns)}")
 
@@ -70,8 +89,9 @@ def _present(neurons: pd.DataFrame, indices) -> list[str]:
     return list(indices)
 
 
-def cluster_ks(neurons: pd.DataFrame, indices=None, cluster: str = "cluster",
-               alpha: float = ALPHA) -> pd.DataFrame:
+def cluster_ks(
+    neurons: pd.DataFrame, indices=None, cluster: str = "cluster", alpha: float = ALPHA
+) -> pd.DataFrame:
     """Two-sided KS test of each cluster's index values against the population, per index.
 
     Returns one row per (cluster, index): ``cluster, index_name, n_neurons, statistic, p_value,
@@ -90,30 +110,52 @@ def cluster_ks(neurons: pd.DataFrame, indices=None, cluster: str = "cluster",
                 statistic, p = float(res.statistic), float(res.pvalue)
             else:
                 statistic, p = np.nan, np.nan
-            rows.append(dict(cluster=int(c), index_name=index, n_neurons=len(values), statistic=statistic,
-                             p_value=p, significant=bool(np.isfinite(p) and p < alpha)))
+            rows.append(
+                dict(
+                    cluster=int(c),
+                    index_name=index,
+                    n_neurons=len(values),
+                    statistic=statistic,
+                    p_value=p,
+                    significant=bool(np.isfinite(p) and p < alpha),
+                )
+            )
     columns = ["cluster", "index_name", "n_neurons", "statistic", "p_value", "significant"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["cluster", "index_name"], ignore_index=True)
+    return pd.DataFrame(rows, columns=columns).sort_values(
+        ["cluster", "index_name"], ignore_index=True
+    )
 
 
 def ks_summary(ks: pd.DataFrame) -> dict:
     """Counts from a :func:`cluster_ks` table: clusters, tests, significant tests, clusters
     significant on at least one index (``n_any``) and on all of them (``n_all``)."""
     per_cluster = ks.groupby("cluster")["significant"]
-    return dict(n_clusters=int(per_cluster.ngroups), n_tests=int(len(ks)),
-                n_significant=int(ks["significant"].sum()),
-                n_any=int(per_cluster.any().sum()), n_all=int(per_cluster.all().sum()))
+    return dict(
+        n_clusters=int(per_cluster.ngroups),
+        n_tests=int(len(ks)),
+        n_significant=int(ks["significant"].sum()),
+        n_any=int(per_cluster.any().sum()),
+        n_all=int(per_cluster.all().sum()),
+    )
 
 
-def control_ks(neurons: pd.DataFrame, indices=None, cluster: str = "cluster", alpha: float = ALPHA,
-               n_repeats: int = 10, seed: int = 0) -> pd.DataFrame:
+def control_ks(
+    neurons: pd.DataFrame,
+    indices=None,
+    cluster: str = "cluster",
+    alpha: float = ALPHA,
+    n_repeats: int = 10,
+    seed: int = 0,
+) -> pd.DataFrame:
     """:func:`ks_summary` counts for random cluster assignments: the labels permuted across
     neurons (so cluster sizes are kept), ``n_repeats`` times. One row per repeat."""
     rng = np.random.default_rng(seed)
     rows = []
     for repeat in range(n_repeats):
         shuffled = neurons.assign(**{cluster: rng.permutation(neurons[cluster].to_numpy())})
-        rows.append(dict(repeat=repeat, **ks_summary(cluster_ks(shuffled, indices, cluster, alpha))))
+        rows.append(
+            dict(repeat=repeat, **ks_summary(cluster_ks(shuffled, indices, cluster, alpha)))
+        )
     return pd.DataFrame(rows)
 
 
@@ -157,13 +199,19 @@ def index_correlations(means: pd.DataFrame, indices=None, clusters=None) -> pd.D
         else:
             row.update(spearman_r=np.nan, spearman_p=np.nan, pearson_r=np.nan, pearson_p=np.nan)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["index_a", "index_b", "n", "spearman_r", "spearman_p", "pearson_r", "pearson_p"])
+    return pd.DataFrame(
+        rows,
+        columns=["index_a", "index_b", "n", "spearman_r", "spearman_p", "pearson_r", "pearson_p"],
+    )
 
 
 def population_thresholds(neurons: pd.DataFrame, indices=None) -> dict[str, float]:
     """Population average (mean over neurons, finite values) of each index."""
     indices = _present(neurons, indices)
-    return {i: float(np.mean(_finite(neurons[i]))) if len(_finite(neurons[i])) else np.nan for i in indices}
+    return {
+        i: float(np.mean(_finite(neurons[i]))) if len(_finite(neurons[i])) else np.nan
+        for i in indices
+    }
 
 
 def combination_label(highs, properties=CODE_PROPERTIES) -> str:
@@ -172,8 +220,9 @@ def combination_label(highs, properties=CODE_PROPERTIES) -> str:
     return "+".join(names) if names else "none"
 
 
-def combinatorial_code(neurons: pd.DataFrame, cluster: str = "cluster", properties=CODE_PROPERTIES,
-                       gate: str = GATE) -> pd.DataFrame:
+def combinatorial_code(
+    neurons: pd.DataFrame, cluster: str = "cluster", properties=CODE_PROPERTIES, gate: str = GATE
+) -> pd.DataFrame:
     """Per cluster: Gabor-like or not, and high / low on each property (DT Fig. 4B-C).
 
     Gabor-like: cluster-mean ``gate`` index above its population average. High: cluster-mean
@@ -187,7 +236,9 @@ def combinatorial_code(neurons: pd.DataFrame, cluster: str = "cluster", properti
     _check(neurons, properties + (gate,), cluster)
     thresholds = population_thresholds(neurons, properties + (gate,))
     means = cluster_means(neurons, properties + (gate,), cluster)
-    out = pd.DataFrame({cluster: means.index.to_numpy(int), "n_neurons": means["n_neurons"].to_numpy(int)})
+    out = pd.DataFrame(
+        {cluster: means.index.to_numpy(int), "n_neurons": means["n_neurons"].to_numpy(int)}
+    )
     out["gabor_like"] = (means[gate] > thresholds[gate]).to_numpy(bool)
     highs = []
     for p in properties:
@@ -200,8 +251,12 @@ def combinatorial_code(neurons: pd.DataFrame, cluster: str = "cluster", properti
     return out
 
 
-def code_combinations(code: pd.DataFrame, properties=CODE_PROPERTIES, only_gabor_like: bool = True,
-                      cluster: str = "cluster") -> pd.DataFrame:
+def code_combinations(
+    code: pd.DataFrame,
+    properties=CODE_PROPERTIES,
+    only_gabor_like: bool = True,
+    cluster: str = "cluster",
+) -> pd.DataFrame:
     """All 2**len(properties) combinations with the clusters showing each (Gabor-like ones by
     default): ``code, combination, {short}_high..., n_clusters, clusters`` (a list), ``occurs``."""
     properties = tuple(properties)
@@ -210,13 +265,22 @@ def code_combinations(code: pd.DataFrame, properties=CODE_PROPERTIES, only_gabor
     for bits in range(2 ** len(properties)):
         highs = [bool(bits >> i & 1) for i in range(len(properties))]
         members = sorted(int(c) for c in rows.loc[rows["code"] == bits, cluster])
-        out.append(dict(code=bits, combination=combination_label(highs, properties),
-                        **{f"{_short(p)}_high": h for p, h in zip(properties, highs)},
-                        n_clusters=len(members), clusters=members, occurs=bool(members)))
+        out.append(
+            dict(
+                code=bits,
+                combination=combination_label(highs, properties),
+                **{f"{_short(p)}_high": h for p, h in zip(properties, highs)},
+                n_clusters=len(members),
+                clusters=members,
+                occurs=bool(members),
+            )
+        )
     return pd.DataFrame(out)
 
 
-def cluster_table(neurons: pd.DataFrame, indices=None, cluster: str = "cluster", alpha: float = ALPHA) -> pd.DataFrame:
+def cluster_table(
+    neurons: pd.DataFrame, indices=None, cluster: str = "cluster", alpha: float = ALPHA
+) -> pd.DataFrame:
     """One row per cluster for clusters.csv: size, mean of every index, the number of indices on
     which the cluster differs from the population (KS), and its combinatorial code."""
     indices = _present(neurons, indices)

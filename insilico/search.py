@@ -24,18 +24,27 @@ Gabor parameters follow DT Eq. 1-2 (``size`` = sigma of Eq. 1, so the envelope's
 deviation is size / 2; ``sf`` in cycles / pixel; ``contrast`` = a, peak amplitude a / 2), DoG
 parameters DT Eq. 9-10.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
-from .model import (HEIGHT, WIDTH, RespondFn, canvas_center, model_device, own_responses,
-                    preferred_orientations, rf_positions)
+from .model import (
+    HEIGHT,
+    WIDTH,
+    RespondFn,
+    canvas_center,
+    model_device,
+    own_responses,
+    preferred_orientations,
+    rf_positions,
+)
 
 GABOR_KEYS = ("x", "y", "size", "sf", "contrast", "orientation", "phase")
 DOG_KEYS = ("x", "y", "sigma_center", "sigma_surround", "a_center", "a_surround")
@@ -44,6 +53,7 @@ PLAID_KEYS = GABOR_KEYS + ("orthogonal_contrast",)
 
 def _stimuli():
     from . import stimuli  # written in parallel; imported lazily so that this module always loads
+
     return stimuli
 
 
@@ -62,17 +72,22 @@ def render_plaid(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
     return _stimuli().plaid(*(p[k] for k in PLAID_KEYS), height=height, width=width)
 
 
-RENDERERS = {"gabor": (render_gabor, GABOR_KEYS), "dog": (render_dog, DOG_KEYS),
-             "plaid": (render_plaid, PLAID_KEYS)}
+RENDERERS = {
+    "gabor": (render_gabor, GABOR_KEYS),
+    "dog": (render_dog, DOG_KEYS),
+    "plaid": (render_plaid, PLAID_KEYS),
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # Grids
 # ---------------------------------------------------------------------------------------------
-def product(**axes) -> tuple[Dict[str, torch.Tensor], tuple]:
+def product(**axes) -> tuple[dict[str, torch.Tensor], tuple]:
     """Cartesian product of 1-d axes -> (dict of flat float32 tensors (B,), grid shape), C order."""
-    vals = [torch.as_tensor(np.asarray(v, dtype=np.float64).ravel(), dtype=torch.float32)
-            for v in axes.values()]
+    vals = [
+        torch.as_tensor(np.asarray(v, dtype=np.float64).ravel(), dtype=torch.float32)
+        for v in axes.values()
+    ]
     shape = tuple(len(v) for v in vals)
     mesh = torch.meshgrid(*vals, indexing="ij")
     return {k: m.reshape(-1) for k, m in zip(axes, mesh)}, shape
@@ -105,15 +120,28 @@ class GaborGrid:
     phases: tuple = field(default_factory=lambda: _orients(8, 2 * math.pi))
 
     @classmethod
-    def cpu(cls) -> "GaborGrid":
+    def cpu(cls) -> GaborGrid:
         """192 stimuli: sizes 6, 12; sfs 1/16, 1/10, 1/6; contrast 4; 8 orientations; 4 phases."""
-        return cls(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 16, 1 / 10, 1 / 6), contrasts=(4.0,),
-                   orientations=_orients(8), phases=_orients(4, 2 * math.pi))
+        return cls(
+            offsets=(0.0,),
+            sizes=(6.0, 12.0),
+            sfs=(1 / 16, 1 / 10, 1 / 6),
+            contrasts=(4.0,),
+            orientations=_orients(8),
+            phases=_orients(4, 2 * math.pi),
+        )
 
     def axes(self) -> dict:
         """Grid axes in rendering order (x, y are offsets)."""
-        return dict(x=self.offsets, y=self.offsets, size=self.sizes, sf=self.sfs,
-                    contrast=self.contrasts, orientation=self.orientations, phase=self.phases)
+        return dict(
+            x=self.offsets,
+            y=self.offsets,
+            size=self.sizes,
+            sf=self.sfs,
+            contrast=self.contrasts,
+            orientation=self.orientations,
+            phase=self.phases,
+        )
 
     def __len__(self) -> int:
         return int(np.prod([len(v) for v in self.axes().values()]))
@@ -137,14 +165,24 @@ class DoGGrid:
     a_surround: tuple = (0.0, 0.25, 0.5, 1.0)
 
     @classmethod
-    def cpu(cls) -> "DoGGrid":
-        return cls(offsets=(0.0,), sigma_center=(1.5, 3.0, 5.0), sigma_surround=(4.0, 8.0),
-                   a_center=(-2.0, 2.0), a_surround=(0.0, 0.5))
+    def cpu(cls) -> DoGGrid:
+        return cls(
+            offsets=(0.0,),
+            sigma_center=(1.5, 3.0, 5.0),
+            sigma_surround=(4.0, 8.0),
+            a_center=(-2.0, 2.0),
+            a_surround=(0.0, 0.5),
+        )
 
     def axes(self) -> dict:
-        return dict(x=self.offsets, y=self.offsets, sigma_center=self.sigma_center,
-                    sigma_surround=self.sigma_surround, a_center=self.a_center,
-                    a_surround=self.a_surround)
+        return dict(
+            x=self.offsets,
+            y=self.offsets,
+            sigma_center=self.sigma_center,
+            sigma_surround=self.sigma_surround,
+            a_center=self.a_center,
+            a_surround=self.a_surround,
+        )
 
     def params(self):
         p, _ = product(**self.axes())
@@ -155,7 +193,7 @@ class DoGGrid:
         return len(self.params()["x"])
 
 
-def _grid_params(grid) -> Dict[str, torch.Tensor]:
+def _grid_params(grid) -> dict[str, torch.Tensor]:
     if isinstance(grid, DoGGrid):
         return grid.params()
     return product(**grid.axes())[0]
@@ -168,19 +206,37 @@ def _progress(it, total, progress, desc):
     if not progress:
         return it
     from tqdm.auto import tqdm
+
     return tqdm(it, total=total, desc=desc)
 
 
-def _tensor_dict(d: Mapping, device) -> Dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v,
-                               dtype=torch.float32).to(device).reshape(-1) for k, v in d.items()}
+def _tensor_dict(d: Mapping, device) -> dict[str, torch.Tensor]:
+    return {
+        k: torch.as_tensor(
+            np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v, dtype=torch.float32
+        )
+        .to(device)
+        .reshape(-1)
+        for k, v in d.items()
+    }
 
 
 @torch.no_grad()
-def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: Mapping, *,
-                   relative: Sequence[str] = (), respond: Optional[RespondFn] = None,
-                   center=None, anchors=None, chunk_size: int = 2048, progress: bool = False,
-                   height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
+def pair_responses(
+    model,
+    kind: str,
+    neuron_params: Mapping,
+    condition_params: Mapping,
+    *,
+    relative: Sequence[str] = (),
+    respond: RespondFn | None = None,
+    center=None,
+    anchors=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> torch.Tensor:
     """Responses of every neuron to its own stimulus under every condition: (J, N).
 
     neuron_params: per-neuron stimulus parameters, each (N,), with ``x, y`` the absolute position
@@ -211,8 +267,21 @@ def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: M
         cx, cy = canvas_center(height, width) if center is None else center
         anc = torch.as_tensor(rf_positions(model, anchors), dtype=torch.float32, device=device)
         npar = dict(npar, x=npar["x"] - anc[:, 0] + cx, y=npar["y"] - anc[:, 1] + cy)
-        return _centred_pair_responses(respond, render, keys, npar, cpar, relative, j, n,
-                                       min(chunk_size, 256), progress, kind, height, width)
+        return _centred_pair_responses(
+            respond,
+            render,
+            keys,
+            npar,
+            cpar,
+            relative,
+            j,
+            n,
+            min(chunk_size, 256),
+            progress,
+            kind,
+            height,
+            width,
+        )
     out = torch.empty(j * n, dtype=torch.float32)
     starts = range(0, j * n, chunk_size)
     for s in _progress(starts, len(starts), progress, f"{kind} pairs"):
@@ -230,12 +299,13 @@ def pair_responses(model, kind: str, neuron_params: Mapping, condition_params: M
             r = own_responses(model, images, nn)
         else:
             r = respond(images).gather(1, nn[:, None])[:, 0]
-        out[s:s + len(k)] = r.float().cpu()
+        out[s : s + len(k)] = r.float().cpu()
     return out.reshape(j, n)
 
 
-def _centred_pair_responses(respond, render, keys, npar, cpar, relative, j, n, chunk_size,
-                            progress, kind, height, width) -> torch.Tensor:
+def _centred_pair_responses(
+    respond, render, keys, npar, cpar, relative, j, n, chunk_size, progress, kind, height, width
+) -> torch.Tensor:
     """pair_responses with ``respond``: the centred stimuli of all (condition, neuron) pairs are
     deduplicated (positions rounded to 1/4096 px) and each distinct one is passed through
     ``respond`` once; pair (j, n) reads column n. Neurons with the same optimal stimulus share it."""
@@ -252,15 +322,19 @@ def _centred_pair_responses(respond, render, keys, npar, cpar, relative, j, n, c
         cols.append(torch.round(v * 4096) / 4096 if key in ("x", "y") else v)
     uniq, inv = torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)
     order = torch.argsort(inv)
-    bounds = torch.searchsorted(inv[order], torch.arange(0, len(uniq) + chunk_size, chunk_size,
-                                                         device=device)).tolist()
+    bounds = torch.searchsorted(
+        inv[order], torch.arange(0, len(uniq) + chunk_size, chunk_size, device=device)
+    ).tolist()
     out = torch.empty(j * n, dtype=torch.float32)
     starts = range(0, len(uniq), chunk_size)
     for c, u0 in enumerate(_progress(starts, len(starts), progress, f"centred {kind}")):
-        images = render(height=height, width=width,
-                        **{key: uniq[u0:u0 + chunk_size, i] for i, key in enumerate(keys)})
+        images = render(
+            height=height,
+            width=width,
+            **{key: uniq[u0 : u0 + chunk_size, i] for i, key in enumerate(keys)},
+        )
         r = respond(images)  # (c, N)
-        sel = order[bounds[c]:bounds[c + 1]]
+        sel = order[bounds[c] : bounds[c + 1]]
         out[sel.cpu()] = r[inv[sel] - u0, nn[sel].to(r.device)].float().cpu()
     return out.reshape(j, n)
 
@@ -277,14 +351,18 @@ def shift_images(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> to
     f = torch.fft.rfft2(pad)
     ky = torch.fft.fftfreq(2 * h, device=images.device)[:, None]
     kx = torch.fft.rfftfreq(2 * w, device=images.device)[None, :]
-    ramp = torch.exp(-2j * math.pi * (ky * dy.to(images.dtype)[:, None, None]
-                                      + kx * dx.to(images.dtype)[:, None, None]))
+    ramp = torch.exp(
+        -2j
+        * math.pi
+        * (ky * dy.to(images.dtype)[:, None, None] + kx * dx.to(images.dtype)[:, None, None])
+    )
     out = torch.fft.irfft2(f * ramp[:, None], s=(2 * h, 2 * w))
     return out[..., :h, :w].contiguous()
 
 
-def direct_respond(model, positions=None, center=None, chunk_size: int = 2048,
-                   progress: bool = False) -> RespondFn:
+def direct_respond(
+    model, positions=None, center=None, chunk_size: int = 2048, progress: bool = False
+) -> RespondFn:
     """Generic ``respond`` for any ResponseModel: shift each centred stimulus onto each neuron's RF.
 
     Returns ``respond(stimuli_centred (B,1,H,W)) -> (B, N)``: entry (b, n) = neuron n's response to
@@ -307,16 +385,25 @@ def direct_respond(model, positions=None, center=None, chunk_size: int = 2048,
             k = torch.arange(s, min(s + chunk_size, b * n), device=device)
             bb, nn = k // n, k % n
             imgs = shift_images(stimuli[bb], d[nn, 0], d[nn, 1])
-            out[s:s + len(k)] = own_responses(model, imgs, nn).float().cpu()
+            out[s : s + len(k)] = own_responses(model, imgs, nn).float().cpu()
         return out.reshape(b, n)
 
     return respond
 
 
 @torch.no_grad()
-def centred_responses(respond: RespondFn, kind: str, params: Mapping, *, center=None,
-                      chunk_size: int = 256, progress: bool = False, height: int = HEIGHT,
-                      width: int = WIDTH, device=None) -> torch.Tensor:
+def centred_responses(
+    respond: RespondFn,
+    kind: str,
+    params: Mapping,
+    *,
+    center=None,
+    chunk_size: int = 256,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> torch.Tensor:
     """Render stimuli at ``center`` + (x, y) offsets in ``params`` (each (B,)) and call ``respond``
     on chunks of ``chunk_size`` stimuli: (B, N)."""
     render, keys = RENDERERS[kind]
@@ -328,7 +415,9 @@ def centred_responses(respond: RespondFn, kind: str, params: Mapping, *, center=
     outs = []
     starts = range(0, b, chunk_size)
     for s in _progress(starts, len(starts), progress, f"centred {kind}"):
-        images = render(height=height, width=width, **{k: v[s:s + chunk_size] for k, v in p.items()})
+        images = render(
+            height=height, width=width, **{k: v[s : s + chunk_size] for k, v in p.items()}
+        )
         outs.append(respond(images).float().cpu())
     return torch.cat(outs, 0)
 
@@ -336,18 +425,36 @@ def centred_responses(respond: RespondFn, kind: str, params: Mapping, *, center=
 # ---------------------------------------------------------------------------------------------
 # Per-neuron search
 # ---------------------------------------------------------------------------------------------
-def _grid_responses(model, kind, grid_params, pos, *, respond, center, chunk_size, progress,
-                    height, width):
+def _grid_responses(
+    model, kind, grid_params, pos, *, respond, center, chunk_size, progress, height, width
+):
     """(B, N) responses to the grid (x, y offsets around each RF)."""
     if respond is None and center is None:  # direct reference: render at each RF
         npar = {"x": pos[:, 0], "y": pos[:, 1]}
-        return pair_responses(model, kind, npar, grid_params, relative=("x", "y"),
-                              chunk_size=chunk_size, progress=progress, height=height, width=width)
+        return pair_responses(
+            model,
+            kind,
+            npar,
+            grid_params,
+            relative=("x", "y"),
+            chunk_size=chunk_size,
+            progress=progress,
+            height=height,
+            width=width,
+        )
     if respond is None:
         respond = direct_respond(model, pos, center, chunk_size=chunk_size)
-    return centred_responses(respond, kind, grid_params, center=center, chunk_size=256,
-                             progress=progress, height=height, width=width,
-                             device=model_device(model))
+    return centred_responses(
+        respond,
+        kind,
+        grid_params,
+        center=center,
+        chunk_size=256,
+        progress=progress,
+        height=height,
+        width=width,
+        device=model_device(model),
+    )
 
 
 def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
@@ -361,8 +468,9 @@ def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
 
 
 @torch.no_grad()
-def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, progress, height,
-                    width) -> torch.Tensor:
+def _rescore_direct(
+    model, kind, resp, grid_params, pos, k, chunk_size, progress, height, width
+) -> torch.Tensor:
     """Each neuron's ``k`` best stimuli in the centred table ``resp`` (B, N), rendered at its RF
     (+ the grid's offset) and scored by the direct path: a (B, N) table that holds those k*N
     direct responses and -inf elsewhere."""
@@ -379,33 +487,73 @@ def _rescore_direct(model, kind, resp, grid_params, pos, k, chunk_size, progress
     starts = range(0, k * n, chunk_size)
     for s in _progress(starts, len(starts), progress, f"direct re-scoring of {k} {kind}s"):
         sl = slice(s, s + chunk_size)
-        images = render(height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()})
+        images = render(
+            height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()}
+        )
         scores[sl] = own_responses(model, images, nn[sl].to(device)).float().cpu()
     out = torch.full_like(resp, -math.inf)
     out[top, torch.arange(n).expand(k, n)] = scores.view(k, n)
     return out
 
 
-def _optimal(model, kind, grid, keys, positions, respond, center, chunk_size, return_responses,
-             progress, height, width, refine=0):
+def _optimal(
+    model,
+    kind,
+    grid,
+    keys,
+    positions,
+    respond,
+    center,
+    chunk_size,
+    return_responses,
+    progress,
+    height,
+    width,
+    refine=0,
+):
     """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`."""
     pos = rf_positions(model, positions)
     gp = _grid_params(grid)
-    resp = _grid_responses(model, kind, gp, pos, respond=respond, center=center,
-                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    resp = _grid_responses(
+        model,
+        kind,
+        gp,
+        pos,
+        respond=respond,
+        center=center,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
     centred = not (respond is None and center is None)
     refine = int(refine) if centred else 0
-    scored = resp if not refine else _rescore_direct(model, kind, resp, gp, pos, refine, chunk_size,
-                                                     progress, height, width)
+    scored = (
+        resp
+        if not refine
+        else _rescore_direct(
+            model, kind, resp, gp, pos, refine, chunk_size, progress, height, width
+        )
+    )
     ds = _best(scored, gp, pos, keys)
     ds.attrs.update(kind=kind, path="centred" if centred else "direct", refine=refine)
     return (ds, resp) if return_responses else ds
 
 
-def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
-                  respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
-                  return_responses: bool = False, progress: bool = False,
-                  height: int = HEIGHT, width: int = WIDTH, refine: int = 0):
+def optimal_gabor(
+    model,
+    grid: GaborGrid | None = None,
+    *,
+    positions=None,
+    respond: RespondFn | None = None,
+    center=None,
+    chunk_size: int = 2048,
+    return_responses: bool = False,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    refine: int = 0,
+):
     """Optimal Gabor per neuron by grid search (DT "Per neuron optimal Gabors").
 
     model: ResponseModel; positions (N, 2): RF centres (default ``model.rf_positions``) around
@@ -419,21 +567,57 @@ def optimal_gabor(model, grid: Optional[GaborGrid] = None, *, positions=None,
     with ``return_responses`` also the (B, N) response table of the search (a torch tensor, grid
     order of ``product(**grid.axes())``; the centred path's, before re-scoring).
     """
-    return _optimal(model, "gabor", GaborGrid() if grid is None else grid, GABOR_KEYS, positions, respond, center,
-                    chunk_size, return_responses, progress, height, width, refine)
+    return _optimal(
+        model,
+        "gabor",
+        GaborGrid() if grid is None else grid,
+        GABOR_KEYS,
+        positions,
+        respond,
+        center,
+        chunk_size,
+        return_responses,
+        progress,
+        height,
+        width,
+        refine,
+    )
 
 
-def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
-                respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
-                return_responses: bool = False, progress: bool = False,
-                height: int = HEIGHT, width: int = WIDTH, refine: int = 0):
+def optimal_dog(
+    model,
+    grid: DoGGrid | None = None,
+    *,
+    positions=None,
+    respond: RespondFn | None = None,
+    center=None,
+    chunk_size: int = 2048,
+    return_responses: bool = False,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    refine: int = 0,
+):
     """Optimal DoG per neuron by grid search (DT Eq. 9-10); as :func:`optimal_gabor`.
 
     Returns an xr.Dataset over ``neuron``: x, y, sigma_center, sigma_surround, a_center,
     a_surround, response.
     """
-    return _optimal(model, "dog", DoGGrid() if grid is None else grid, DOG_KEYS, positions, respond, center,
-                    chunk_size, return_responses, progress, height, width, refine)
+    return _optimal(
+        model,
+        "dog",
+        DoGGrid() if grid is None else grid,
+        DOG_KEYS,
+        positions,
+        respond,
+        center,
+        chunk_size,
+        return_responses,
+        progress,
+        height,
+        width,
+        refine,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +626,9 @@ def optimal_dog(model, grid: Optional[DoGGrid] = None, *, positions=None,
 def _cluster_matrix(clusters, n):
     labels = np.asarray(clusters)
     if labels.shape != (n,):
-        raise ValueError(f"clusters must have shape ({n},) (one label per neuron); got {labels.shape}")
+        raise ValueError(
+            f"clusters must have shape ({n},) (one label per neuron); got {labels.shape}"
+        )
     uniq, inv = np.unique(labels, return_inverse=True)
     onehot = np.zeros((n, len(uniq)), dtype=np.float32)
     onehot[np.arange(n), inv] = 1.0
@@ -454,11 +640,21 @@ def _circ_nearest(targets: np.ndarray, grid: np.ndarray, period: float) -> np.nd
     return d.argmin(-1)
 
 
-def cluster_optimal_gabor(model, clusters, grid: Optional[GaborGrid] = None, *, positions=None,
-                          orientations=None, orientation_offsets: Sequence[float] = (0.0,),
-                          respond: Optional[RespondFn] = None, center=None,
-                          chunk_size: int = 2048, progress: bool = False,
-                          height: int = HEIGHT, width: int = WIDTH) -> xr.Dataset:
+def cluster_optimal_gabor(
+    model,
+    clusters,
+    grid: GaborGrid | None = None,
+    *,
+    positions=None,
+    orientations=None,
+    orientation_offsets: Sequence[float] = (0.0,),
+    respond: RespondFn | None = None,
+    center=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.Dataset:
     """Optimal Gabor per cluster (DT "Per cluster optimal Gabors").
 
     One set of size, sf, contrast, phase (and an orientation offset) shared by a cluster; neuron n
@@ -481,22 +677,51 @@ def cluster_optimal_gabor(model, clusters, grid: Optional[GaborGrid] = None, *, 
     n = len(pos)
     pref = preferred_orientations(model, orientations, n)
     uniq, inv, avg = _cluster_matrix(clusters, n)
-    shared = dict(size=grid.sizes, sf=grid.sfs, contrast=grid.contrasts, phase=grid.phases,
-                  orientation=tuple(orientation_offsets))
+    shared = dict(
+        size=grid.sizes,
+        sf=grid.sfs,
+        contrast=grid.contrasts,
+        phase=grid.phases,
+        orientation=tuple(orientation_offsets),
+    )
     sp, _ = product(**shared)
     b = len(sp["size"])
     if respond is None and center is None:
         npar = {"x": pos[:, 0], "y": pos[:, 1], "orientation": pref}
-        resp = pair_responses(model, "gabor", npar, sp, relative=("orientation",),
-                              chunk_size=chunk_size, progress=progress, height=height,
-                              width=width)  # (B, N)
+        resp = pair_responses(
+            model,
+            "gabor",
+            npar,
+            sp,
+            relative=("orientation",),
+            chunk_size=chunk_size,
+            progress=progress,
+            height=height,
+            width=width,
+        )  # (B, N)
     else:
         abs_o = np.asarray(grid.orientations, dtype=np.float64)
-        full, _ = product(x=(0.0,), y=(0.0,), size=grid.sizes, sf=grid.sfs,
-                          contrast=grid.contrasts, phase=grid.phases, orientation=abs_o)
-        resp_full = _grid_responses(model, "gabor", full, pos, respond=respond, center=center,
-                                    chunk_size=chunk_size, progress=progress, height=height,
-                                    width=width)  # (B0 * O, N)
+        full, _ = product(
+            x=(0.0,),
+            y=(0.0,),
+            size=grid.sizes,
+            sf=grid.sfs,
+            contrast=grid.contrasts,
+            phase=grid.phases,
+            orientation=abs_o,
+        )
+        resp_full = _grid_responses(
+            model,
+            "gabor",
+            full,
+            pos,
+            respond=respond,
+            center=center,
+            chunk_size=chunk_size,
+            progress=progress,
+            height=height,
+            width=width,
+        )  # (B0 * O, N)
         b0 = b // len(orientation_offsets)
         resp_full = resp_full.reshape(b0, len(abs_o), n)
         tgt = pref[None, :] + np.asarray(orientation_offsets)[:, None]  # (n_off, N)
@@ -507,27 +732,45 @@ def cluster_optimal_gabor(model, clusters, grid: Optional[GaborGrid] = None, *, 
     mean = resp @ avg  # (B, K)
     val, best = mean.max(0)
     best = best.numpy()
-    cl = {f"cluster_{k}": ("cluster", sp[k].numpy()[best].astype(np.float64))
-          for k in ("size", "sf", "contrast", "phase")}
-    cl["cluster_orientation_offset"] = ("cluster", sp["orientation"].numpy()[best].astype(np.float64))
+    cl = {
+        f"cluster_{k}": ("cluster", sp[k].numpy()[best].astype(np.float64))
+        for k in ("size", "sf", "contrast", "phase")
+    }
+    cl["cluster_orientation_offset"] = (
+        "cluster",
+        sp["orientation"].numpy()[best].astype(np.float64),
+    )
     cl["cluster_response"] = ("cluster", val.numpy().astype(np.float64))
     bn = best[inv]  # each neuron's cluster's best stimulus
-    neu = {k: ("neuron", sp[k].numpy()[bn].astype(np.float64)) for k in ("size", "sf", "contrast", "phase")}
+    neu = {
+        k: ("neuron", sp[k].numpy()[bn].astype(np.float64))
+        for k in ("size", "sf", "contrast", "phase")
+    }
     neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn])
     neu["x"] = ("neuron", pos[:, 0].copy())
     neu["y"] = ("neuron", pos[:, 1].copy())
     neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))
     neu["cluster_label"] = ("neuron", uniq[inv])
     ds = xr.Dataset({**cl, **neu}, coords={"cluster": uniq, "neuron": np.arange(n)})
-    ds.attrs.update(kind="cluster_gabor",
-                    path="direct" if respond is None and center is None else "centred")
+    ds.attrs.update(
+        kind="cluster_gabor", path="direct" if respond is None and center is None else "centred"
+    )
     return ds
 
 
-def cluster_optimal_dog(model, clusters, grid: Optional[DoGGrid] = None, *, positions=None,
-                        respond: Optional[RespondFn] = None, center=None, chunk_size: int = 2048,
-                        progress: bool = False, height: int = HEIGHT,
-                        width: int = WIDTH) -> xr.Dataset:
+def cluster_optimal_dog(
+    model,
+    clusters,
+    grid: DoGGrid | None = None,
+    *,
+    positions=None,
+    respond: RespondFn | None = None,
+    center=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.Dataset:
     """Optimal DoG per cluster: shared sigma/amplitudes, each neuron at its own RF (no offsets).
 
     Returns an xr.Dataset with dims ``cluster`` (cluster_sigma_center, cluster_sigma_surround,
@@ -538,10 +781,25 @@ def cluster_optimal_dog(model, clusters, grid: Optional[DoGGrid] = None, *, posi
     pos = rf_positions(model, positions)
     n = len(pos)
     uniq, inv, avg = _cluster_matrix(clusters, n)
-    gp = DoGGrid(offsets=(0.0,), sigma_center=grid.sigma_center, sigma_surround=grid.sigma_surround,
-                 a_center=grid.a_center, a_surround=grid.a_surround).params()
-    resp = _grid_responses(model, "dog", gp, pos, respond=respond, center=center,
-                           chunk_size=chunk_size, progress=progress, height=height, width=width)
+    gp = DoGGrid(
+        offsets=(0.0,),
+        sigma_center=grid.sigma_center,
+        sigma_surround=grid.sigma_surround,
+        a_center=grid.a_center,
+        a_surround=grid.a_surround,
+    ).params()
+    resp = _grid_responses(
+        model,
+        "dog",
+        gp,
+        pos,
+        respond=respond,
+        center=center,
+        chunk_size=chunk_size,
+        progress=progress,
+        height=height,
+        width=width,
+    )
     val, best = (resp @ avg).max(0)
     best = best.numpy()
     shared = ("sigma_center", "sigma_surround", "a_center", "a_surround")
@@ -554,12 +812,13 @@ def cluster_optimal_dog(model, clusters, grid: Optional[DoGGrid] = None, *, posi
     neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))
     neu["cluster_label"] = ("neuron", uniq[inv])
     ds = xr.Dataset({**cl, **neu}, coords={"cluster": uniq, "neuron": np.arange(n)})
-    ds.attrs.update(kind="cluster_dog",
-                    path="direct" if respond is None and center is None else "centred")
+    ds.attrs.update(
+        kind="cluster_dog", path="direct" if respond is None and center is None else "centred"
+    )
     return ds
 
 
-def params_of(ds, keys=GABOR_KEYS) -> Dict[str, np.ndarray]:
+def params_of(ds, keys=GABOR_KEYS) -> dict[str, np.ndarray]:
     """Per-neuron parameter dict (N,) from a search Dataset, a DataFrame or a mapping."""
     out = {}
     for k in keys:

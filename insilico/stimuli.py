@@ -48,7 +48,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["HEIGHT", "WIDTH", "gabor", "gabor_radius", "dog", "plaid", "grating_grid", "broadcast_params"]
+__all__ = [
+    "HEIGHT",
+    "WIDTH",
+    "gabor",
+    "gabor_radius",
+    "dog",
+    "plaid",
+    "grating_grid",
+    "broadcast_params",
+]
 
 HEIGHT = 36
 WIDTH = 64
@@ -72,14 +81,18 @@ def broadcast_params(*values: Any, device=None) -> tuple[torch.Tensor, ...]:
     for k, v in enumerate(values):
         t = torch.as_tensor(v, dtype=torch.float32, device=dev)
         if t.dim() > 1:
-            raise ValueError(f"stimulus parameter #{k} has shape {tuple(t.shape)}; expected a "
-                             "scalar or a 1-D tensor of shape (B,)")
+            raise ValueError(
+                f"stimulus parameter #{k} has shape {tuple(t.shape)}; expected a "
+                "scalar or a 1-D tensor of shape (B,)"
+            )
         ts.append(t.to(dev))
     try:
         out = torch.broadcast_tensors(*ts)
     except RuntimeError as e:
         shapes = [tuple(t.shape) for t in ts]
-        raise ValueError(f"stimulus parameters do not broadcast to one (B,): shapes {shapes}") from e
+        raise ValueError(
+            f"stimulus parameters do not broadcast to one (B,): shapes {shapes}"
+        ) from e
     return tuple(t.reshape(-1).contiguous() for t in out)
 
 
@@ -90,8 +103,18 @@ def _grid(height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return i, j
 
 
-def gabor(x, y, size, sf, contrast, orientation, phase, height: int = HEIGHT,
-          width: int = WIDTH, device=None) -> torch.Tensor:
+def gabor(
+    x,
+    y,
+    size,
+    sf,
+    contrast,
+    orientation,
+    phase,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> torch.Tensor:
     """Gabor patches, DT Eq. 1-2 (see the module docstring for the exact convention).
 
     Parameters (floats or tensors broadcasting to ``(B,)``)
@@ -101,7 +124,8 @@ def gabor(x, y, size, sf, contrast, orientation, phase, height: int = HEIGHT,
     Returns ``(B, 1, height, width)`` float32.
     """
     x, y, size, sf, contrast, orientation, phase = broadcast_params(
-        x, y, size, sf, contrast, orientation, phase, device=device)
+        x, y, size, sf, contrast, orientation, phase, device=device
+    )
     i, j = _grid(height, width, x.device)
     di = i - y.view(-1, 1, 1)
     dj = j - x.view(-1, 1, 1)
@@ -110,7 +134,7 @@ def gabor(x, y, size, sf, contrast, orientation, phase, height: int = HEIGHT,
     ip = di * c - dj * s
     jp = di * s + dj * c
     var = (size.view(-1, 1, 1) ** 2) / 4.0
-    env = torch.exp(-0.5 * (ip ** 2 + jp ** 2) / var)
+    env = torch.exp(-0.5 * (ip**2 + jp**2) / var)
     carrier = torch.cos(2.0 * math.pi * sf.view(-1, 1, 1) * ip + phase.view(-1, 1, 1))
     out = 0.5 * contrast.view(-1, 1, 1) * env * carrier
     return out.unsqueeze(1)
@@ -130,15 +154,25 @@ def gaussian(x, y, sigma, height: int = HEIGHT, width: int = WIDTH, device=None)
     return torch.exp(-r2 / (2.0 * sigma.view(-1, 1, 1) ** 2)).unsqueeze(1)
 
 
-def dog(x, y, sigma_center, sigma_surround, a_center, a_surround, height: int = HEIGHT,
-        width: int = WIDTH, device=None) -> torch.Tensor:
+def dog(
+    x,
+    y,
+    sigma_center,
+    sigma_surround,
+    a_center,
+    a_surround,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> torch.Tensor:
     """Difference of Gaussians, DT Eq. 9-10, centre and surround at the same position (x, y).
 
     ``a_center * (1 + a_surround) * g(sigma_center) - a_surround * g(sigma_surround)`` where g is
     an unnormalised Gaussian with standard deviation sigma (pixels). Returns (B, 1, H, W) float32.
     """
     x, y, sc, ss, ac, asur = broadcast_params(
-        x, y, sigma_center, sigma_surround, a_center, a_surround, device=device)
+        x, y, sigma_center, sigma_surround, a_center, a_surround, device=device
+    )
     i, j = _grid(height, width, x.device)
     r2 = (i - y.view(-1, 1, 1)) ** 2 + (j - x.view(-1, 1, 1)) ** 2
     gc = torch.exp(-r2 / (2.0 * sc.view(-1, 1, 1) ** 2))
@@ -147,13 +181,25 @@ def dog(x, y, sigma_center, sigma_surround, a_center, a_surround, height: int = 
     return out.unsqueeze(1)
 
 
-def plaid(x, y, size, sf, contrast, orientation, phase, orthogonal_contrast,
-          height: int = HEIGHT, width: int = WIDTH, device=None) -> torch.Tensor:
+def plaid(
+    x,
+    y,
+    size,
+    sf,
+    contrast,
+    orientation,
+    phase,
+    orthogonal_contrast,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    device=None,
+) -> torch.Tensor:
     """Plaid: ``gabor(..., contrast, orientation, phase)`` + the orthogonal Gabor
     ``gabor(..., orthogonal_contrast, orientation + pi/2, phase)`` (same x, y, size, sf, phase).
     Returns (B, 1, H, W) float32."""
     x, y, size, sf, contrast, orientation, phase, oc = broadcast_params(
-        x, y, size, sf, contrast, orientation, phase, orthogonal_contrast, device=device)
+        x, y, size, sf, contrast, orientation, phase, orthogonal_contrast, device=device
+    )
     g1 = gabor(x, y, size, sf, contrast, orientation, phase, height, width)
     g2 = gabor(x, y, size, sf, oc, orientation + math.pi / 2, phase, height, width)
     return g1 + g2
@@ -191,8 +237,10 @@ def grating_grid(**axes) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     for name, v in axes.items():
         t = torch.as_tensor(v, dtype=dtype, device=device)
         if t.dim() > 1:
-            raise ValueError(f"grating_grid: parameter {name!r} has shape {tuple(t.shape)}; "
-                             "expected a scalar or a 1-D sequence of values")
+            raise ValueError(
+                f"grating_grid: parameter {name!r} has shape {tuple(t.shape)}; "
+                "expected a scalar or a 1-D sequence of values"
+            )
         if t.dim() == 1 and t.numel() == 0:
             raise ValueError(f"grating_grid: parameter {name!r} has no values")
         tens[name] = t.to(device)

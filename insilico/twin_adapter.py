@@ -37,10 +37,11 @@ Flagged neurons fall back to the direct path: :func:`merge` combines tables or s
 :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
 :func:`optimal_gabor` / :func:`optimal_dog` run the whole search that way.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,8 +51,16 @@ from . import experiments, search
 from .model import RespondFn
 from .stimuli import gabor_radius
 
-__all__ = ["TwinResponseModel", "ScanStack", "merge", "per_neuron_experiment",
-           "size_contrast_tuning", "run_battery", "optimal_gabor", "optimal_dog"]
+__all__ = [
+    "TwinResponseModel",
+    "ScanStack",
+    "merge",
+    "per_neuron_experiment",
+    "size_contrast_tuning",
+    "run_battery",
+    "optimal_gabor",
+    "optimal_dog",
+]
 
 
 @contextlib.contextmanager
@@ -77,10 +86,13 @@ class TwinResponseModel:
     wrap them in ``torch.no_grad``.
     """
 
-    def __init__(self, twin, scan: str, preferred_orientations=None,
-                 neurons: Optional[Sequence[int]] = None):
+    def __init__(
+        self, twin, scan: str, preferred_orientations=None, neurons: Sequence[int] | None = None
+    ):
         if scan not in twin.readouts:
-            raise KeyError(f"TwinResponseModel: unknown scan {scan!r}; twin has {sorted(twin.readouts)}")
+            raise KeyError(
+                f"TwinResponseModel: unknown scan {scan!r}; twin has {sorted(twin.readouts)}"
+            )
         self.twin, self.scan = twin, scan
         self.readout = twin.readouts[scan]
         n_all = self.readout.n_neurons
@@ -90,8 +102,10 @@ class TwinResponseModel:
         else:
             idx = np.asarray(neurons, dtype=np.int64).ravel()
             if idx.size and (idx.min() < 0 or idx.max() >= n_all):
-                raise ValueError(f"TwinResponseModel: neuron indices must lie in [0, {n_all}); "
-                                 f"got min {idx.min()}, max {idx.max()}")
+                raise ValueError(
+                    f"TwinResponseModel: neuron indices must lie in [0, {n_all}); "
+                    f"got min {idx.min()}, max {idx.max()}"
+                )
             self._index = idx
             self.n_neurons = len(idx)
         self._pref = None
@@ -105,7 +119,7 @@ class TwinResponseModel:
         return pos if self._index is None else pos[self._index]
 
     @property
-    def preferred_orientations(self) -> Optional[np.ndarray]:
+    def preferred_orientations(self) -> np.ndarray | None:
         return self._pref
 
     @preferred_orientations.setter
@@ -115,7 +129,9 @@ class TwinResponseModel:
             return
         v = np.asarray(getattr(value, "values", value), dtype=np.float64).ravel()
         if v.shape != (self.n_neurons,):
-            raise ValueError(f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}")
+            raise ValueError(
+                f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}"
+            )
         self._pref = v
 
     @property
@@ -130,7 +146,7 @@ class TwinResponseModel:
         """(x, y) at which the fast path assumes centred stimuli (the readout's convention)."""
         return self.twin.center
 
-    def _neuron_tensor(self) -> Optional[torch.Tensor]:
+    def _neuron_tensor(self) -> torch.Tensor | None:
         return None if self._index is None else torch.as_tensor(self._index, device=self.device)
 
     def _global(self, neuron_index) -> torch.Tensor:
@@ -139,7 +155,7 @@ class TwinResponseModel:
             idx = self._neuron_tensor()[idx]
         return idx
 
-    def subset(self, neurons: Sequence[int]) -> "TwinResponseModel":
+    def subset(self, neurons: Sequence[int]) -> TwinResponseModel:
         """The same twin restricted to ``neurons`` (indices into this model's neurons)."""
         idx = np.asarray(neurons, dtype=np.int64).ravel()
         glob = idx if self._index is None else self._index[idx]
@@ -180,7 +196,7 @@ class TwinResponseModel:
         respond.center = self.center
         return respond
 
-    def border_mask(self, margin: Optional[float] = None, extent: float = 0.0) -> np.ndarray:
+    def border_mask(self, margin: float | None = None, extent: float = 0.0) -> np.ndarray:
         """(N,) bool: True for neurons whose RF is within ``margin + extent`` pixels of the canvas
         edge, where the fast path is not exact.
 
@@ -192,17 +208,24 @@ class TwinResponseModel:
         spatial extent of a factorized readout's mask for either."""
         if margin is None:
             gray = self.twin.core.padding == "gray"
-            margin = (self.twin.hidden_reach if gray else self.twin.reach) + self.twin.pool_reach(self.scan)
+            margin = (self.twin.hidden_reach if gray else self.twin.reach) + self.twin.pool_reach(
+                self.scan
+            )
         m = float(margin) + float(extent)
         h, w = self.twin.image_shape
         pos = self.rf_positions
         eps = 1e-4
-        inside = ((pos[:, 0] >= m - eps) & (pos[:, 0] <= w - 1 - m + eps)
-                  & (pos[:, 1] >= m - eps) & (pos[:, 1] <= h - 1 - m + eps))
+        inside = (
+            (pos[:, 0] >= m - eps)
+            & (pos[:, 0] <= w - 1 - m + eps)
+            & (pos[:, 1] >= m - eps)
+            & (pos[:, 1] <= h - 1 - m + eps)
+        )
         return ~inside
 
-    def hybrid_respond(self, margin: Optional[float] = None, extent: float = 0.0,
-                       chunk_size: int = 2048) -> RespondFn:
+    def hybrid_respond(
+        self, margin: float | None = None, extent: float = 0.0, chunk_size: int = 2048
+    ) -> RespondFn:
         """Fast path for interior neurons, the generic direct path
         (:func:`insilico.search.direct_respond`: Fourier shift of the centred stimulus onto the RF,
         exact for integer shifts, band-limited interpolation otherwise; full model) for the neurons
@@ -260,16 +283,26 @@ def merge(fast, direct, border):
     return out
 
 
-def size_contrast_tuning(model: TwinResponseModel, neuron_params: dict,
-                         sizes: Sequence[float] = experiments.DEFAULT_SIZES,
-                         contrasts: Sequence[float] = experiments.DEFAULT_CONTRASTS,
-                         **kw) -> xr.DataArray:
+def size_contrast_tuning(
+    model: TwinResponseModel,
+    neuron_params: dict,
+    sizes: Sequence[float] = experiments.DEFAULT_SIZES,
+    contrasts: Sequence[float] = experiments.DEFAULT_CONTRASTS,
+    **kw,
+) -> xr.DataArray:
     """:func:`insilico.experiments.size_contrast_tuning` of a twin, with the border rule for its
     largest Gabor (extent ``gabor_radius(max(sizes))``): on the 36 x 64 canvas the default sizes
     reach the edge from every RF, so every neuron runs direct (the fast path would clip the
     stimulus at the edge around the canvas centre instead of around the RF)."""
-    return per_neuron_experiment(experiments.size_contrast_tuning, model, neuron_params, sizes,
-                                 contrasts, extent=gabor_radius(max(sizes)), **kw)
+    return per_neuron_experiment(
+        experiments.size_contrast_tuning,
+        model,
+        neuron_params,
+        sizes,
+        contrasts,
+        extent=gabor_radius(max(sizes)),
+        **kw,
+    )
 
 
 def run_battery(model: TwinResponseModel, gabor_params, **kw):
@@ -277,12 +310,18 @@ def run_battery(model: TwinResponseModel, gabor_params, **kw):
     size-contrast, plaid) as the pipeline runs it on a twin: fast path for interior neurons, direct
     for border neurons and for size tuning. Returns (curves xr.Dataset, indices DataFrame)."""
     params = search.params_of(gabor_params, search.GABOR_KEYS)
-    curves = xr.Dataset({
-        "orientation_tuning": per_neuron_experiment(experiments.orientation_tuning, model, params, 16, **kw),
-        "phase_tuning": per_neuron_experiment(experiments.phase_tuning, model, params, 16, **kw),
-        "size_contrast": size_contrast_tuning(model, params, **kw),
-        "plaid": per_neuron_experiment(experiments.plaid_tuning, model, params, **kw),
-    })
+    curves = xr.Dataset(
+        {
+            "orientation_tuning": per_neuron_experiment(
+                experiments.orientation_tuning, model, params, 16, **kw
+            ),
+            "phase_tuning": per_neuron_experiment(
+                experiments.phase_tuning, model, params, 16, **kw
+            ),
+            "size_contrast": size_contrast_tuning(model, params, **kw),
+            "plaid": per_neuron_experiment(experiments.plaid_tuning, model, params, **kw),
+        }
+    )
     return curves, experiments.battery_indices(curves)
 
 
@@ -304,16 +343,30 @@ def _search(fn, model: TwinResponseModel, grid, margin, extent, refine, **kw):
 REFINE = 4
 
 
-def optimal_gabor(model: TwinResponseModel, grid=None, *, margin: Optional[float] = None,
-                  extent: float = 0.0, refine: int = REFINE, **kw) -> xr.Dataset:
+def optimal_gabor(
+    model: TwinResponseModel,
+    grid=None,
+    *,
+    margin: float | None = None,
+    extent: float = 0.0,
+    refine: int = REFINE,
+    **kw,
+) -> xr.Dataset:
     """:func:`insilico.search.optimal_gabor` by the fast path for interior neurons, each neuron's
     ``refine`` best stimuli then re-scored by the direct path, and by the direct reference
     (rendered at each RF) for border neurons; adds a ``border`` (neuron,) variable."""
     return _search(search.optimal_gabor, model, grid, margin, extent, refine, **kw)
 
 
-def optimal_dog(model: TwinResponseModel, grid=None, *, margin: Optional[float] = None,
-                extent: float = 0.0, refine: int = REFINE, **kw) -> xr.Dataset:
+def optimal_dog(
+    model: TwinResponseModel,
+    grid=None,
+    *,
+    margin: float | None = None,
+    extent: float = 0.0,
+    refine: int = REFINE,
+    **kw,
+) -> xr.Dataset:
     """:func:`insilico.search.optimal_dog` with the same fast / direct split and re-scoring as
     :func:`optimal_gabor`."""
     return _search(search.optimal_dog, model, grid, margin, extent, refine, **kw)
@@ -335,7 +388,7 @@ class ScanStack:
         return np.concatenate([m.rf_positions for m in self.models])
 
     @property
-    def preferred_orientations(self) -> Optional[np.ndarray]:
+    def preferred_orientations(self) -> np.ndarray | None:
         prefs = [m.preferred_orientations for m in self.models]
         return None if any(p is None for p in prefs) else np.concatenate(prefs)
 
@@ -361,8 +414,15 @@ class ScanStack:
         return respond
 
 
-def per_neuron_experiment(fn, model: TwinResponseModel, neuron_params: dict, *args,
-                          margin: Optional[float] = None, extent: float = 0.0, **kw) -> xr.DataArray:
+def per_neuron_experiment(
+    fn,
+    model: TwinResponseModel,
+    neuron_params: dict,
+    *args,
+    margin: float | None = None,
+    extent: float = 0.0,
+    **kw,
+) -> xr.DataArray:
     """Run ``fn(model, neuron_params, *args, **kw) -> DataArray (neuron, ...)`` (an experiment of
     :mod:`insilico.experiments`) by the fast path for every neuron, then by the direct path for
     the border neurons alone (``border_mask(margin, extent)``), on their own stimuli only, and

@@ -22,22 +22,48 @@ N_CONTROL = 10  # random cluster assignments in the control
 
 #: Columns of :func:`fetch_neurons` (and of ``v1twin export``'s neurons.csv), in order.
 NEURON_COLUMNS = (
-    "scan", "unit_id", "test_corr", "oracle_corr", "feve", "cluster", "alignment_angle", "rf_x", "rf_y",
-    "preferred_orientation", *pop.INDICES,
+    "scan",
+    "unit_id",
+    "test_corr",
+    "oracle_corr",
+    "feve",
+    "cluster",
+    "alignment_angle",
+    "rf_x",
+    "rf_y",
+    "preferred_orientation",
+    *pop.INDICES,
 )
 
 # (table, {column in the table: column of the neurons frame}), left-joined onto Clustering.Unit
 _SOURCES = (
-    ("model.TrainedModel.Unit", {"test_corr": "test_corr", "oracle_corr": "oracle_corr", "feve": "feve",
-                                 "rf_x": "rf_x", "rf_y": "rf_y"}),
+    (
+        "model.TrainedModel.Unit",
+        {
+            "test_corr": "test_corr",
+            "oracle_corr": "oracle_corr",
+            "feve": "feve",
+            "rf_x": "rf_x",
+            "rf_y": "rf_y",
+        },
+    ),
     ("clustering.Alignment.Unit", {"angle": "alignment_angle"}),
     ("insilico.OptimalGabor.Unit", {"orientation": "preferred_orientation"}),
     ("insilico.OrientationTuning.Unit", {"orientation_index": "orientation_index"}),
     ("insilico.PhaseTuning.Unit", {"phase_index": "phase_index"}),
-    ("insilico.SizeContrastTuning.Unit", {"suppression_index": "suppression_index", "contrast_index": "contrast_index"}),
+    (
+        "insilico.SizeContrastTuning.Unit",
+        {"suppression_index": "suppression_index", "contrast_index": "contrast_index"},
+    ),
     ("insilico.PlaidTuning.Unit", {"plaid_index": "plaid_index"}),
-    ("insilico.StimulusComparison.Unit", {"gabor_vs_dog": "gabor_vs_dog", "gabor_vs_mei": "gabor_vs_mei",
-                                          "dog_vs_mei": "dog_vs_mei"}),
+    (
+        "insilico.StimulusComparison.Unit",
+        {
+            "gabor_vs_dog": "gabor_vs_dog",
+            "gabor_vs_mei": "gabor_vs_mei",
+            "dog_vs_mei": "dog_vs_mei",
+        },
+    ),
     ("insilico.NonlinearityIndex.Unit", {"nonlinearity_index": "nonlinearity_index"}),
     ("clustering.Embedding.Unit", {"x": "tsne_x", "y": "tsne_y"}),
 )
@@ -81,8 +107,10 @@ def _fetch(table, key: dict, columns: dict) -> pd.DataFrame:
     arrays = _restrict(table, key).to_arrays("scan_key", "unit_id", *columns)
     frame = pd.DataFrame(dict(zip(out_cols, arrays)))
     if frame.duplicated(["scan", "unit_id"]).any():
-        raise ValueError(f"{table.__class__.__name__} restricted by {key} has several rows per neuron: "
-                         "the key must name one trained model, alignment, clustering and insilico_hash")
+        raise ValueError(
+            f"{table.__class__.__name__} restricted by {key} has several rows per neuron: "
+            "the key must name one trained model, alignment, clustering and insilico_hash"
+        )
     return frame
 
 
@@ -198,26 +226,67 @@ class PopulationAnalysis(dj.Computed):
         means = pop.cluster_means(neurons, pop.INDICES)
         gabor_like = code.loc[code["gabor_like"], "cluster"].tolist()
         thresholds = {k: _none_if_nan(v) for k, v in pop.population_thresholds(neurons).items()}
-        self.insert1(dict(
-            key, n_neurons=len(neurons), n_clusters=summary["n_clusters"], alpha=pop.ALPHA,
-            n_any=summary["n_any"], n_all=summary["n_all"],
-            control_n_any=float(control["n_any"].mean()), control_n_all=float(control["n_all"].mean()),
-            thresholds=thresholds))
+        self.insert1(
+            dict(
+                key,
+                n_neurons=len(neurons),
+                n_clusters=summary["n_clusters"],
+                alpha=pop.ALPHA,
+                n_any=summary["n_any"],
+                n_all=summary["n_all"],
+                control_n_any=float(control["n_any"].mean()),
+                control_n_all=float(control["n_all"].mean()),
+                thresholds=thresholds,
+            )
+        )
         self.ClusterKS.insert(
-            dict(key, cluster=int(r.cluster), index_name=r.index_name, n_neurons=int(r.n_neurons),
-                 ks_statistic=_none_if_nan(r.statistic), p_value=_none_if_nan(r.p_value), significant=bool(r.significant))
-            for r in ks.itertuples())
+            dict(
+                key,
+                cluster=int(r.cluster),
+                index_name=r.index_name,
+                n_neurons=int(r.n_neurons),
+                ks_statistic=_none_if_nan(r.statistic),
+                p_value=_none_if_nan(r.p_value),
+                significant=bool(r.significant),
+            )
+            for r in ks.itertuples()
+        )
         self.ControlKS.insert(
-            dict(key, repeat=int(r.repeat), n_significant=int(r.n_significant), n_any=int(r.n_any), n_all=int(r.n_all))
-            for r in control.itertuples())
+            dict(
+                key,
+                repeat=int(r.repeat),
+                n_significant=int(r.n_significant),
+                n_any=int(r.n_any),
+                n_all=int(r.n_all),
+            )
+            for r in control.itertuples()
+        )
         for subset, clusters in (("all", None), ("gabor_like", gabor_like)):
             corr = pop.index_correlations(means, pop.INDICES, clusters=clusters)
             self.IndexCorrelation.insert(
-                dict(key, subset=subset, index_a=r.index_a, index_b=r.index_b, n_clusters=int(r.n),
-                     **{c: _none_if_nan(getattr(r, c)) for c in ("spearman_r", "spearman_p", "pearson_r", "pearson_p")})
-                for r in corr.itertuples())
+                dict(
+                    key,
+                    subset=subset,
+                    index_a=r.index_a,
+                    index_b=r.index_b,
+                    n_clusters=int(r.n),
+                    **{
+                        c: _none_if_nan(getattr(r, c))
+                        for c in ("spearman_r", "spearman_p", "pearson_r", "pearson_p")
+                    },
+                )
+                for r in corr.itertuples()
+            )
         self.CombinatorialCode.insert(
-            dict(key, cluster=int(r.cluster), n_neurons=int(r.n_neurons), gabor_like=bool(r.gabor_like),
-                 phase_high=bool(r.phase_high), suppression_high=bool(r.suppression_high),
-                 plaid_high=bool(r.plaid_high), combination=r.combination)
-            for r in code.itertuples())
+            dict(
+                key,
+                cluster=int(r.cluster),
+                n_neurons=int(r.n_neurons),
+                gabor_like=bool(r.gabor_like),
+                phase_high=bool(r.phase_high),
+                suppression_high=bool(r.suppression_high),
+                plaid_high=bool(r.plaid_high),
+                combination=r.combination,
+            )
+            for r in code.itertuples()
+        )

@@ -41,10 +41,21 @@ class Readout(dj.Computed):
         twin = model.load_model(key, device="cpu")
         rows = []
         for scan in twin.readouts:
-            unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays("unit_id", order_by="neuron_idx")
+            unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays(
+                "unit_id", order_by="neuron_idx"
+            )
             codes, rf = twin.barcodes(scan), twin.rf_positions(scan)
-            rows += [dict(key, scan_key=scan, unit_id=int(u), barcode=c.astype(np.float32), rf_x=p[0], rf_y=p[1])
-                     for u, c, p in zip(unit_ids, codes, rf)]
+            rows += [
+                dict(
+                    key,
+                    scan_key=scan,
+                    unit_id=int(u),
+                    barcode=c.astype(np.float32),
+                    rf_x=p[0],
+                    rf_y=p[1],
+                )
+                for u, c, p in zip(unit_ids, codes, rf)
+            ]
         f, o = rows[0]["barcode"].shape
         self.insert1(dict(key, features=f, orientations=o))
         self.Unit.insert(rows)
@@ -52,7 +63,9 @@ class Readout(dj.Computed):
 
 def fetch_barcodes(key: dict) -> tuple[list[dict], np.ndarray]:
     """Neuron keys (scan_key, unit_id) and bar codes (N, F, O) of a Readout, in a fixed order."""
-    scans, units, codes = (Readout.Unit & key).to_arrays("scan_key", "unit_id", "barcode", order_by=("scan_key", "unit_id"))
+    scans, units, codes = (Readout.Unit & key).to_arrays(
+        "scan_key", "unit_id", "barcode", order_by=("scan_key", "unit_id")
+    )
     return [dict(scan_key=s, unit_id=int(u)) for s, u in zip(scans, units)], np.stack(codes)
 
 
@@ -108,15 +121,20 @@ class Alignment(dj.Computed):
         neurons, codes = fetch_barcodes(key)
         fitted = aligner((AlignmentParams & key).fetch1("params")).fit(codes)
         aligned = fitted.transform(codes)
-        self.insert1(dict(key, temperature=fitted.temperature_, beta=fitted.beta_, losses=fitted.losses_))
-        self.Unit.insert(dict(key, **n, angle=a, aligned=np.asarray(x, np.float32))
-                         for n, a, x in zip(neurons, fitted.angles_, aligned))
+        self.insert1(
+            dict(key, temperature=fitted.temperature_, beta=fitted.beta_, losses=fitted.losses_)
+        )
+        self.Unit.insert(
+            dict(key, **n, angle=a, aligned=np.asarray(x, np.float32))
+            for n, a, x in zip(neurons, fitted.angles_, aligned)
+        )
 
 
 def fetch_aligned(key: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Neuron keys, aligned bar codes (N, F, O) and angles (N,) of an Alignment."""
     scans, units, codes, angles = (Alignment.Unit & key).to_arrays(
-        "scan_key", "unit_id", "aligned", "angle", order_by=("scan_key", "unit_id"))
+        "scan_key", "unit_id", "aligned", "angle", order_by=("scan_key", "unit_id")
+    )
     return [dict(scan_key=s, unit_id=int(u)) for s, u in zip(scans, units)], np.stack(codes), angles
 
 
@@ -132,8 +150,15 @@ class ClusteringParams(dj.Lookup):
     """
 
     @classmethod
-    def add(cls, method: str = "kmeans", n_clusters: int = 6, seed: int = 0, heldout_max_k: int = 12) -> dict:
-        params = dict(method=method, n_clusters=int(n_clusters), seed=int(seed), heldout_max_k=int(heldout_max_k))
+    def add(
+        cls, method: str = "kmeans", n_clusters: int = 6, seed: int = 0, heldout_max_k: int = 12
+    ) -> dict:
+        params = dict(
+            method=method,
+            n_clusters=int(n_clusters),
+            seed=int(seed),
+            heldout_max_k=int(heldout_max_k),
+        )
         if method not in ("gmm", "kmeans"):
             raise ValueError(f"method must be 'gmm' or 'kmeans', got {method!r}")
         key = {"clustering_hash": config_hash(params)}
@@ -167,15 +192,26 @@ class Clustering(dj.Computed):
     def make(self, key):
         p = (ClusteringParams & key).fetch1()
         neurons, aligned, _ = fetch_aligned(key)
-        labels, centres = cl.fit_clusters(aligned, p["method"], p["n_clusters"], random_state=p["seed"])
+        labels, centres = cl.fit_clusters(
+            aligned, p["method"], p["n_clusters"], random_state=p["seed"]
+        )
         ks = np.arange(2, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
         ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"])
         twin = model.load_model(key, device="cpu")
         output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
         confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)
         order, block = cl.greedy_blocks(confusion, threshold=0.5)
-        self.insert1(dict(key, centres=centres.astype(np.float32), heldout_k=ks, heldout_ll=ll,
-                          confusion=confusion, block=np.asarray(block), block_order=np.asarray(order)))
+        self.insert1(
+            dict(
+                key,
+                centres=centres.astype(np.float32),
+                heldout_k=ks,
+                heldout_ll=ll,
+                confusion=confusion,
+                block=np.asarray(block),
+                block_order=np.asarray(order),
+            )
+        )
         self.Unit.insert(dict(key, **n, cluster=int(c)) for n, c in zip(neurons, labels))
 
 

@@ -99,7 +99,9 @@ def local_credentials() -> Credentials | None:
         return None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise PermissionError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+        raise PermissionError(
+            f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
+        )
     return Credentials(**json.loads(path.read_text()))
 
 
@@ -107,7 +109,9 @@ def credentials() -> Credentials:
     """The server to use: the lab's (``DJ_*``) if set, else the local one."""
     creds = external_credentials() or local_credentials()
     if creds is None:
-        raise RuntimeError("No database configured: run `v1twin db start`, or set DJ_HOST/DJ_USER/DJ_PASS")
+        raise RuntimeError(
+            "No database configured: run `v1twin db start`, or set DJ_HOST/DJ_USER/DJ_PASS"
+        )
     return creds
 
 
@@ -123,7 +127,9 @@ def connect(creds: Credentials | None = None):
     dj.config["database.password"] = creds.password
     dj.config["database.use_tls"] = creds.use_tls
     dj.config["loglevel"] = "WARNING"
-    dj.config["jobs.keep_completed"] = True  # provenance: which host/pid computed each key, how long
+    dj.config["jobs.keep_completed"] = (
+        True  # provenance: which host/pid computed each key, how long
+    )
     return dj.conn(reset=True)
 
 

@@ -33,14 +33,27 @@ class InSilicoParams(dj.Lookup):
     """
 
     @classmethod
-    def add(cls, grid: str = "cpu", refine: int = twin_adapter.REFINE, mei_steps: int = 100,
-            mei_norm: float = 10.0, energies=(4.0, 8.0, 16.0)) -> dict:
+    def add(
+        cls,
+        grid: str = "cpu",
+        refine: int = twin_adapter.REFINE,
+        mei_steps: int = 100,
+        mei_norm: float = 10.0,
+        energies=(4.0, 8.0, 16.0),
+    ) -> dict:
         if grid not in ("cpu", "paper"):
             raise ValueError(f"grid must be 'cpu' or 'paper', got {grid!r}")
         if int(refine) < 0:
-            raise ValueError(f"refine must be >= 0 (candidates re-scored per neuron), got {refine!r}")
-        params = dict(grid=grid, refine=int(refine), mei_steps=int(mei_steps), mei_norm=float(mei_norm),
-                      energies=[float(e) for e in energies])
+            raise ValueError(
+                f"refine must be >= 0 (candidates re-scored per neuron), got {refine!r}"
+            )
+        params = dict(
+            grid=grid,
+            refine=int(refine),
+            mei_steps=int(mei_steps),
+            mei_norm=float(mei_norm),
+            energies=[float(e) for e in energies],
+        )
         key = {"insilico_hash": config_hash(params)}
         cls.insert1(dict(key, params=params), skip_duplicates=True)
         return key
@@ -65,14 +78,18 @@ def scan_models(key: dict):
     """(scan_key, unit_ids (N,), TwinResponseModel) for every scan of the trained twin."""
     twin = model.load_model(key)
     for scan in sorted(twin.readouts):
-        unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays("unit_id", order_by="neuron_idx")
+        unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays(
+            "unit_id", order_by="neuron_idx"
+        )
         yield scan, unit_ids, TwinResponseModel(twin, scan)
 
 
 def _rows(key, scan, unit_ids, columns: dict) -> list[dict]:
     """Part rows: one per neuron, columns given as arrays (N,) or (N, ...)."""
-    return [dict(key, scan_key=scan, unit_id=int(u), **{c: v[i] for c, v in columns.items()})
-            for i, u in enumerate(unit_ids)]
+    return [
+        dict(key, scan_key=scan, unit_id=int(u), **{c: v[i] for c, v in columns.items()})
+        for i, u in enumerate(unit_ids)
+    ]
 
 
 def _columns(ds, keys) -> dict:
@@ -185,14 +202,21 @@ class MEI(dj.Computed):
         for scan, units, rm in scan_models(key):
             result = mei(rm, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
             images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
-            rows += _rows(key, scan, units, {"image": images, "response": np.asarray(result.responses, np.float32)})
+            rows += _rows(
+                key,
+                scan,
+                units,
+                {"image": images, "response": np.asarray(result.responses, np.float32)},
+            )
         self.insert1(dict(key, norm=p["mei_norm"]))
         self.Unit.insert(rows)
 
 
 def mei_images(key: dict, scan: str) -> np.ndarray:
     """(N, 1, H, W) MEIs of one scan's neurons in neuron_idx order."""
-    images = (MEI.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_arrays("image", order_by="neuron_idx")
+    images = (MEI.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_arrays(
+        "image", order_by="neuron_idx"
+    )
     return np.stack(images)[:, None]
 
 
@@ -208,9 +232,13 @@ class _Battery:
         rows, coords = [], None
         for scan, units, rm in scan_models(key):
             curve = self._experiment(key, scan, rm)
-            coords = {name: np.asarray(curve[dim].values, np.float32) for name, dim in self.coords.items()}
+            coords = {
+                name: np.asarray(curve[dim].values, np.float32) for name, dim in self.coords.items()
+            }
             columns = {"curve": np.asarray(curve.values, np.float32)}
-            columns.update({name: np.asarray(f(curve), np.float32) for name, f in self.indices.items()})
+            columns.update(
+                {name: np.asarray(f(curve), np.float32) for name, f in self.indices.items()}
+            )
             rows += _rows(key, scan, units, columns)
         self.insert1(dict(key, **coords))
         self.Unit.insert(rows)
@@ -238,7 +266,9 @@ class OrientationTuning(_Battery, dj.Computed):
     indices = {"orientation_index": lambda c: insilico.indices.orientation_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(experiments.orientation_tuning, rm, gabor_params(key, scan), 16)
+        return twin_adapter.per_neuron_experiment(
+            experiments.orientation_tuning, rm, gabor_params(key, scan), 16
+        )
 
 
 @schema
@@ -263,7 +293,9 @@ class PhaseTuning(_Battery, dj.Computed):
     indices = {"phase_index": lambda c: insilico.indices.phase_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(experiments.phase_tuning, rm, gabor_params(key, scan), 16)
+        return twin_adapter.per_neuron_experiment(
+            experiments.phase_tuning, rm, gabor_params(key, scan), 16
+        )
 
 
 @schema
@@ -315,11 +347,16 @@ class PlaidTuning(_Battery, dj.Computed):
         plaid_index     : float32   # cross-orientation inhibition
         """
 
-    coords = {"optimal_contrasts": "optimal_contrast", "orthogonal_contrasts": "orthogonal_contrast"}
+    coords = {
+        "optimal_contrasts": "optimal_contrast",
+        "orthogonal_contrasts": "orthogonal_contrast",
+    }
     indices = {"plaid_index": lambda c: insilico.indices.plaid_index(c)}
 
     def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(experiments.plaid_tuning, rm, gabor_params(key, scan))
+        return twin_adapter.per_neuron_experiment(
+            experiments.plaid_tuning, rm, gabor_params(key, scan)
+        )
 
 
 @schema
@@ -346,15 +383,22 @@ class StimulusComparison(_Battery, dj.Computed):
 
     coords = {"energies": "energy"}
     indices = {
-        "gabor_vs_dog": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="gabor"), c.sel(stimulus="dog")),
-        "gabor_vs_mei": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="gabor"), c.sel(stimulus="mei")),
-        "dog_vs_mei": lambda c: insilico.indices.stimulus_ratio(c.sel(stimulus="dog"), c.sel(stimulus="mei")),
+        "gabor_vs_dog": lambda c: insilico.indices.stimulus_ratio(
+            c.sel(stimulus="gabor"), c.sel(stimulus="dog")
+        ),
+        "gabor_vs_mei": lambda c: insilico.indices.stimulus_ratio(
+            c.sel(stimulus="gabor"), c.sel(stimulus="mei")
+        ),
+        "dog_vs_mei": lambda c: insilico.indices.stimulus_ratio(
+            c.sel(stimulus="dog"), c.sel(stimulus="mei")
+        ),
     }
 
     def _experiment(self, key, scan, rm):
         energies = _params(key)["energies"]
         return experiments.stimulus_comparison(
-            rm, gabor_params(key, scan), dog_params(key, scan), mei_images(key, scan), energies)
+            rm, gabor_params(key, scan), dog_params(key, scan), mei_images(key, scan), energies
+        )
 
 
 @schema
@@ -382,13 +426,24 @@ class NonlinearityIndex(dj.Computed):
 
     def make(self, key):
         cnn = (model.TrainedModel.Unit & key).to_dicts(order_by=("scan_key", "unit_id"))
-        glm = {(r["scan_key"], r["unit_id"]): r["test_corr"] for r in (model.GLM.Unit * model.Dataset.Member & key).to_dicts()}
+        glm = {
+            (r["scan_key"], r["unit_id"]): r["test_corr"]
+            for r in (model.GLM.Unit * model.Dataset.Member & key).to_dicts()
+        }
         self.insert1(key)
         self.Unit.insert(
-            dict(key, scan_key=r["scan_key"], unit_id=r["unit_id"], cnn_corr=r["test_corr"],
-                 glm_corr=glm[(r["scan_key"], r["unit_id"])],
-                 nonlinearity_index=float(nonlinearity_index(r["test_corr"], glm[(r["scan_key"], r["unit_id"])])))
-            for r in cnn)
+            dict(
+                key,
+                scan_key=r["scan_key"],
+                unit_id=r["unit_id"],
+                cnn_corr=r["test_corr"],
+                glm_corr=glm[(r["scan_key"], r["unit_id"])],
+                nonlinearity_index=float(
+                    nonlinearity_index(r["test_corr"], glm[(r["scan_key"], r["unit_id"])])
+                ),
+            )
+            for r in cnn
+        )
 
 
 def cluster_inputs(key: dict):
@@ -397,10 +452,13 @@ def cluster_inputs(key: dict):
     from insilico.twin_adapter import ScanStack
 
     rows = (clustering.Clustering.Unit * OptimalGabor.Unit * recording.Scan.Neuron & key).to_dicts(
-        order_by=("scan_key", "neuron_idx"))
+        order_by=("scan_key", "neuron_idx")
+    )
     stack = ScanStack([rm for _, _, rm in scan_models(key)])
     if len(rows) != len(stack.rf_positions):
-        raise ValueError(f"{key}: {len(rows)} clustered neurons with optimal Gabors, model has {len(stack.rf_positions)}")
+        raise ValueError(
+            f"{key}: {len(rows)} clustered neurons with optimal Gabors, model has {len(stack.rf_positions)}"
+        )
     labels = np.array([r["cluster"] for r in rows])
     positions = np.array([[r["x"], r["y"]] for r in rows], np.float64)
     orientations = np.array([r["orientation"] for r in rows], np.float64)
@@ -435,13 +493,27 @@ class ClusterOptimalGabor(dj.Computed):
     def make(self, key):
         stack, labels, positions, orientations = cluster_inputs(key)
         grid, _ = _grids(_params(key))
-        best = search.cluster_optimal_gabor(stack, labels, grid, positions=positions, orientations=orientations,
-                                            respond=stack.fast_respond(), center=stack.center)
+        best = search.cluster_optimal_gabor(
+            stack,
+            labels,
+            grid,
+            positions=positions,
+            orientations=orientations,
+            respond=stack.fast_respond(),
+            center=stack.center,
+        )
         self.insert1(key)
         self.Cluster.insert(
-            dict(key, cluster=int(c), **{k: float(best[f"cluster_{k}"].values[i])
-                                         for k in ("size", "sf", "contrast", "phase", "orientation_offset", "response")})
-            for i, c in enumerate(best.cluster.values))
+            dict(
+                key,
+                cluster=int(c),
+                **{
+                    k: float(best[f"cluster_{k}"].values[i])
+                    for k in ("size", "sf", "contrast", "phase", "orientation_offset", "response")
+                },
+            )
+            for i, c in enumerate(best.cluster.values)
+        )
 
 
 @schema
@@ -469,11 +541,26 @@ class ClusterMEI(dj.Computed):
 
         stack, labels, positions, orientations = cluster_inputs(key)
         p = _params(key)
-        result = cluster_mei(stack, labels, positions=positions, orientations=orientations,
-                             respond=stack.fast_respond(), center=stack.center,
-                             norm=p["mei_norm"], steps=p["mei_steps"])
+        result = cluster_mei(
+            stack,
+            labels,
+            positions=positions,
+            orientations=orientations,
+            respond=stack.fast_respond(),
+            center=stack.center,
+            norm=p["mei_norm"],
+            steps=p["mei_steps"],
+        )
         images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
         coefficients = result.coefficients.detach().cpu().numpy().astype(np.float32)
         self.insert1(key)
-        self.Cluster.insert(dict(key, cluster=int(c), image=images[i], coefficients=coefficients[i],
-                                 response=float(result.cluster_responses[i])) for i, c in enumerate(result.labels))
+        self.Cluster.insert(
+            dict(
+                key,
+                cluster=int(c),
+                image=images[i],
+                coefficients=coefficients[i],
+                response=float(result.cluster_responses[i]),
+            )
+            for i, c in enumerate(result.labels)
+        )

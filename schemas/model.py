@@ -48,7 +48,12 @@ class ModelConfig(dj.Lookup):
         unknown = set(train) - set(TrainConfig().to_dict())
         if unknown:
             raise KeyError(f"unknown training parameters {sorted(unknown)}")
-        config = {"core": _jsonable(p.core), "readout": p.readout, "downsample": p.downsample, "train": train}
+        config = {
+            "core": _jsonable(p.core),
+            "readout": p.readout,
+            "downsample": p.downsample,
+            "train": train,
+        }
         if p.output != "elu1":  # only when set, so that stored ELU+1 models keep their hashes
             config["output"] = p.output
         key = {"model_hash": config_hash(config)}
@@ -80,7 +85,9 @@ class Dataset(dj.Manual):
         """Insert the set of scans (default: every imported scan); returns its key."""
         scans = sorted(scan_keys or recording.Scan().to_arrays("scan_key"))
         if not scans:
-            raise ValueError(f"no scans: {recording.Scan.full_table_name} is empty; import recordings first")
+            raise ValueError(
+                f"no scans: {recording.Scan.full_table_name} is empty; import recordings first"
+            )
         missing = [s for s in scans if not recording.Scan & {"scan_key": s}]
         if missing:
             raise KeyError(f"scans {missing} are not in {recording.Scan.full_table_name}")
@@ -140,14 +147,19 @@ class TrainedModel(dj.Computed):
         history = fit(model, scans, train, progress=True)
         seconds = time.perf_counter() - t0
         units, metrics = _unit_rows(key, model, scans)
-        self.insert1(dict(
-            key, architecture=model.config,
-            weights={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-            device=str(history["device"]), epochs=len(history["epoch"]), train_seconds=seconds,
-            best_val_corr=history["best_val_corr"],
-            test_corr=float(np.nanmedian(metrics["test_correlation"])),
-            feve=float(np.nanmedian(metrics["feve"])),
-        ))
+        self.insert1(
+            dict(
+                key,
+                architecture=model.config,
+                weights={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                device=str(history["device"]),
+                epochs=len(history["epoch"]),
+                train_seconds=seconds,
+                best_val_corr=history["best_val_corr"],
+                test_corr=float(np.nanmedian(metrics["test_correlation"])),
+                feve=float(np.nanmedian(metrics["feve"])),
+            )
+        )
         self.Unit.insert(units)
 
 
@@ -156,15 +168,24 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
     rows, allm = [], []
     for scan in scans:
         m = evaluate(model, scan)
-        unit_ids = (recording.Scan.Neuron & {"scan_key": scan.name}).to_arrays("unit_id", order_by="neuron_idx")
+        unit_ids = (recording.Scan.Neuron & {"scan_key": scan.name}).to_arrays(
+            "unit_id", order_by="neuron_idx"
+        )
         rf = model.rf_positions(scan.name)
         for i, unit in enumerate(unit_ids):
-            rows.append(dict(
-                key, scan_key=scan.name, unit_id=int(unit),
-                test_corr=m["test_correlation"][i], corr_to_avg=m["correlation_to_average"][i],
-                oracle_corr=m["oracle_correlation"][i], feve=m["feve"][i],
-                rf_x=rf[i, 0], rf_y=rf[i, 1],
-            ))
+            rows.append(
+                dict(
+                    key,
+                    scan_key=scan.name,
+                    unit_id=int(unit),
+                    test_corr=m["test_correlation"][i],
+                    corr_to_avg=m["correlation_to_average"][i],
+                    oracle_corr=m["oracle_correlation"][i],
+                    feve=m["feve"][i],
+                    rf_x=rf[i, 0],
+                    rf_y=rf[i, 1],
+                )
+            )
         allm.append(m)
     return rows, {k: np.concatenate([m[k] for m in allm]) for k in allm[0]}
 

@@ -79,7 +79,10 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
     height, width = rec.images.shape[1:]
     trials = [
         dict(
-            key, trial_idx=i, tier=str(rec.tiers[i]), image_id=int(rec.image_ids[i]),
+            key,
+            trial_idx=i,
+            tier=str(rec.tiers[i]),
+            image_id=int(rec.image_ids[i]),
             responses=rec.responses[i].astype(np.float32),
             behavior=None if rec.behavior is None else rec.behavior[i],
             pupil_center=None if rec.pupil_center is None else rec.pupil_center[i],
@@ -87,21 +90,40 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
         for i in range(n_trials)
     ]
     with Scan.connection.transaction:
-        Scan.insert1(dict(
-            key, animal_id=rec.animal_id, session=rec.session, scan_idx=rec.scan_idx,
-            n_neurons=n_neurons, n_trials=n_trials, image_height=height, image_width=width,
-            source=str(rec.source)[:1024],
-        ))
+        Scan.insert1(
+            dict(
+                key,
+                animal_id=rec.animal_id,
+                session=rec.session,
+                scan_idx=rec.scan_idx,
+                n_neurons=n_neurons,
+                n_trials=n_trials,
+                image_height=height,
+                image_width=width,
+                source=str(rec.source)[:1024],
+            )
+        )
         Scan.Neuron.insert(
-            dict(key, unit_id=int(u), neuron_idx=i, area=str(a), layer=str(la),
-                 motor_x=float(c[0]), motor_y=float(c[1]), motor_z=float(c[2]))
-            for i, (u, a, la, c) in enumerate(zip(rec.unit_ids, rec.area, rec.layer, rec.motor_coordinates))
+            dict(
+                key,
+                unit_id=int(u),
+                neuron_idx=i,
+                area=str(a),
+                layer=str(la),
+                motor_x=float(c[0]),
+                motor_y=float(c[1]),
+                motor_z=float(c[2]),
+            )
+            for i, (u, a, la, c) in enumerate(
+                zip(rec.unit_ids, rec.area, rec.layer, rec.motor_coordinates)
+            )
         )
         Scan.Image.insert(
-            dict(key, image_id=int(i), image=img.astype(np.float32)) for i, img in zip(rec.image_index, rec.images)
+            dict(key, image_id=int(i), image=img.astype(np.float32))
+            for i, img in zip(rec.image_index, rec.images)
         )
         for start in tqdm(range(0, n_trials, chunk), desc=f"insert {rec.scan_key}", leave=False):
-            Scan.Trial.insert(trials[start:start + chunk])
+            Scan.Trial.insert(trials[start : start + chunk])
     return True
 
 

@@ -56,19 +56,31 @@ def recording_tables(db):
     recording.Scan.delete(prompt=False, part_integrity="cascade")
 
 
-def make_scan_arrays(n_neurons=12, n_train=40, n_validation=10, n_test_images=4, n_repeats=3,
-                     height=9, width=16, seed=0):
+def make_scan_arrays(
+    n_neurons=12,
+    n_train=40,
+    n_validation=10,
+    n_test_images=4,
+    n_repeats=3,
+    height=9,
+    width=16,
+    seed=0,
+):
     """Small random arrays in the shape of a Sensorium scan (the format, not the science)."""
     rng = np.random.default_rng(seed)
     n_test = n_test_images * n_repeats
     tiers = np.array(["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test)
-    image_ids = np.concatenate([
-        np.arange(n_train + n_validation),
-        1000 + np.repeat(np.arange(n_test_images), n_repeats),
-    ])
+    image_ids = np.concatenate(
+        [
+            np.arange(n_train + n_validation),
+            1000 + np.repeat(np.arange(n_test_images), n_repeats),
+        ]
+    )
     order = rng.permutation(len(tiers))
     tiers, image_ids = tiers[order], image_ids[order]
-    pictures = {i: rng.uniform(0, 255, (1, height, width)).astype(np.float32) for i in np.unique(image_ids)}
+    pictures = {
+        i: rng.uniform(0, 255, (1, height, width)).astype(np.float32) for i in np.unique(image_ids)
+    }
     return dict(
         images=np.stack([pictures[i] for i in image_ids]),
         responses=rng.poisson(2.0, (len(tiers), n_neurons)).astype(np.float32),

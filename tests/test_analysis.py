@@ -45,7 +45,14 @@ def test_all_indices_shifted_cluster_counts_in_n_all():
 def test_random_assignments_control_is_mostly_not_significant():
     df = _neurons(shift={(3, "orientation_index"): 1.0})
     control = pop.control_ks(df, n_repeats=5, seed=1)
-    assert list(control.columns) == ["repeat", "n_clusters", "n_tests", "n_significant", "n_any", "n_all"]
+    assert list(control.columns) == [
+        "repeat",
+        "n_clusters",
+        "n_tests",
+        "n_significant",
+        "n_any",
+        "n_all",
+    ]
     assert len(control) == 5
     assert control["n_significant"].mean() <= 2.5  # the planted shift is spread over all clusters
     assert (control["n_all"] == 0).all()
@@ -57,11 +64,16 @@ def test_ks_ignores_nan_and_handles_tiny_clusters():
     df = _neurons(n_clusters=3, per_cluster=30)
     df.loc[:5, "nonlinearity_index"] = np.nan
     df.loc[6, "nonlinearity_index"] = np.inf
-    df = pd.concat([df, pd.DataFrame([{"cluster": 9, **{i: 0.0 for i in pop.INDICES}}])], ignore_index=True)
+    df = pd.concat(
+        [df, pd.DataFrame([{"cluster": 9, **{i: 0.0 for i in pop.INDICES}}])], ignore_index=True
+    )
     ks = pop.cluster_ks(df).set_index(["cluster", "index_name"])
     assert ks.loc[(0, "nonlinearity_index"), "n_neurons"] == 30 - 7
     assert np.isfinite(ks.loc[(0, "nonlinearity_index"), "p_value"])
-    assert np.isnan(ks.loc[(9, "orientation_index"), "p_value"]) and not ks.loc[(9, "orientation_index"), "significant"]
+    assert (
+        np.isnan(ks.loc[(9, "orientation_index"), "p_value"])
+        and not ks.loc[(9, "orientation_index"), "significant"]
+    )
 
 
 def test_missing_column_names_it():
@@ -74,7 +86,15 @@ def _constructed_means():
     rows = []
     for c in range(8):
         for offset in (-0.5, 0.5):  # symmetric: the means are exact
-            rows.append(dict(cluster=c, a=c + offset, b=2 * c + 1 + offset, c3=-c ** 3 + offset, d=1.0 + offset))
+            rows.append(
+                dict(
+                    cluster=c,
+                    a=c + offset,
+                    b=2 * c + 1 + offset,
+                    c3=-(c**3) + offset,
+                    d=1.0 + offset,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -82,7 +102,9 @@ def test_correlations_of_constructed_cluster_means():
     means = pop.cluster_means(_constructed_means(), indices=["a", "b", "c3", "d"])
     assert list(means.index) == list(range(8)) and (means["n_neurons"] == 2).all()
     np.testing.assert_allclose(means["b"], 2 * np.arange(8) + 1)
-    corr = pop.index_correlations(means, indices=["a", "b", "c3", "d"]).set_index(["index_a", "index_b"])
+    corr = pop.index_correlations(means, indices=["a", "b", "c3", "d"]).set_index(
+        ["index_a", "index_b"]
+    )
     assert len(corr) == 6
     ab = corr.loc[("a", "b")]
     assert ab.n == 8
@@ -108,8 +130,16 @@ def _code_neurons(seed=0):
         gate = 1.0 if c in PLANTED else 0.0
         for _ in range(20):
             noise = rng.uniform(-0.1, 0.1, 5)
-            rows.append(dict(cluster=c, phase_index=ph + noise[0], suppression_index=su + noise[1],
-                             plaid_index=pl + noise[2], gabor_vs_mei=gate + noise[3], orientation_index=noise[4]))
+            rows.append(
+                dict(
+                    cluster=c,
+                    phase_index=ph + noise[0],
+                    suppression_index=su + noise[1],
+                    plaid_index=pl + noise[2],
+                    gabor_vs_mei=gate + noise[3],
+                    orientation_index=noise[4],
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -119,11 +149,18 @@ def test_combinatorial_code_lists_exactly_the_planted_combinations():
     assert set(code.loc[code.gabor_like, "cluster"]) == set(PLANTED)
     for c, (ph, su, pl) in {**PLANTED, **NOT_GABOR}.items():
         row = code.set_index("cluster").loc[c]
-        assert (row.phase_high, row.suppression_high, row.plaid_high) == (bool(ph), bool(su), bool(pl))
+        assert (row.phase_high, row.suppression_high, row.plaid_high) == (
+            bool(ph),
+            bool(su),
+            bool(pl),
+        )
         assert row.code == ph + 2 * su + 4 * pl
     combos = pop.code_combinations(code)
     assert len(combos) == 8 and combos["code"].tolist() == list(range(8))
-    occurring = {tuple(int(x) for x in (r.phase_high, r.suppression_high, r.plaid_high)) for r in combos[combos.occurs].itertuples()}
+    occurring = {
+        tuple(int(x) for x in (r.phase_high, r.suppression_high, r.plaid_high))
+        for r in combos[combos.occurs].itertuples()
+    }
     assert occurring == set(PLANTED.values())
     assert combos.set_index("combination").loc["phase+plaid", "clusters"] == [2]
     assert combos.set_index("combination").loc["none", "clusters"] == [0]
@@ -136,9 +173,15 @@ def test_combinatorial_code_lists_exactly_the_planted_combinations():
 def test_thresholds_are_population_averages_not_cluster_averages():
     # one big low cluster and two small high ones: the population mean sits low,
     # so a cluster just above it is high although it is below the mean of cluster means
-    rows = [dict(cluster=0, phase_index=0.0, suppression_index=0.0, plaid_index=0.0, gabor_vs_mei=1.0)] * 80
-    rows += [dict(cluster=1, phase_index=1.0, suppression_index=1.0, plaid_index=1.0, gabor_vs_mei=1.0)] * 10
-    rows += [dict(cluster=2, phase_index=0.3, suppression_index=0.3, plaid_index=0.3, gabor_vs_mei=1.0)] * 10
+    rows = [
+        dict(cluster=0, phase_index=0.0, suppression_index=0.0, plaid_index=0.0, gabor_vs_mei=1.0)
+    ] * 80
+    rows += [
+        dict(cluster=1, phase_index=1.0, suppression_index=1.0, plaid_index=1.0, gabor_vs_mei=1.0)
+    ] * 10
+    rows += [
+        dict(cluster=2, phase_index=0.3, suppression_index=0.3, plaid_index=0.3, gabor_vs_mei=1.0)
+    ] * 10
     df = pd.DataFrame(rows)
     assert pop.population_thresholds(df, ["phase_index"])["phase_index"] == pytest.approx(0.13)
     code = pop.combinatorial_code(df).set_index("cluster")
@@ -149,6 +192,14 @@ def test_cluster_table_has_sizes_means_and_code():
     df = _neurons(n_clusters=4, per_cluster=25)
     table = pop.cluster_table(df)
     assert len(table) == 4 and table["n_neurons"].tolist() == [25] * 4
-    for col in ("cluster", "n_significant_ks", "gabor_like", "phase_high", "suppression_high", "plaid_high",
-                "combination", *pop.INDICES):
+    for col in (
+        "cluster",
+        "n_significant_ks",
+        "gabor_like",
+        "phase_high",
+        "suppression_high",
+        "plaid_high",
+        "combination",
+        *pop.INDICES,
+    ):
         assert col in table.columns

@@ -5,6 +5,7 @@ own RF and orientation. A type's cluster MEI, in the canonical orientation 0, mu
 Gabor at orientation 0 (up to the pi-rotation ambiguity of an odd Gabor, which the max over the
 offsets (0, pi) absorbs).
 """
+
 import math
 
 import numpy as np
@@ -26,7 +27,9 @@ class LinearGabors:
     def __init__(self, x, y, orientation, phase):
         t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32))
         self.filters = gabor(t(x), t(y), SIZE, SF, 2.0, t(orientation), t(phase)).flatten(1)
-        self.centred = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, t(orientation), t(phase)).flatten(1)
+        self.centred = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, t(orientation), t(phase)).flatten(
+            1
+        )
         self.rf_positions = np.stack([x, y], 1).astype(float)
         self.preferred_orientations = np.asarray(orientation, dtype=float)
 
@@ -70,8 +73,11 @@ def test_coefficient_rotation_equals_image_rotation_90():
     # twin.hermite's own patch basis: counter-clockwise
     basis = torch.as_tensor(hermite.hermite_basis(21, n_orders), dtype=torch.float32)
     rot = cm.rotation_matrices_at([math.pi / 2], n_orders)[0]
-    np.testing.assert_allclose(cm.synthesize(beta @ rot.T, basis),
-                               torch.rot90(cm.synthesize(beta, basis), 1, dims=(-2, -1)), atol=1e-5)
+    np.testing.assert_allclose(
+        cm.synthesize(beta @ rot.T, basis),
+        torch.rot90(cm.synthesize(beta, basis), 1, dims=(-2, -1)),
+        atol=1e-5,
+    )
     # insilico orientation convention (clockwise as displayed), on a square canvas
     cb = cm.canvas_basis([(16.0, 16.0)], n_orders, 2.5, height=33, width=33)[0]
     img = cm.synthesize(beta, cb)
@@ -100,8 +106,10 @@ def test_cluster_mei_recovers_each_type(population, path):
     np.testing.assert_array_equal(res.labels, [0, 1])
     for k, tau in ((0, 0.0), (1, math.pi / 2)):
         # canonical = the type's Gabor at orientation 0; rotation by pi (the other offset) is allowed
-        corr = max(_corr(res.images[k], gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, o, tau))
-                   for o in (0.0, math.pi))
+        corr = max(
+            _corr(res.images[k], gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, o, tau))
+            for o in (0.0, math.pi)
+        )
         assert corr > 0.9, (path, k, corr)
     np.testing.assert_allclose(res.images.flatten(1).norm(dim=1), 10.0, rtol=1e-3)
     assert res.history[-1] >= res.history[0]
@@ -122,12 +130,25 @@ def test_cluster_mei_runs_on_the_twin_fast_path():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     t, n = 20, 6
-    scan = ScanData("s", rng.uniform(0, 255, (t, 1, H, W)), rng.poisson(2.0, (t, n)),
-                    np.array(["train"] * 15 + ["validation"] * 5), np.arange(t))
-    m = TwinResponseModel(build_model("cpu", [scan], seed=0), "s",
-                          preferred_orientations=rng.uniform(0, math.pi, n))
-    res = cm.cluster_mei(m, np.array([0, 0, 0, 1, 1, 1]), respond=m.fast_respond(), n_orders=5,
-                         steps=3, n_angles=8, norm=5.0)
+    scan = ScanData(
+        "s",
+        rng.uniform(0, 255, (t, 1, H, W)),
+        rng.poisson(2.0, (t, n)),
+        np.array(["train"] * 15 + ["validation"] * 5),
+        np.arange(t),
+    )
+    m = TwinResponseModel(
+        build_model("cpu", [scan], seed=0), "s", preferred_orientations=rng.uniform(0, math.pi, n)
+    )
+    res = cm.cluster_mei(
+        m,
+        np.array([0, 0, 0, 1, 1, 1]),
+        respond=m.fast_respond(),
+        n_orders=5,
+        steps=3,
+        n_angles=8,
+        norm=5.0,
+    )
     assert res.center == m.center
     assert res.images.shape == (2, 1, H, W) and np.isfinite(res.neuron_responses).all()
     assert res.history[-1] >= res.history[0] - 1e-3

@@ -79,14 +79,22 @@ def test_estimator_applies_selection_rule(monkeypatch):
     al = CyclicAligner(betas=[0.1, 1.0, 10.0], refine_iter=0, progress=False).fit(x)
     assert np.all(np.diff(al.losses_["eq3"]) > 0)  # perfect < small jitter < large jitter
     assert al.beta_ == 1.0 and al.temperature_ == 8.0
-    np.testing.assert_allclose(al.angles_, np.remainder((perfect + 0.3 * jitter).numpy(), 2 * math.pi), atol=1e-6)
+    np.testing.assert_allclose(
+        al.angles_, np.remainder((perfect + 0.3 * jitter).numpy(), 2 * math.pi), atol=1e-6
+    )
 
 
 def test_energy_angles_are_equivariant_to_cyclic_shifts():
     x = torch.tensor(np.random.default_rng(3).standard_normal((20, 4, O)))
     k = torch.tensor(np.random.default_rng(4).integers(0, O, 20))
     shifted = torch.stack([torch.roll(xi, int(ki), -1) for xi, ki in zip(x, k)])
-    diff = torch.remainder(energy_angles(shifted) - energy_angles(x) - k.double() * 2 * math.pi / O + 1, 2 * math.pi) - 1
+    diff = (
+        torch.remainder(
+            energy_angles(shifted) - energy_angles(x) - k.double() * 2 * math.pi / O + 1,
+            2 * math.pi,
+        )
+        - 1
+    )
     assert torch.all(diff.abs() < 1e-9)
 
 
@@ -125,7 +133,9 @@ def test_cyclic_shifts_of_the_data_change_no_cluster():
     x, types, _ = gp_readouts(n=30, n_types=3, features=2, noise=0.05, seed=5)
     k = np.random.default_rng(6).integers(0, O, len(x))
     shifted = np.stack([np.roll(xi, ki, -1) for xi, ki in zip(x, k)])
-    labels = [fit_clusters(CyclicAligner(**FAST).fit_transform(d), "gmm", 3)[0] for d in (x, shifted)]
+    labels = [
+        fit_clusters(CyclicAligner(**FAST).fit_transform(d), "gmm", 3)[0] for d in (x, shifted)
+    ]
     assert adjusted_rand_score(labels[0], labels[1]) == 1.0
     assert adjusted_rand_score(types, labels[0]) == 1.0
 

@@ -47,7 +47,9 @@ def test_confusion_ignores_canonical_orientation():
     np.testing.assert_allclose(np.diag(c), 1.0)
     assert c[0, 1] > 0.999  # same function in another orientation
     assert abs(c[0, 2]) < 0.5  # different functions
-    unshifted = np.corrcoef(elu1(features.reshape(2000, -1) @ centres[[0, 1]].reshape(2, -1).T).T)[0, 1]
+    unshifted = np.corrcoef(elu1(features.reshape(2000, -1) @ centres[[0, 1]].reshape(2, -1).T).T)[
+        0, 1
+    ]
     assert unshifted < 0.9  # without accounting for orientation they would look different
 
 

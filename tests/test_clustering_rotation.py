@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from clustering.rotation import (as_barcodes, relaxed_rotate, relaxed_rotation_matrix, rotate,
-                                 rotation_matrix)
+from clustering.rotation import (
+    as_barcodes,
+    relaxed_rotate,
+    relaxed_rotation_matrix,
+    rotate,
+    rotation_matrix,
+)
 
 O = 8
 STEP = 2 * math.pi / O
@@ -20,8 +25,9 @@ def barcodes():
 
 @pytest.mark.parametrize("k", [0, 1, 3, 7, -2, 9])
 def test_exact_shift_at_multiples(barcodes, k):
-    np.testing.assert_allclose(rotate(barcodes, np.full(5, k * STEP)), np.roll(barcodes, -k, axis=-1),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        rotate(barcodes, np.full(5, k * STEP)), np.roll(barcodes, -k, axis=-1), atol=1e-12
+    )
     s = rotation_matrix(k * STEP, O)
     np.testing.assert_allclose(s, np.roll(np.eye(O), k, axis=1), atol=1e-12)  # row j picks j + k
 
@@ -30,8 +36,9 @@ def test_halfway_interpolates_neighbours(barcodes):
     expected = 0.5 * (barcodes + np.roll(barcodes, -1, axis=-1))
     np.testing.assert_allclose(rotate(barcodes, 0.5 * STEP), expected, atol=1e-12)
     quarter = rotate(barcodes, 2.25 * STEP)
-    np.testing.assert_allclose(quarter, 0.75 * np.roll(barcodes, -2, -1) + 0.25 * np.roll(barcodes, -3, -1),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        quarter, 0.75 * np.roll(barcodes, -2, -1) + 0.25 * np.roll(barcodes, -3, -1), atol=1e-12
+    )
 
 
 def test_rotate_then_unrotate_is_identity_for_multiples(barcodes):
@@ -58,11 +65,16 @@ def test_torch_matches_numpy_and_has_gradients(barcodes):
     a = torch.tensor(alpha, requires_grad=True)
     t = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     out = relaxed_rotate(torch.tensor(barcodes), a, t)
-    np.testing.assert_allclose(out.detach().numpy(), relaxed_rotate(barcodes, alpha, 3.0), atol=1e-12)
+    np.testing.assert_allclose(
+        out.detach().numpy(), relaxed_rotate(barcodes, alpha, 3.0), atol=1e-12
+    )
     out.square().sum().backward()
     assert torch.all(a.grad != 0) and t.grad != 0
-    np.testing.assert_allclose(rotate(torch.tensor(barcodes), torch.tensor(alpha)).numpy(),
-                               rotate(barcodes, alpha), atol=1e-12)
+    np.testing.assert_allclose(
+        rotate(torch.tensor(barcodes), torch.tensor(alpha)).numpy(),
+        rotate(barcodes, alpha),
+        atol=1e-12,
+    )
 
 
 def test_as_barcodes_is_feature_major():

@@ -42,9 +42,14 @@ def _count_and_drop(prefix, queue):
 
     modules = schemas.activate(prefix)
     model = modules["model"]
-    queue.put({"datasets": len(model.Dataset()), "members": len(model.Dataset.Member()),
-               "configs": len(model.ModelConfig()),
-               "queues": [t.jobs.is_declared for t in (model.TrainedModel(), model.GLM())]})
+    queue.put(
+        {
+            "datasets": len(model.Dataset()),
+            "members": len(model.Dataset.Member()),
+            "configs": len(model.ModelConfig()),
+            "queues": [t.jobs.is_declared for t in (model.TrainedModel(), model.GLM())],
+        }
+    )
     schemas.drop_all(prefix)
 
 

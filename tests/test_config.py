@@ -29,15 +29,18 @@ def test_overrides_apply_and_ints_count_as_floats(tmp_path):
     assert cfg["alignment"] == config.defaults("cpu")["alignment"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[clustering]\nn_cluster = 9\n", "unknown key clustering.n_cluster"),
-    ("[clusterin]\nn_clusters = 9\n", "unknown section [clusterin]"),
-    ("[clustering]\nn_clusters = '9'\n", "clustering.n_clusters = '9' is a str, expected int"),
-    ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
-    ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
-    ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
-    ("[model\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[clustering]\nn_cluster = 9\n", "unknown key clustering.n_cluster"),
+        ("[clusterin]\nn_clusters = 9\n", "unknown section [clusterin]"),
+        ("[clustering]\nn_clusters = '9'\n", "clustering.n_clusters = '9' is a str, expected int"),
+        ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
+        ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
+        ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
 def test_bad_config_is_refused_with_the_key_named(tmp_path, text, message):
     path = _write(tmp_path, text)
     with pytest.raises(config.ConfigError, match=pytest.importorskip("re").escape(message)):

@@ -93,7 +93,12 @@ def test_external_server_from_environment(monkeypatch):
     monkeypatch.setenv("DJ_PASS", "s3cret")
     monkeypatch.setenv("DJ_BACKEND", "mysql")
     creds = connection.credentials()
-    assert (creds.host, creds.port, creds.user, creds.backend) == ("db.lab.example", 3306, "alice", "mysql")
+    assert (creds.host, creds.port, creds.user, creds.backend) == (
+        "db.lab.example",
+        3306,
+        "alice",
+        "mysql",
+    )
     assert "s3cret" not in creds.describe()
     monkeypatch.delenv("DJ_PASS")
     with pytest.raises(ValueError, match="DJ_PASS"):

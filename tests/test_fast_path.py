@@ -16,6 +16,7 @@ Tolerances (stated; see insilico/twin_adapter.py for why):
   state |diff| <= 0.15 x the neuron's largest response over the grid (measured up to 0.073);
   a trained, smoother core does better (benchmarks/insilico.py prints it).
 """
+
 import math
 
 import numpy as np
@@ -35,12 +36,27 @@ SUBPIXEL_TOL = 0.15  # fraction of the neuron's max response over the grid
 
 # 6 interior neurons on half-integer positions (two right at the core's reach of 12 px), 2 border
 # ones (within the hidden layers' radius of 6 px)
-POS_HALF = np.array([[12.5, 12.5], [50.5, 22.5], [20.5, 14.5], [40.5, 20.5], [31.5, 17.5],
-                     [25.5, 21.5], [2.5, 17.5], [40.5, 33.5]])
+POS_HALF = np.array(
+    [
+        [12.5, 12.5],
+        [50.5, 22.5],
+        [20.5, 14.5],
+        [40.5, 20.5],
+        [31.5, 17.5],
+        [25.5, 21.5],
+        [2.5, 17.5],
+        [40.5, 33.5],
+    ]
+)
 BORDER = np.array([False] * 6 + [True, True])
-GRID = search.GaborGrid(offsets=(0.0,), sizes=(6.0, 12.0), sfs=(1 / 10, 1 / 6), contrasts=(4.0,),
-                        orientations=tuple(np.arange(4) * math.pi / 4),
-                        phases=(0.0, math.pi))
+GRID = search.GaborGrid(
+    offsets=(0.0,),
+    sizes=(6.0, 12.0),
+    sfs=(1 / 10, 1 / 6),
+    contrasts=(4.0,),
+    orientations=tuple(np.arange(4) * math.pi / 4),
+    phases=(0.0, math.pi),
+)
 
 
 def _set_positions(twin, pos):
@@ -54,10 +70,17 @@ def twin():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     t, n = 40, len(POS_HALF)
-    scan = ScanData("s", rng.uniform(0, 255, (t, 1, H, W)), rng.poisson(2.0, (t, n)),
-                    np.array(["train"] * 30 + ["validation"] * 10), np.arange(t))
+    scan = ScanData(
+        "s",
+        rng.uniform(0, 255, (t, 1, H, W)),
+        rng.poisson(2.0, (t, n)),
+        np.array(["train"] * 30 + ["validation"] * 10),
+        np.arange(t),
+    )
     cpu = get_preset("cpu")  # its core at full resolution: exactness is about the pixel grid
-    tw = build_model({"core": cpu.core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0).eval()
+    tw = build_model(
+        {"core": cpu.core, "readout": cpu.readout, "downsample": 1}, [scan], seed=0
+    ).eval()
     _set_positions(tw, POS_HALF)
     return tw
 
@@ -69,8 +92,9 @@ def half(twin):
     m = TwinResponseModel(twin, "s")
     with torch.no_grad():
         dd, rd = search.optimal_gabor(m, GRID, return_responses=True)
-        df, rf = search.optimal_gabor(m, GRID, respond=m.fast_respond(), center=m.center,
-                                      return_responses=True)
+        df, rf = search.optimal_gabor(
+            m, GRID, respond=m.fast_respond(), center=m.center, return_responses=True
+        )
         merged = optimal_gabor(m, GRID)
     return m, dd, rd, df, rf, merged
 
@@ -92,12 +116,17 @@ def test_model_contract_and_center(twin):
     with torch.no_grad():
         full = m(x)
         idx = torch.tensor([0, 3, 7, 7, 2])
-        np.testing.assert_allclose(m.respond_own(x, idx), full.gather(1, idx[:, None])[:, 0],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            m.respond_own(x, idx), full.gather(1, idx[:, None])[:, 0], rtol=1e-5, atol=1e-5
+        )
         sub = m.subset([7, 2])
         np.testing.assert_allclose(sub(x), full[:, [7, 2]], rtol=1e-6)
-        np.testing.assert_allclose(sub.respond_own(x, torch.tensor([1, 0, 1, 0, 0])),
-                                   full[:, [2, 7, 2, 7, 7]].diagonal(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            sub.respond_own(x, torch.tensor([1, 0, 1, 0, 0])),
+            full[:, [2, 7, 2, 7, 7]].diagonal(),
+            rtol=1e-5,
+            atol=1e-5,
+        )
     assert twin.training is False
 
 
@@ -123,8 +152,9 @@ def test_fast_path_on_arbitrary_centred_images(twin):
         direct = search.direct_respond(m, center=m.center)(x)
         hybrid = m.hybrid_respond()(x)
     inner = ~BORDER
-    assert float((fast[:, inner] - direct[:, inner]).abs().max()) <= \
-        EXACT_ATOL + EXACT_RTOL * float(direct.abs().max())
+    assert float(
+        (fast[:, inner] - direct[:, inner]).abs().max()
+    ) <= EXACT_ATOL + EXACT_RTOL * float(direct.abs().max())
     # the hybrid respond: fast inside, direct at the border
     np.testing.assert_allclose(hybrid[:, inner], fast[:, inner], rtol=1e-6)
     np.testing.assert_allclose(hybrid[:, BORDER], direct[:, BORDER], rtol=1e-4, atol=1e-5)
@@ -139,10 +169,12 @@ def test_border_neurons_flagged_and_get_direct_result(half):
     assert float((rd[:, BORDER] - rf[:, BORDER]).abs().max()) > 1e-2
     np.testing.assert_array_equal(merged.border.values, BORDER)
     for k in search.GABOR_KEYS + ("response",):
-        np.testing.assert_allclose(merged[k].values[BORDER], dd[k].values[BORDER], rtol=1e-5,
-                                   err_msg=k)
-        np.testing.assert_allclose(merged[k].values[~BORDER], df[k].values[~BORDER], rtol=1e-6,
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            merged[k].values[BORDER], dd[k].values[BORDER], rtol=1e-5, err_msg=k
+        )
+        np.testing.assert_allclose(
+            merged[k].values[~BORDER], df[k].values[~BORDER], rtol=1e-6, err_msg=k
+        )
     # merge of tables: all-N direct or border-only direct
     t = merge(rf, rd, BORDER)
     np.testing.assert_array_equal(t[:, BORDER], rd[:, BORDER])
@@ -156,8 +188,18 @@ def test_gray_padding_keeps_fast_path_exact_inside_the_core_reach(twin):
     direct; the same weights with zero padding: not."""
     from twin.model import Twin
 
-    pos = np.array([[7.5, 7.5], [56.5, 17.5], [31.5, 27.5], [20.5, 7.5], [7.5, 27.5], [56.5, 7.5],
-                    [40.5, 27.5], [7.5, 17.5]])
+    pos = np.array(
+        [
+            [7.5, 7.5],
+            [56.5, 17.5],
+            [31.5, 27.5],
+            [20.5, 7.5],
+            [7.5, 27.5],
+            [56.5, 7.5],
+            [40.5, 27.5],
+            [7.5, 17.5],
+        ]
+    )
     x = torch.zeros(1, 1, H, W)  # a 2 x 2 patch around the centre (31.5, 17.5)
     x[..., 17:19, 31:33] = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(2))
     diffs = {}
@@ -189,8 +231,9 @@ def test_fast_vs_direct_on_subpixel_rfs(twin):
         assert not m.border_mask().any()
         with torch.no_grad():
             dd, rd = search.optimal_gabor(m, GRID, return_responses=True)
-            df, rf = search.optimal_gabor(m, GRID, respond=m.fast_respond(), center=m.center,
-                                          return_responses=True)
+            df, rf = search.optimal_gabor(
+                m, GRID, respond=m.fast_respond(), center=m.center, return_responses=True
+            )
         scale = rd.max(0).values
         rel = ((rd - rf).abs().max(0).values / scale).numpy()
         assert rel.max() <= SUBPIXEL_TOL, rel
@@ -233,28 +276,40 @@ def test_pooled_twin_reports_canvas_pixels_and_stays_equivariant():
     the full model on the stimulus moved onto the RF by an even (grid-aligned) shift."""
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
-    scan = ScanData("s", rng.uniform(0, 255, (40, 1, H, W)), rng.poisson(2.0, (40, 3)),
-                    np.array(["train"] * 30 + ["validation"] * 10), np.arange(40))
+    scan = ScanData(
+        "s",
+        rng.uniform(0, 255, (40, 1, H, W)),
+        rng.poisson(2.0, (40, 3)),
+        np.array(["train"] * 30 + ["validation"] * 10),
+        np.arange(40),
+    )
     tw = build_model("cpu", [scan], seed=0).eval()
     assert tw.downsample == 2 and (tw.reach, tw.hidden_reach) == (24, 12)
     shifts = np.array([[-8, 2], [6, -2], [0, 0]])
     grid_h, grid_w = H // 2, W // 2
     grid_pos = (np.array(tw.center) + 0.5) / 2 - 0.5 + shifts / 2
     with torch.no_grad():
-        tw.readouts["s"].mu.copy_(torch.tensor(2 * grid_pos / np.array([grid_w - 1, grid_h - 1]) - 1,
-                                               dtype=torch.float32))
+        tw.readouts["s"].mu.copy_(
+            torch.tensor(2 * grid_pos / np.array([grid_w - 1, grid_h - 1]) - 1, dtype=torch.float32)
+        )
     np.testing.assert_allclose(tw.rf_positions("s"), np.array(tw.center) + shifts, atol=1e-4)
     x = torch.zeros(1, 1, H, W)
     x[..., 14:22, 28:36] = torch.randn(1, 1, 8, 8)
     with torch.no_grad():
         fast = tw.at_rf(x, "s")[0]
-        direct = torch.stack([tw(torch.roll(x, (int(dy), int(dx)), (2, 3)), "s")[0, i]
-                              for i, (dx, dy) in enumerate(shifts)])
+        direct = torch.stack(
+            [
+                tw(torch.roll(x, (int(dy), int(dx)), (2, 3)), "s")[0, i]
+                for i, (dx, dy) in enumerate(shifts)
+            ]
+        )
     np.testing.assert_allclose(fast, direct, rtol=1e-4, atol=1e-5)
     m = TwinResponseModel(tw, "s")  # respond_own goes through the same pooling as the model
     with torch.no_grad():
         idx = torch.tensor([2, 0, 1])
-        np.testing.assert_allclose(m.respond_own(x.expand(3, -1, -1, -1), idx), m(x)[0, idx], rtol=1e-5)
+        np.testing.assert_allclose(
+            m.respond_own(x.expand(3, -1, -1, -1), idx), m(x)[0, idx], rtol=1e-5
+        )
 
 
 def test_per_neuron_experiment_equals_hybrid_reference(twin):
@@ -265,13 +320,23 @@ def test_per_neuron_experiment_equals_hybrid_reference(twin):
     _set_positions(twin, POS_HALF)
     m = TwinResponseModel(twin, "s")
     rng = np.random.default_rng(3)
-    params = dict(x=POS_HALF[:, 0], y=POS_HALF[:, 1], size=rng.uniform(4, 10, len(POS_HALF)),
-                  sf=np.full(len(POS_HALF), 0.1), contrast=np.full(len(POS_HALF), 2.0),
-                  orientation=rng.uniform(0, np.pi, len(POS_HALF)), phase=np.zeros(len(POS_HALF)))
+    params = dict(
+        x=POS_HALF[:, 0],
+        y=POS_HALF[:, 1],
+        size=rng.uniform(4, 10, len(POS_HALF)),
+        sf=np.full(len(POS_HALF), 0.1),
+        contrast=np.full(len(POS_HALF), 2.0),
+        orientation=rng.uniform(0, np.pi, len(POS_HALF)),
+        phase=np.zeros(len(POS_HALF)),
+    )
     with torch.no_grad():
         split = per_neuron_experiment(experiments.orientation_tuning, m, params, 8)
-        hybrid = experiments.orientation_tuning(m, params, 8, respond=m.hybrid_respond(), center=m.center)
-        fast = experiments.orientation_tuning(m, params, 8, respond=m.fast_respond(), center=m.center)
+        hybrid = experiments.orientation_tuning(
+            m, params, 8, respond=m.hybrid_respond(), center=m.center
+        )
+        fast = experiments.orientation_tuning(
+            m, params, 8, respond=m.fast_respond(), center=m.center
+        )
     np.testing.assert_allclose(split.values, hybrid.values, rtol=1e-4, atol=1e-5)
     assert np.abs(split.values[BORDER] - fast.values[BORDER]).max() > 1e-3  # the border did change
 
@@ -285,17 +350,30 @@ def test_per_neuron_experiment_with_canvas_wide_stimuli_runs_direct(twin):
     _set_positions(twin, POS_HALF)
     m = TwinResponseModel(twin, "s")
     n = len(POS_HALF)
-    params = dict(x=POS_HALF[:, 0], y=POS_HALF[:, 1], size=np.full(n, 8.0), sf=np.full(n, 0.1),
-                  contrast=np.full(n, 2.0), orientation=np.linspace(0, np.pi, n, endpoint=False),
-                  phase=np.zeros(n))
+    params = dict(
+        x=POS_HALF[:, 0],
+        y=POS_HALF[:, 1],
+        size=np.full(n, 8.0),
+        sf=np.full(n, 0.1),
+        contrast=np.full(n, 2.0),
+        orientation=np.linspace(0, np.pi, n, endpoint=False),
+        phase=np.zeros(n),
+    )
     sizes, contrasts = (4.0, 16.0, 32.0), (1.0, 4.0)
     assert m.border_mask(extent=gabor_radius(max(sizes))).all()
     with torch.no_grad():
-        split = per_neuron_experiment(experiments.size_contrast_tuning, m, params, sizes, contrasts,
-                                      extent=gabor_radius(max(sizes)))
+        split = per_neuron_experiment(
+            experiments.size_contrast_tuning,
+            m,
+            params,
+            sizes,
+            contrasts,
+            extent=gabor_radius(max(sizes)),
+        )
         direct = experiments.size_contrast_tuning(m, params, sizes, contrasts)
-        fast = experiments.size_contrast_tuning(m, params, sizes, contrasts, respond=m.fast_respond(),
-                                                center=m.center)
+        fast = experiments.size_contrast_tuning(
+            m, params, sizes, contrasts, respond=m.fast_respond(), center=m.center
+        )
     np.testing.assert_allclose(split.values, direct.values, rtol=1e-5, atol=1e-6)
     assert np.abs(fast.values - direct.values).max() > 1e-3  # the canvas edge acts on the fast path
 
@@ -327,7 +405,7 @@ def test_surround_pooling_keeps_the_fast_path_exact_for_compact_stimuli(twin):
         inner = ~BORDER
         diff = float((fast[:, inner] - direct[:, inner]).abs().max())
         assert diff <= EXACT_ATOL + EXACT_RTOL * float(direct[:, inner].abs().max())
-        tw.readouts["s"].features[:, 4 * 8:] = 0  # the surround features' weights
+        tw.readouts["s"].features[:, 4 * 8 :] = 0  # the surround features' weights
         local_only = search.direct_respond(m, center=m.center)(x)
     change = float((local_only[:, inner] - direct[:, inner]).abs().max())
     assert change > 1e-2 * float(direct[:, inner].abs().max())

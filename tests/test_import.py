@@ -33,7 +33,9 @@ def test_round_trip(recording_tables, scan_folder):
     np.testing.assert_allclose(trial["behavior"], arrays["behavior"][5])
     np.testing.assert_allclose(trial["pupil_center"], arrays["pupil_center"][5])
     neurons = (recording_tables.Scan.Neuron).to_dicts(order_by="neuron_idx")
-    np.testing.assert_allclose([n["motor_x"] for n in neurons], arrays["cell_motor_coordinates"][:, 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        [n["motor_x"] for n in neurons], arrays["cell_motor_coordinates"][:, 0], rtol=1e-6
+    )
 
 
 def test_importing_twice_duplicates_nothing(recording_tables, scan_folder, capsys):
@@ -137,7 +139,9 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("name, break_it, message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_is_refused_and_database_unchanged(name, break_it, message, recording_tables, scan_folder, tmp_path, capsys):
+def test_bad_input_is_refused_and_database_unchanged(
+    name, break_it, message, recording_tables, scan_folder, tmp_path, capsys
+):
     folder, _ = scan_folder
     good = shutil.copytree(folder, tmp_path / "static22222-1-1-Good")
     assert cli.main(["import", "sensorium", str(good)]) == 0  # something already stored

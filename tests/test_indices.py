@@ -1,4 +1,5 @@
 """Tuning indices (DT Eq. 11-18) and greedy stimulus selection, on curves with known answers."""
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -20,14 +21,16 @@ def test_fourier_ratio_pure_sinusoid_is_half_the_modulation():
 def test_orientation_and_phase_index_dataarray_and_axis():
     o = np.arange(8) * np.pi / 8
     r = 2 + 1.0 * np.cos(2 * (o - 0.4))  # (orientation,)
-    da = xr.DataArray(np.stack([r, np.full(8, 3.0)]), dims=("neuron", "orientation"),
-                      coords={"orientation": o})
+    da = xr.DataArray(
+        np.stack([r, np.full(8, 3.0)]), dims=("neuron", "orientation"), coords={"orientation": o}
+    )
     oi = indices.orientation_index(da)
     assert oi.dims == ("neuron",)
     np.testing.assert_allclose(oi.values, [0.25, 0.0], atol=1e-12)
     # numpy with axis: (orientation, neuron)
-    np.testing.assert_allclose(indices.orientation_index(da.values.T, o, axis=0), [0.25, 0.0],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        indices.orientation_index(da.values.T, o, axis=0), [0.25, 0.0], atol=1e-12
+    )
     ph = np.arange(16) * 2 * np.pi / 16
     half = np.maximum(np.cos(ph - 1.0), 0)  # half-wave rectified simple cell: pi/4
     np.testing.assert_allclose(indices.phase_index(half[None], ph), [np.pi / 4], atol=1e-2)
@@ -39,15 +42,22 @@ def test_suppression_and_contrast_index():
     mono = contrasts[:, None] * sizes[None, :]  # grows with both: no suppression
     peaked = contrasts[:, None] * np.array([1.0, 3.0, 2.0, 1.5])[None, :]
     sat = np.array([1.0, 3.0, 2.0])[:, None] * sizes[None, :]  # contrast-suppressed
-    g = xr.DataArray(np.stack([mono, peaked, sat]), dims=("neuron", "contrast", "size"),
-                     coords={"contrast": contrasts, "size": sizes})
+    g = xr.DataArray(
+        np.stack([mono, peaked, sat]),
+        dims=("neuron", "contrast", "size"),
+        coords={"contrast": contrasts, "size": sizes},
+    )
     si = indices.suppression_index(g).values
     np.testing.assert_allclose(si, [0.0, (3.0 - 1.5) / 3.0, 0.0], atol=1e-12)
     ci = indices.contrast_index(g).values
     np.testing.assert_allclose(ci, [0.0, 0.0, (3.0 - 2.0) / 3.0], atol=1e-12)
     # coordinates in descending order are sorted first; numpy path with explicit axes
-    np.testing.assert_allclose(indices.suppression_index(g.isel(size=slice(None, None, -1))).values, si)
-    np.testing.assert_allclose(indices.suppression_index(g.values.transpose(2, 0, 1), axes=(2, 0)), si)
+    np.testing.assert_allclose(
+        indices.suppression_index(g.isel(size=slice(None, None, -1))).values, si
+    )
+    np.testing.assert_allclose(
+        indices.suppression_index(g.values.transpose(2, 0, 1), axes=(2, 0)), si
+    )
 
 
 def test_plaid_index():
@@ -56,11 +66,16 @@ def test_plaid_index():
     # cross-orientation inhibition: r = p / (1 + o)
     cross = pc[:, None] / (1 + oc[None, :])
     flat = pc[:, None] + 0 * oc[None, :]
-    g = xr.DataArray(np.stack([cross, flat]), dims=("neuron", "optimal_contrast", "orthogonal_contrast"),
-                     coords={"optimal_contrast": pc, "orthogonal_contrast": oc})
+    g = xr.DataArray(
+        np.stack([cross, flat]),
+        dims=("neuron", "optimal_contrast", "orthogonal_contrast"),
+        coords={"optimal_contrast": pc, "orthogonal_contrast": oc},
+    )
     np.testing.assert_allclose(indices.plaid_index(g).values, [(2 - 2 / 3) / 2, 0.0], atol=1e-12)
     # literal Eq. 14 reading: along the optimal contrast at the highest orthogonal one: monotonic -> 0
-    np.testing.assert_allclose(indices.plaid_index(g, over="optimal").values, [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        indices.plaid_index(g, over="optimal").values, [0.0, 0.0], atol=1e-12
+    )
 
 
 def test_stimulus_ratio_and_nonlinearity():
@@ -75,13 +90,16 @@ def test_stimulus_ratio_and_nonlinearity():
 
 def test_greedy_stimulus_set():
     optimal = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
-    r = np.array([
-        [6, 6, 0, 0, 0],   # covers 0, 1
-        [6, 6, 6, 0, 0],   # covers 0, 1, 2   <- first pick
-        [0, 0, 0, 6, 6],   # covers 3, 4      <- second pick
-        [0, 0, 6, 6, 0],   # covers 2, 3 (only 0 new after the first two)
-        [4, 4, 4, 4, 4],   # covers nothing at 50 %
-    ], dtype=float)
+    r = np.array(
+        [
+            [6, 6, 0, 0, 0],  # covers 0, 1
+            [6, 6, 6, 0, 0],  # covers 0, 1, 2   <- first pick
+            [0, 0, 0, 6, 6],  # covers 3, 4      <- second pick
+            [0, 0, 6, 6, 0],  # covers 2, 3 (only 0 new after the first two)
+            [4, 4, 4, 4, 4],  # covers nothing at 50 %
+        ],
+        dtype=float,
+    )
     chosen, cov = indices.greedy_stimulus_set(r, optimal, fraction=0.5, n_select=4)
     np.testing.assert_array_equal(chosen, [1, 2])  # stops: nothing new left
     np.testing.assert_allclose(cov, [0.6, 1.0])

@@ -4,6 +4,7 @@ The model: each neuron is a linear Gabor filter w_n (known x, y, size, sf, orien
 response = relu(<w_n, x>) / (1 + beta_n ||x||^2) + eps. beta_n = 0 is a purely linear neuron;
 beta_n > 0 divides by the stimulus energy (surround / cross-orientation suppression).
 """
+
 import math
 
 import numpy as np
@@ -24,7 +25,9 @@ class GaborFilterModel:
         self.filters = gabor(t(x), t(y), t(size), t(sf), 2.0, t(orientation), t(phase)).flatten(1)
         n = self.filters.shape[0]
         self.beta = torch.zeros(n) if beta is None else t(beta)
-        self.rf_positions = np.stack([x, y], 1).astype(float) if rf_positions is None else rf_positions
+        self.rf_positions = (
+            np.stack([x, y], 1).astype(float) if rf_positions is None else rf_positions
+        )
         self.preferred_orientations = np.asarray(orientation, dtype=float)
 
     def __call__(self, images):
@@ -34,12 +37,22 @@ class GaborFilterModel:
         return lin / (1 + self.beta[None] * energy) + EPS
 
 
-TRUE = dict(x=[20.0, 40.0, 31.0], y=[12.0, 20.0, 18.0], size=[8.0, 8.0, 8.0],
-            sf=[1 / 8, 1 / 6, 1 / 10], orientation=[0.0, math.pi / 4, 5 * math.pi / 8],
-            phase=[0.0, math.pi / 2, math.pi])
-GRID = search.GaborGrid(offsets=(-1.0, 0.0, 1.0), sizes=(8.0, 12.0), sfs=(1 / 10, 1 / 8, 1 / 6),
-                        contrasts=(2.0,), orientations=tuple(np.arange(8) * math.pi / 8),
-                        phases=tuple(np.arange(4) * math.pi / 2))
+TRUE = dict(
+    x=[20.0, 40.0, 31.0],
+    y=[12.0, 20.0, 18.0],
+    size=[8.0, 8.0, 8.0],
+    sf=[1 / 8, 1 / 6, 1 / 10],
+    orientation=[0.0, math.pi / 4, 5 * math.pi / 8],
+    phase=[0.0, math.pi / 2, math.pi],
+)
+GRID = search.GaborGrid(
+    offsets=(-1.0, 0.0, 1.0),
+    sizes=(8.0, 12.0),
+    sfs=(1 / 10, 1 / 8, 1 / 6),
+    contrasts=(2.0,),
+    orientations=tuple(np.arange(8) * math.pi / 8),
+    phases=tuple(np.arange(4) * math.pi / 2),
+)
 
 
 def _ang(a, b, period):
@@ -55,7 +68,16 @@ def test_optimal_gabor_direct_recovers_filter():
     rf = np.stack([TRUE["x"], TRUE["y"]], 1) + np.array([[1.0, 0.0], [0.0, -1.0], [0.0, 0.0]])
     model = GaborFilterModel(**TRUE, rf_positions=rf)
     ds = search.optimal_gabor(model, GRID)
-    assert set(ds.data_vars) >= {"x", "y", "size", "sf", "contrast", "orientation", "phase", "response"}
+    assert set(ds.data_vars) >= {
+        "x",
+        "y",
+        "size",
+        "sf",
+        "contrast",
+        "orientation",
+        "phase",
+        "response",
+    }
     np.testing.assert_allclose(ds.x.values, TRUE["x"])
     np.testing.assert_allclose(ds.y.values, TRUE["y"])
     np.testing.assert_allclose(ds.sf.values, TRUE["sf"])
@@ -66,9 +88,14 @@ def test_optimal_gabor_direct_recovers_filter():
 
 def test_centred_path_matches_direct_path():
     model = GaborFilterModel(**TRUE)
-    small = search.GaborGrid(offsets=(0.0, 1.0), sizes=(6.0,), sfs=(1 / 8, 1 / 6), contrasts=(2.0,),
-                             orientations=(0.0, math.pi / 4, math.pi / 2),
-                             phases=tuple(np.arange(4) * math.pi / 2))
+    small = search.GaborGrid(
+        offsets=(0.0, 1.0),
+        sizes=(6.0,),
+        sfs=(1 / 8, 1 / 6),
+        contrasts=(2.0,),
+        orientations=(0.0, math.pi / 4, math.pi / 2),
+        phases=tuple(np.arange(4) * math.pi / 2),
+    )
     ds_d, r_d = search.optimal_gabor(model, small, return_responses=True)
     # generic image-shifting respond at the canvas centre: integer shifts, so exact up to float error
     ds_c, r_c = search.optimal_gabor(model, small, center=canvas_center(), return_responses=True)
@@ -84,9 +111,14 @@ def test_centred_path_matches_direct_path():
 
 def test_cluster_optimal_gabor_shares_parameters():
     # two clusters; within each, same sf and phase, different positions and orientations
-    tr = dict(x=[15.0, 45.0, 20.0, 40.0], y=[10.0, 25.0, 24.0, 12.0], size=[8.0] * 4,
-              sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6], orientation=[0.0, math.pi / 2, math.pi / 4, 3 * math.pi / 4],
-              phase=[0.0, 0.0, math.pi / 2, math.pi / 2])
+    tr = dict(
+        x=[15.0, 45.0, 20.0, 40.0],
+        y=[10.0, 25.0, 24.0, 12.0],
+        size=[8.0] * 4,
+        sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6],
+        orientation=[0.0, math.pi / 2, math.pi / 4, 3 * math.pi / 4],
+        phase=[0.0, 0.0, math.pi / 2, math.pi / 2],
+    )
     model = GaborFilterModel(**tr)
     clusters = np.array([7, 7, 3, 3])
     ds = search.cluster_optimal_gabor(model, clusters, GRID)
@@ -114,14 +146,25 @@ def test_optimal_dog_finds_centre_sign():
     class DoGModel:
         rf_positions = np.array([[20.0, 10.0], [45.0, 25.0]])
         preferred_orientations = None
-        f = dog(torch.tensor([20.0, 45.0]), torch.tensor([10.0, 25.0]), 2.0, 6.0,
-                torch.tensor([1.0, -1.0]), 0.5).flatten(1)
+        f = dog(
+            torch.tensor([20.0, 45.0]),
+            torch.tensor([10.0, 25.0]),
+            2.0,
+            6.0,
+            torch.tensor([1.0, -1.0]),
+            0.5,
+        ).flatten(1)
 
         def __call__(self, images):
             return torch.relu(images.flatten(1) @ self.f.T) + EPS
 
-    g = search.DoGGrid(offsets=(-1.0, 0.0, 1.0), sigma_center=(1.0, 2.0, 4.0), sigma_surround=(3.0, 6.0),
-                       a_center=(-1.0, 1.0), a_surround=(0.0, 0.5))
+    g = search.DoGGrid(
+        offsets=(-1.0, 0.0, 1.0),
+        sigma_center=(1.0, 2.0, 4.0),
+        sigma_surround=(3.0, 6.0),
+        a_center=(-1.0, 1.0),
+        a_surround=(0.0, 0.5),
+    )
     ds = search.optimal_dog(DoGModel(), g)
     np.testing.assert_allclose(ds.x.values, [20.0, 45.0])
     np.testing.assert_allclose(ds.y.values, [10.0, 25.0])
@@ -143,7 +186,9 @@ def test_orientation_and_phase_tuning_peak_at_truth():
     assert ori.dims == ("neuron", "orientation") and ori.shape == (3, 16)
     peak = ori.orientation.values[ori.argmax("orientation").values]
     assert np.all(_ang(peak, TRUE["orientation"], math.pi) <= math.pi / 16 + 1e-9)
-    rel = experiments.orientation_tuning(model, _params(), np.array([-0.4, 0.0, 0.4]), relative=True)
+    rel = experiments.orientation_tuning(
+        model, _params(), np.array([-0.4, 0.0, 0.4]), relative=True
+    )
     np.testing.assert_array_equal(rel.argmax("orientation").values, [1, 1, 1])
     ph = experiments.phase_tuning(model, _params(), 8)
     peak = ph.phase.values[ph.argmax("phase").values]
@@ -158,18 +203,43 @@ def test_battery_indices_on_known_model():
     model = GaborFilterModel(**TRUE, beta=[0.0, 0.0, 0.05])
     p = _params()
     meis = model.filters.reshape(3, 1, H, W)  # the linear neurons' MEI direction
-    dp = {"x": p["x"], "y": p["y"], "sigma_center": np.full(3, 2.0), "sigma_surround": np.full(3, 6.0),
-          "a_center": np.ones(3), "a_surround": np.full(3, 0.5)}
+    dp = {
+        "x": p["x"],
+        "y": p["y"],
+        "sigma_center": np.full(3, 2.0),
+        "sigma_surround": np.full(3, 6.0),
+        "a_center": np.ones(3),
+        "a_surround": np.full(3, 0.5),
+    }
     curves, df = experiments.run_battery(
-        model, p, dp, meis, orientations=8, phases=8, sizes=(2.0, 4.0, 8.0, 16.0, 24.0),
-        contrasts=(1.0, 2.0, 4.0), plaid_contrasts=(0.0, 1.0, 2.0, 4.0), energies=(2.0, 4.0),
-        cnn_corr=np.array([0.5, 0.6, 0.7]), glm_corr=np.array([0.5, 0.3, 0.35]))
+        model,
+        p,
+        dp,
+        meis,
+        orientations=8,
+        phases=8,
+        sizes=(2.0, 4.0, 8.0, 16.0, 24.0),
+        contrasts=(1.0, 2.0, 4.0),
+        plaid_contrasts=(0.0, 1.0, 2.0, 4.0),
+        energies=(2.0, 4.0),
+        cnn_corr=np.array([0.5, 0.6, 0.7]),
+        glm_corr=np.array([0.5, 0.3, 0.35]),
+    )
     assert curves["size_contrast"].dims == ("neuron", "contrast", "size")
     assert curves["plaid"].dims == ("neuron", "optimal_contrast", "orthogonal_contrast")
     assert curves["comparison"].dims == ("neuron", "stimulus", "energy")
     assert list(curves["comparison"].stimulus.values) == ["gabor", "dog", "mei"]
-    assert {"orientation_index", "phase_index", "suppression_index", "contrast_index", "plaid_index",
-            "gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei", "nonlinearity_index"} <= set(df.columns)
+    assert {
+        "orientation_index",
+        "phase_index",
+        "suppression_index",
+        "contrast_index",
+        "plaid_index",
+        "gabor_vs_dog",
+        "gabor_vs_mei",
+        "dog_vs_mei",
+        "nonlinearity_index",
+    } <= set(df.columns)
     # linear neurons: response grows with size and contrast, orthogonal grating adds ~nothing
     np.testing.assert_allclose(df.suppression_index.values[:2], 0.0, atol=1e-6)
     np.testing.assert_allclose(df.contrast_index.values[:2], 0.0, atol=1e-6)

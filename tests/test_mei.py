@@ -3,7 +3,6 @@
 For a rectified linear neuron relu(<w, x>) + eps the maximum over the sphere ||x|| = norm is
 x* = norm * w / ||w||, so the MEI must point along its filter.
 """
-import math
 
 import numpy as np
 import torch
@@ -18,9 +17,15 @@ class LinearModel:
     def __init__(self):
         x = torch.tensor([16.0, 32.0, 48.0, 40.0])
         y = torch.tensor([10.0, 18.0, 24.0, 12.0])
-        self.filters = gabor(x, y, torch.tensor([8.0, 10.0, 6.0, 12.0]), torch.tensor([1 / 8, 1 / 6, 1 / 10, 1 / 8]),
-                             2.0, torch.tensor([0.0, 0.7, 1.9, 2.6]),
-                             torch.tensor([0.0, 1.0, 2.0, 3.0])).flatten(1)
+        self.filters = gabor(
+            x,
+            y,
+            torch.tensor([8.0, 10.0, 6.0, 12.0]),
+            torch.tensor([1 / 8, 1 / 6, 1 / 10, 1 / 8]),
+            2.0,
+            torch.tensor([0.0, 0.7, 1.9, 2.6]),
+            torch.tensor([0.0, 1.0, 2.0, 3.0]),
+        ).flatten(1)
         self.rf_positions = torch.stack([x, y], 1).numpy().astype(float)
         self.preferred_orientations = np.array([0.0, 0.7, 1.9, 2.6])
 
@@ -53,18 +58,26 @@ def test_batched_matches_one_at_a_time():
     kw = dict(norm=8.0, steps=40, lr=0.2, smooth_sigma=1.0, jitter=1, seed=5)
     batched = mei_mod.mei(model, init=init, neurons=np.arange(4), **kw)
     for n in (0, 2):
-        single = mei_mod.mei(model, init=init[n:n + 1], neurons=[n], **kw)
+        single = mei_mod.mei(model, init=init[n : n + 1], neurons=[n], **kw)
         torch.testing.assert_close(single.images[0], batched.images[n], atol=1e-4, rtol=1e-4)
     # respond_own path (e.g. the twin evaluating only each neuron's own readout)
-    own = lambda x: (torch.relu((x.flatten(1) * model.filters).sum(1)) + 1e-3)
+    own = lambda x: torch.relu((x.flatten(1) * model.filters).sum(1)) + 1e-3
     via_own = mei_mod.mei(respond_own=own, init=init, **kw)
     torch.testing.assert_close(via_own.images, batched.images, atol=1e-4, rtol=1e-4)
 
 
 def test_ball_constraint_and_smoothing():
     model = LinearModel()
-    res = mei_mod.mei(model, neurons=[1, 3], norm=5.0, constraint="ball", steps=40, lr=0.2,
-                      smooth_sigma=0.5, seed=2)
+    res = mei_mod.mei(
+        model,
+        neurons=[1, 3],
+        norm=5.0,
+        constraint="ball",
+        steps=40,
+        lr=0.2,
+        smooth_sigma=0.5,
+        seed=2,
+    )
     norms = res.images.flatten(1).norm(dim=1)
     assert torch.all(norms <= 5.0 + 1e-4)
     assert torch.all(_cos(res.images, model.filters[[1, 3]]) > 0.9)

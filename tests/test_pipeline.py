@@ -32,12 +32,13 @@ energies = [4.0, 8.0]
 @pytest.fixture(scope="module")
 def tiny(db, tmp_path_factory):
     """Three tiny simulated scans imported into the test schemas; removed afterwards."""
+    from simulator import simulate_scans, write_simulation
     from v1twin.sensorium import read_sensorium
-    from v1twin.simulator import simulate_scans, write_simulation
 
     out = tmp_path_factory.mktemp("virtual_v1")
-    scans = simulate_scans(n_scans=3, n_neurons=12, n_train=240, n_validation=60,
-                           n_test_images=10, n_repeats=3, seed=1)
+    scans = simulate_scans(
+        n_scans=3, n_neurons=12, n_train=240, n_validation=60, n_test_images=10, n_repeats=3, seed=1
+    )
     for folder in write_simulation(out, scans):
         db["recording"].insert_recording(read_sensorium(folder))
     yield scans
@@ -52,8 +53,13 @@ def _config(tmp_path, epochs=1):
 
 def _cli(*args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "v1twin.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "v1twin.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_every_stage_populates(db, tiny, tmp_path):
@@ -64,13 +70,21 @@ def test_every_stage_populates(db, tiny, tmp_path):
         assert len(table) >= 1, f"{table.__class__.__name__} is empty"
     n_neurons = sum(len(s.unit_ids) for s in tiny)
     ins = db["insilico"]
-    for part in (db["model"].TrainedModel.Unit, db["clustering"].Clustering.Unit, ins.OptimalGabor.Unit,
-                 ins.PhaseTuning.Unit, ins.StimulusComparison.Unit, ins.NonlinearityIndex.Unit):
+    for part in (
+        db["model"].TrainedModel.Unit,
+        db["clustering"].Clustering.Unit,
+        ins.OptimalGabor.Unit,
+        ins.PhaseTuning.Unit,
+        ins.StimulusComparison.Unit,
+        ins.NonlinearityIndex.Unit,
+    ):
         assert len(part()) == n_neurons, part.__name__
     phase = ins.PhaseTuning.Unit().to_arrays("phase_index")
     assert np.all(np.isfinite(phase)) and np.all((phase >= 0) & (phase <= 1))
     # A second populate finds nothing to do.
-    results = pipeline.populate(__import__("v1twin.config", fromlist=["load"]).load(_config(tmp_path)))
+    results = pipeline.populate(
+        __import__("v1twin.config", fromlist=["load"]).load(_config(tmp_path))
+    )
     assert all(r["success_count"] == 0 for r in results.values())
 
 
@@ -85,7 +99,9 @@ def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
     from v1twin import export
 
     written = export.report(tmp_path / "report")
-    assert {"tsne_clusters", "cluster_meis", "confusion", "combinatorial_code", "index"} <= set(written)
+    assert {"tsne_clusters", "cluster_meis", "confusion", "combinatorial_code", "index"} <= set(
+        written
+    )
     for path in written.values():
         assert Path(path).stat().st_size > 1000
     with pytest.raises(KeyError, match="no_such_attribute"):
@@ -93,11 +109,24 @@ def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
     paths = export.export(tmp_path / "export")
     neurons = pd.read_csv(paths["neurons"])
     assert len(neurons) == sum(len(s.unit_ids) for s in tiny)
-    assert neurons[["cluster", "feve", "phase_index", "plaid_index", "gabor_vs_mei"]].notna().all().all()
+    assert (
+        neurons[["cluster", "feve", "phase_index", "plaid_index", "gabor_vs_mei"]]
+        .notna()
+        .all()
+        .all()
+    )
     root = Path(__file__).resolve().parents[1]
     nb = nbformat.read(root / "notebooks" / "explore_clusters.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+    ).execute()
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     assert not errors
 
 
@@ -116,7 +145,12 @@ def test_three_workers_compute_every_key_exactly_once(db, tiny, tmp_path):
     done = (jobs & "status='success'").to_arrays("scan_key")
     scans = sorted(s.name for s in tiny)
     assert sorted(done) == scans  # none missing
-    computed = [int(line.split()[1]) for out in outputs for line in out.splitlines() if line.startswith("GLM ")]
+    computed = [
+        int(line.split()[1])
+        for out in outputs
+        for line in out.splitlines()
+        if line.startswith("GLM ")
+    ]
     assert sum(computed) == len(scans), outputs  # no key computed twice
     assert sorted(model.GLM().to_arrays("scan_key")) == scans
 

@@ -16,13 +16,22 @@ def synthetic_neurons(n_clusters=6, per_cluster=15, seed=0) -> pd.DataFrame:
     cluster = np.repeat(np.arange(n_clusters), per_cluster)
     n = len(cluster)
     centres = rng.normal(scale=10, size=(n_clusters, 2))
-    df = pd.DataFrame(dict(
-        scan=np.where(np.arange(n) % 2, "1-1-1", "2-1-1"), unit_id=np.arange(n) + 1,
-        test_corr=rng.uniform(0.1, 0.6, n), oracle_corr=rng.uniform(0.5, 0.9, n), feve=rng.uniform(0, 0.8, n),
-        cluster=cluster, alignment_angle=rng.uniform(0, 2 * np.pi, n), rf_x=rng.uniform(0, 64, n),
-        rf_y=rng.uniform(0, 36, n), preferred_orientation=rng.uniform(0, np.pi, n),
-        tsne_x=centres[cluster, 0] + rng.normal(size=n), tsne_y=centres[cluster, 1] + rng.normal(size=n),
-    ))
+    df = pd.DataFrame(
+        dict(
+            scan=np.where(np.arange(n) % 2, "1-1-1", "2-1-1"),
+            unit_id=np.arange(n) + 1,
+            test_corr=rng.uniform(0.1, 0.6, n),
+            oracle_corr=rng.uniform(0.5, 0.9, n),
+            feve=rng.uniform(0, 0.8, n),
+            cluster=cluster,
+            alignment_angle=rng.uniform(0, 2 * np.pi, n),
+            rf_x=rng.uniform(0, 64, n),
+            rf_y=rng.uniform(0, 36, n),
+            preferred_orientation=rng.uniform(0, np.pi, n),
+            tsne_x=centres[cluster, 0] + rng.normal(size=n),
+            tsne_y=centres[cluster, 1] + rng.normal(size=n),
+        )
+    )
     for i, index in enumerate(pop.INDICES):
         df[index] = rng.normal(size=n_clusters)[cluster] + rng.normal(scale=0.3, size=n)
     df.loc[0, "nonlinearity_index"] = np.nan
@@ -34,27 +43,51 @@ def synthetic_curves(neurons: pd.DataFrame):
 
     n = len(neurons)
     rng = np.random.default_rng(1)
-    dims = dict(orientation=np.linspace(0, np.pi, 8, endpoint=False), phase=np.linspace(0, 2 * np.pi, 8, endpoint=False),
-                contrast=np.array([0.5, 1, 2]), size=np.array([2.0, 4, 8, 16]), optimal_contrast=np.array([0.0, 1, 2]),
-                orthogonal_contrast=np.array([0.0, 1, 2]), stimulus=np.array(["gabor", "dog", "mei"]),
-                energy=np.array([4.0, 8, 16]))
+    dims = dict(
+        orientation=np.linspace(0, np.pi, 8, endpoint=False),
+        phase=np.linspace(0, 2 * np.pi, 8, endpoint=False),
+        contrast=np.array([0.5, 1, 2]),
+        size=np.array([2.0, 4, 8, 16]),
+        optimal_contrast=np.array([0.0, 1, 2]),
+        orthogonal_contrast=np.array([0.0, 1, 2]),
+        stimulus=np.array(["gabor", "dog", "mei"]),
+        energy=np.array([4.0, 8, 16]),
+    )
 
     def var(*d):
-        return xr.DataArray(rng.uniform(size=(n, *(len(dims[x]) for x in d))), dims=("neuron", *d),
-                            coords={x: dims[x] for x in d})
+        return xr.DataArray(
+            rng.uniform(size=(n, *(len(dims[x]) for x in d))),
+            dims=("neuron", *d),
+            coords={x: dims[x] for x in d},
+        )
 
-    return xr.Dataset(dict(
-        orientation_tuning=var("orientation"), phase_tuning=var("phase"), size_contrast_tuning=var("contrast", "size"),
-        plaid_tuning=var("optimal_contrast", "orthogonal_contrast"), stimulus_comparison=var("stimulus", "energy"),
-    ), coords=dict(scan=("neuron", neurons["scan"].to_numpy()), unit_id=("neuron", neurons["unit_id"].to_numpy()),
-                   cluster=("neuron", neurons["cluster"].to_numpy())))
+    return xr.Dataset(
+        dict(
+            orientation_tuning=var("orientation"),
+            phase_tuning=var("phase"),
+            size_contrast_tuning=var("contrast", "size"),
+            plaid_tuning=var("optimal_contrast", "orthogonal_contrast"),
+            stimulus_comparison=var("stimulus", "energy"),
+        ),
+        coords=dict(
+            scan=("neuron", neurons["scan"].to_numpy()),
+            unit_id=("neuron", neurons["unit_id"].to_numpy()),
+            cluster=("neuron", neurons["cluster"].to_numpy()),
+        ),
+    )
 
 
 def synthetic_clustering(k=6):
     rng = np.random.default_rng(2)
     c = np.corrcoef(rng.normal(size=(k, 20)))
-    return dict(heldout_k=np.arange(2, 9), heldout_ll=-np.linspace(5, 3, 7) + 0.01 * np.arange(7) ** 2,
-                confusion=c, block=np.array([0, 0, 1, 2, 2, 2]), block_order=np.array([1, 0, 2, 5, 3, 4]), n_clusters=k)
+    return dict(
+        heldout_k=np.arange(2, 9),
+        heldout_ll=-np.linspace(5, 3, 7) + 0.01 * np.arange(7) ** 2,
+        confusion=c,
+        block=np.array([0, 0, 1, 2, 2, 2]),
+        block_order=np.array([1, 0, 2, 5, 3, 4]),
+        n_clusters=k,
+    )
 
 
 def _assert_png(path):
@@ -65,8 +98,16 @@ def _assert_png(path):
 @pytest.fixture(scope="module")
 def inputs():
     neurons = synthetic_neurons()
-    meis = {c: [(f"#{i}", np.random.default_rng(i).normal(size=(9, 16))) for i in range(3)] for c in range(6)}
-    return dict(neurons=neurons, clustering=synthetic_clustering(), curves=synthetic_curves(neurons), meis=meis)
+    meis = {
+        c: [(f"#{i}", np.random.default_rng(i).normal(size=(9, 16))) for i in range(3)]
+        for c in range(6)
+    }
+    return dict(
+        neurons=neurons,
+        clustering=synthetic_clustering(),
+        curves=synthetic_curves(neurons),
+        meis=meis,
+    )
 
 
 def test_each_figure_function_returns_a_figure(inputs):
@@ -76,10 +117,14 @@ def test_each_figure_function_returns_a_figure(inputs):
 
     n, cl = inputs["neurons"], inputs["clustering"]
     figures = [
-        rp.fig_tsne_clusters(n), rp.fig_tsne_indices(n), rp.fig_neuron_meis(inputs["meis"]),
-        rp.fig_cluster_meis({0: np.ones((9, 16)), 3: -np.ones((9, 16))}), rp.fig_tuning_examples(inputs["curves"], n),
+        rp.fig_tsne_clusters(n),
+        rp.fig_tsne_indices(n),
+        rp.fig_neuron_meis(inputs["meis"]),
+        rp.fig_cluster_meis({0: np.ones((9, 16)), 3: -np.ones((9, 16))}),
+        rp.fig_tuning_examples(inputs["curves"], n),
         rp.fig_heldout_likelihood(cl["heldout_k"], cl["heldout_ll"], 6),
-        rp.fig_confusion(cl["confusion"], cl["block"], cl["block_order"]), rp.fig_index_pairs(n),
+        rp.fig_confusion(cl["confusion"], cl["block"], cl["block_order"]),
+        rp.fig_index_pairs(n),
         rp.fig_combinatorial_code(n),
     ]
     assert all(isinstance(f, Figure) for f in figures)
@@ -129,17 +174,22 @@ def test_cli_registration_is_light():
     import subprocess
     import sys
 
-    code = ("import argparse, sys; from v1twin import export; p = argparse.ArgumentParser(); "
-            "export.add_subcommands(p.add_subparsers(), lambda: None); "
-            "a = p.parse_args(['report', '--out', 'x', '--where', 'seed=1']); "
-            "assert a.where == ['seed=1']; assert 'torch' not in sys.modules and 'schemas' not in sys.modules")
+    code = (
+        "import argparse, sys; from v1twin import export; p = argparse.ArgumentParser(); "
+        "export.add_subcommands(p.add_subparsers(), lambda: None); "
+        "a = p.parse_args(['report', '--out', 'x', '--where', 'seed=1']); "
+        "assert a.where == ['seed=1']; assert 'torch' not in sys.modules and 'schemas' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_parse_restriction():
     from v1twin import export as ex
 
-    assert ex.parse_restriction(["clustering_hash=ab12", "seed=3"]) == {"clustering_hash": "ab12", "seed": 3}
+    assert ex.parse_restriction(["clustering_hash=ab12", "seed=3"]) == {
+        "clustering_hash": "ab12",
+        "seed": 3,
+    }
     assert ex.parse_restriction(None) == {}
     with pytest.raises(KeyError, match="ATTRIBUTE=VALUE"):
         ex.parse_restriction(["oops"])
@@ -151,9 +201,26 @@ def test_export_column_set_and_files(tmp_path, inputs):
     from v1twin import export as ex
 
     assert list(ex.NEURON_COLUMNS) == [
-        "scan", "unit_id", "test_corr", "oracle_corr", "feve", "cluster", "alignment_angle", "rf_x", "rf_y",
-        "preferred_orientation", "orientation_index", "phase_index", "suppression_index", "contrast_index",
-        "plaid_index", "gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei", "nonlinearity_index"]
+        "scan",
+        "unit_id",
+        "test_corr",
+        "oracle_corr",
+        "feve",
+        "cluster",
+        "alignment_angle",
+        "rf_x",
+        "rf_y",
+        "preferred_orientation",
+        "orientation_index",
+        "phase_index",
+        "suppression_index",
+        "contrast_index",
+        "plaid_index",
+        "gabor_vs_dog",
+        "gabor_vs_mei",
+        "dog_vs_mei",
+        "nonlinearity_index",
+    ]
     from schemas import analysis
 
     assert tuple(analysis.NEURON_COLUMNS) == tuple(ex.NEURON_COLUMNS)
@@ -164,7 +231,9 @@ def test_export_column_set_and_files(tmp_path, inputs):
     assert list(written.columns) == list(ex.NEURON_COLUMNS) and len(written) == len(neurons)
     table = pd.read_csv(paths["clusters"])
     assert len(table) == 6 and table["n_neurons"].sum() == len(neurons)
-    assert {"cluster", "n_neurons", "block", "gabor_like", "combination", *pop.INDICES} <= set(table.columns)
+    assert {"cluster", "n_neurons", "block", "gabor_like", "combination", *pop.INDICES} <= set(
+        table.columns
+    )
     with xr.open_dataset(paths["tuning_curves"], engine="h5netcdf") as ds:
         assert ds["size_contrast_tuning"].dims == ("neuron", "contrast", "size")
         assert ds["stimulus_comparison"].dims == ("neuron", "stimulus", "energy")
@@ -182,37 +251,113 @@ N_CLUSTERS, PER_SCAN, SCANS = 4, 24, ("1-1-1", "1-1-2")
 
 def _insert_fake_pipeline(modules) -> dict:
     """One trained model, alignment, clustering, embedding and insilico key over two scans."""
-    recording, model, cl, ins = (modules[s] for s in ("recording", "model", "clustering", "insilico"))
+    recording, model, cl, ins = (
+        modules[s] for s in ("recording", "model", "clustering", "insilico")
+    )
     rng = np.random.default_rng(0)
     direct = dict(allow_direct_insert=True)
     for i, scan in enumerate(SCANS):
-        recording.Scan.insert1(dict(scan_key=scan, animal_id=1, session=1, scan_idx=i + 1, n_neurons=PER_SCAN,
-                                    n_trials=10, image_height=36, image_width=64, source="fake"))
-        recording.Scan.Neuron.insert(dict(scan_key=scan, unit_id=u + 1, neuron_idx=u, area="V1", layer="L2/3",
-                                          motor_x=0.0, motor_y=0.0, motor_z=0.0) for u in range(PER_SCAN))
+        recording.Scan.insert1(
+            dict(
+                scan_key=scan,
+                animal_id=1,
+                session=1,
+                scan_idx=i + 1,
+                n_neurons=PER_SCAN,
+                n_trials=10,
+                image_height=36,
+                image_width=64,
+                source="fake",
+            )
+        )
+        recording.Scan.Neuron.insert(
+            dict(
+                scan_key=scan,
+                unit_id=u + 1,
+                neuron_idx=u,
+                area="V1",
+                layer="L2/3",
+                motor_x=0.0,
+                motor_y=0.0,
+                motor_z=0.0,
+            )
+            for u in range(PER_SCAN)
+        )
     key = dict(model.Dataset.add(list(SCANS)), **model.ModelConfig.add("cpu"))
     units = [dict(scan_key=s, unit_id=u + 1) for s in SCANS for u in range(PER_SCAN)]
     n = len(units)
     cluster = np.arange(n) % N_CLUSTERS
-    model.TrainedModel.insert1(dict(key, architecture={}, weights={}, device="cpu", epochs=1, train_seconds=1.0,
-                                    best_val_corr=0.3, test_corr=0.3, feve=0.3), **direct)
-    model.TrainedModel.Unit.insert([dict(key, **u, test_corr=rng.uniform(0.1, 0.6), corr_to_avg=0.5, oracle_corr=0.7,
-                                         feve=0.4, rf_x=rng.uniform(0, 64), rf_y=rng.uniform(0, 36)) for u in units], **direct)
+    model.TrainedModel.insert1(
+        dict(
+            key,
+            architecture={},
+            weights={},
+            device="cpu",
+            epochs=1,
+            train_seconds=1.0,
+            best_val_corr=0.3,
+            test_corr=0.3,
+            feve=0.3,
+        ),
+        **direct,
+    )
+    model.TrainedModel.Unit.insert(
+        [
+            dict(
+                key,
+                **u,
+                test_corr=rng.uniform(0.1, 0.6),
+                corr_to_avg=0.5,
+                oracle_corr=0.7,
+                feve=0.4,
+                rf_x=rng.uniform(0, 64),
+                rf_y=rng.uniform(0, 36),
+            )
+            for u in units
+        ],
+        **direct,
+    )
     cl.Readout.insert1(dict(key, features=4, orientations=8), **direct)
-    cl.Readout.Unit.insert([dict(key, **u, barcode=rng.normal(size=(4, 8)).astype(np.float32), rf_x=1.0, rf_y=1.0)
-                            for u in units], **direct)
+    cl.Readout.Unit.insert(
+        [
+            dict(key, **u, barcode=rng.normal(size=(4, 8)).astype(np.float32), rf_x=1.0, rf_y=1.0)
+            for u in units
+        ],
+        **direct,
+    )
     key.update(cl.AlignmentParams.add())
     cl.Alignment.insert1(dict(key, temperature=10.0, beta=0.1, losses=np.zeros(3)), **direct)
-    cl.Alignment.Unit.insert([dict(key, **u, angle=float(i) / n, aligned=np.zeros((4, 8), np.float32))
-                              for i, u in enumerate(units)], **direct)
+    cl.Alignment.Unit.insert(
+        [
+            dict(key, **u, angle=float(i) / n, aligned=np.zeros((4, 8), np.float32))
+            for i, u in enumerate(units)
+        ],
+        **direct,
+    )
     cl.Embedding.insert1(dict(key, perplexity=5.0), **direct)
-    cl.Embedding.Unit.insert([dict(key, **u, x=float(c * 10 + rng.normal()), y=float(rng.normal()))
-                              for u, c in zip(units, cluster)], **direct)
+    cl.Embedding.Unit.insert(
+        [
+            dict(key, **u, x=float(c * 10 + rng.normal()), y=float(rng.normal()))
+            for u, c in zip(units, cluster)
+        ],
+        **direct,
+    )
     key.update(cl.ClusteringParams.add(n_clusters=N_CLUSTERS))
-    cl.Clustering.insert1(dict(key, centres=np.zeros((N_CLUSTERS, 4, 8), np.float32), heldout_k=np.arange(2, 6),
-                               heldout_ll=np.array([-3.0, -2.5, -2.4, -2.45]), confusion=np.eye(N_CLUSTERS),
-                               block=np.array([0, 0, 1, 2]), block_order=np.arange(N_CLUSTERS)), **direct)
-    cl.Clustering.Unit.insert([dict(key, **u, cluster=int(c)) for u, c in zip(units, cluster)], **direct)
+    cl.Clustering.insert1(
+        dict(
+            key,
+            centres=np.zeros((N_CLUSTERS, 4, 8), np.float32),
+            heldout_k=np.arange(2, 6),
+            heldout_ll=np.array([-3.0, -2.5, -2.4, -2.45]),
+            confusion=np.eye(N_CLUSTERS),
+            block=np.array([0, 0, 1, 2]),
+            block_order=np.arange(N_CLUSTERS),
+        ),
+        **direct,
+    )
+    cl.Clustering.Unit.insert(
+        [dict(key, **u, cluster=int(c)) for u, c in zip(units, cluster)], **direct
+    )
 
     ikey = {k: key[k] for k in ("dataset_hash", "model_hash")}
     ikey.update(ins.InSilicoParams.add())
@@ -220,31 +365,121 @@ def _insert_fake_pipeline(modules) -> dict:
     idx = {name: shift[cluster, j] + 0.1 * rng.normal(size=n) for j, name in enumerate(pop.INDICES)}
     orient = rng.uniform(0, np.pi, n)
     ins.OptimalGabor.insert1(ikey, **direct)
-    ins.OptimalGabor.Unit.insert([dict(ikey, **u, x=32.0, y=18.0, size=4.0, sf=0.1, contrast=1.0, orientation=orient[i],
-                                       phase=0.0, response=1.0) for i, u in enumerate(units)], **direct)
+    ins.OptimalGabor.Unit.insert(
+        [
+            dict(
+                ikey,
+                **u,
+                x=32.0,
+                y=18.0,
+                size=4.0,
+                sf=0.1,
+                contrast=1.0,
+                orientation=orient[i],
+                phase=0.0,
+                response=1.0,
+            )
+            for i, u in enumerate(units)
+        ],
+        **direct,
+    )
     ins.OptimalDoG.insert1(ikey, **direct)
-    ins.OptimalDoG.Unit.insert([dict(ikey, **u, x=32.0, y=18.0, sigma_center=2.0, sigma_surround=4.0, a_center=1.0,
-                                     a_surround=0.5, response=1.0) for u in units], **direct)
+    ins.OptimalDoG.Unit.insert(
+        [
+            dict(
+                ikey,
+                **u,
+                x=32.0,
+                y=18.0,
+                sigma_center=2.0,
+                sigma_surround=4.0,
+                a_center=1.0,
+                a_surround=0.5,
+                response=1.0,
+            )
+            for u in units
+        ],
+        **direct,
+    )
     ins.MEI.insert1(dict(ikey, norm=10.0), **direct)
-    ins.MEI.Unit.insert([dict(ikey, **u, image=rng.normal(size=(36, 64)).astype(np.float32), response=2.0) for u in units], **direct)
+    ins.MEI.Unit.insert(
+        [
+            dict(ikey, **u, image=rng.normal(size=(36, 64)).astype(np.float32), response=2.0)
+            for u in units
+        ],
+        **direct,
+    )
     batteries = (  # table, master coords, curve shape, index columns
-        (ins.OrientationTuning, dict(orientations=np.linspace(0, np.pi, 8, endpoint=False)), (8,), ["orientation_index"]),
-        (ins.PhaseTuning, dict(phases=np.linspace(0, 2 * np.pi, 8, endpoint=False)), (8,), ["phase_index"]),
-        (ins.SizeContrastTuning, dict(contrasts=np.array([0.5, 1.0, 2.0]), sizes=np.array([2.0, 4.0, 8.0, 16.0])), (3, 4),
-         ["suppression_index", "contrast_index"]),
-        (ins.PlaidTuning, dict(optimal_contrasts=np.array([0.0, 1.0]), orthogonal_contrasts=np.array([0.0, 1.0, 2.0])), (2, 3),
-         ["plaid_index"]),
-        (ins.StimulusComparison, dict(energies=np.array([4.0, 8.0, 16.0])), (3, 3), ["gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei"]),
+        (
+            ins.OrientationTuning,
+            dict(orientations=np.linspace(0, np.pi, 8, endpoint=False)),
+            (8,),
+            ["orientation_index"],
+        ),
+        (
+            ins.PhaseTuning,
+            dict(phases=np.linspace(0, 2 * np.pi, 8, endpoint=False)),
+            (8,),
+            ["phase_index"],
+        ),
+        (
+            ins.SizeContrastTuning,
+            dict(contrasts=np.array([0.5, 1.0, 2.0]), sizes=np.array([2.0, 4.0, 8.0, 16.0])),
+            (3, 4),
+            ["suppression_index", "contrast_index"],
+        ),
+        (
+            ins.PlaidTuning,
+            dict(
+                optimal_contrasts=np.array([0.0, 1.0]),
+                orthogonal_contrasts=np.array([0.0, 1.0, 2.0]),
+            ),
+            (2, 3),
+            ["plaid_index"],
+        ),
+        (
+            ins.StimulusComparison,
+            dict(energies=np.array([4.0, 8.0, 16.0])),
+            (3, 3),
+            ["gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei"],
+        ),
     )
     for table, coords, shape, columns in batteries:
         table.insert1(dict(ikey, **{k: v.astype(np.float32) for k, v in coords.items()}), **direct)
-        table.Unit.insert([dict(ikey, **u, curve=np.full(shape, i, np.float32), **{c: float(idx[c][i]) for c in columns})
-                           for i, u in enumerate(units)], **direct)
+        table.Unit.insert(
+            [
+                dict(
+                    ikey,
+                    **u,
+                    curve=np.full(shape, i, np.float32),
+                    **{c: float(idx[c][i]) for c in columns},
+                )
+                for i, u in enumerate(units)
+            ],
+            **direct,
+        )
     mkey = {k: key[k] for k in ("dataset_hash", "model_hash")}
     ins.NonlinearityIndex.insert1(mkey, **direct)
-    ins.NonlinearityIndex.Unit.insert([dict(mkey, **u, cnn_corr=0.5, glm_corr=0.3, nonlinearity_index=float(idx["nonlinearity_index"][i]))
-                                       for i, u in enumerate(units)], **direct)
-    return dict(key=dict(key, insilico_hash=ikey["insilico_hash"]), units=units, cluster=cluster, indices=idx, orientation=orient)
+    ins.NonlinearityIndex.Unit.insert(
+        [
+            dict(
+                mkey,
+                **u,
+                cnn_corr=0.5,
+                glm_corr=0.3,
+                nonlinearity_index=float(idx["nonlinearity_index"][i]),
+            )
+            for i, u in enumerate(units)
+        ],
+        **direct,
+    )
+    return dict(
+        key=dict(key, insilico_hash=ikey["insilico_hash"]),
+        units=units,
+        cluster=cluster,
+        indices=idx,
+        orientation=orient,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +487,9 @@ def fake_pipeline(db):
     import schemas
 
     extra = tuple(s for s in ("insilico", "analysis") if s not in schemas.STAGES)
-    modules = dict(db, **schemas.activate(stages=extra))  # prefix: $V1TWIN_SCHEMA_PREFIX, set by `db`
+    modules = dict(
+        db, **schemas.activate(stages=extra)
+    )  # prefix: $V1TWIN_SCHEMA_PREFIX, set by `db`
     try:
         yield modules, _insert_fake_pipeline(modules)
     finally:
@@ -304,7 +541,9 @@ def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
     neurons = ex.neuron_table()
     assert ex.resolve_key() == key
     assert ex.resolve_key({k: key[k] for k in ("clustering_hash", "insilico_hash")}) == key
-    with pytest.raises(KeyError, match="no Clustering matches"):  # another parameter set: not this one
+    with pytest.raises(
+        KeyError, match="no Clustering matches"
+    ):  # another parameter set: not this one
         ex.resolve_key({"clustering_hash": "0" * 32})
     assert len(neurons) == len(fake["units"]) and neurons.notna().all().all()
     order = {(u["scan_key"], u["unit_id"]): i for i, u in enumerate(fake["units"])}
@@ -315,23 +554,40 @@ def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
     # the stored code is the one of the fetched table
     expected = pop.combinatorial_code(neurons).set_index("cluster")
     stored = code.set_index("cluster").sort_index()
-    assert (stored.gabor_like == expected.gabor_like).all() and (stored.combination == expected.combination).all()
+    assert (stored.gabor_like == expected.gabor_like).all() and (
+        stored.combination == expected.combination
+    ).all()
 
     paths = ex.export(tmp_path / "export")
     assert list(pd.read_csv(paths["neurons"]).columns) == list(ex.NEURON_COLUMNS)
     assert "block" in pd.read_csv(paths["clusters"]).columns
     with xr.open_dataset(paths["tuning_curves"], engine="h5netcdf") as ds:
-        assert set(ds.data_vars) == {"orientation_tuning", "phase_tuning", "size_contrast_tuning", "plaid_tuning",
-                                     "stimulus_comparison"}
+        assert set(ds.data_vars) == {
+            "orientation_tuning",
+            "phase_tuning",
+            "size_contrast_tuning",
+            "plaid_tuning",
+            "stimulus_comparison",
+        }
         assert ds["plaid_tuning"].dims == ("neuron", "optimal_contrast", "orthogonal_contrast")
-        np.testing.assert_array_equal(ds["orientation_tuning"].values[:, 0], np.array(pos, np.float32))
+        np.testing.assert_array_equal(
+            ds["orientation_tuning"].values[:, 0], np.array(pos, np.float32)
+        )
 
     # through the CLI's subcommands, as `v1twin export/report` register them
     import argparse
 
     parser = argparse.ArgumentParser()
     ex.add_subcommands(parser.add_subparsers(dest="command"), ensure_database=lambda: None)
-    args = parser.parse_args(["export", "--out", str(tmp_path / "cli"), "--where", f"clustering_hash={key['clustering_hash']}"])
+    args = parser.parse_args(
+        [
+            "export",
+            "--out",
+            str(tmp_path / "cli"),
+            "--where",
+            f"clustering_hash={key['clustering_hash']}",
+        ]
+    )
     assert args.func(args) == 0 and (tmp_path / "cli" / "tuning_curves.nc").exists()
 
     written = ex.report(tmp_path / "report")
@@ -349,7 +605,9 @@ def test_notebook_runs_headless(fake_pipeline):
 
     root = Path(__file__).resolve().parents[1]
     nb = nbformat.read(root / "notebooks" / "explore_clusters.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+    ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 8

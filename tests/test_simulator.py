@@ -1,4 +1,4 @@
-"""Ground truth checks of the virtual V1 (v1twin.simulator), with stimuli from insilico.stimuli."""
+"""Ground truth checks of the virtual V1 (simulator), with stimuli from insilico.stimuli."""
 
 import importlib
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from insilico.stimuli import gabor, plaid
+from simulator import TYPES, VirtualV1, simulate_scans, write_simulation
 from twin.metrics import oracle_correlation
-from v1twin.simulator import TYPES, VirtualV1, simulate_scans, write_simulation
 
 N_PER_TYPE = 8
 SMALL = dict(n_neurons=12, n_train=300, n_validation=50, n_test_images=40, n_repeats=5)
@@ -33,15 +33,25 @@ def _own(model, stim_fn, values, respond=None, **fixed):
     ``respond`` (default: the model) maps the stimuli to responses."""
     N = model.n_neurons
     t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    base = dict(x=t(model.rf_positions[:, 0]), y=t(model.rf_positions[:, 1]), size=t(model.sizes),
-                sf=t(model.spatial_frequencies), contrast=torch.ones(N), orientation=t(model.preferred_orientations),
-                phase=torch.zeros(N))
+    base = dict(
+        x=t(model.rf_positions[:, 0]),
+        y=t(model.rf_positions[:, 1]),
+        size=t(model.sizes),
+        sf=t(model.spatial_frequencies),
+        contrast=torch.ones(N),
+        orientation=t(model.preferred_orientations),
+        phase=torch.zeros(N),
+    )
     name, vals = values
     vals = torch.as_tensor(vals, dtype=torch.float32)
     V = len(vals)
     kw = {k: v.repeat(V) for k, v in base.items()}
     for k, v in fixed.items():
-        kw[k] = torch.as_tensor(v, dtype=torch.float32).expand(V * N) if not callable(v) else v(kw).repeat(1)
+        kw[k] = (
+            torch.as_tensor(v, dtype=torch.float32).expand(V * N)
+            if not callable(v)
+            else v(kw).repeat(1)
+        )
     if name in ("size",):
         kw[name] = (vals[:, None] * base[name][None]).reshape(-1)
     elif name in ("orientation_offset",):
@@ -65,8 +75,20 @@ def test_types_equal_numbers_and_truth(model):
     assert set(types) == set(TYPES) and len(TYPES) >= 6
     assert np.all(counts == N_PER_TYPE)
     df = model.truth
-    for col in ("unit_id", "type", "rf_x", "rf_y", "orientation", "sf", "size", "phase", "energy_mix",
-                "untuned_mix", "surround_strength", "cross_strength"):
+    for col in (
+        "unit_id",
+        "type",
+        "rf_x",
+        "rf_y",
+        "orientation",
+        "sf",
+        "size",
+        "phase",
+        "energy_mix",
+        "untuned_mix",
+        "surround_strength",
+        "cross_strength",
+    ):
         assert col in df.columns
     assert len(df) == model.n_neurons and model.rf_positions.shape == (model.n_neurons, 2)
     assert np.all((df.rf_x >= 10) & (df.rf_x <= 53) & (df.rf_y >= 10) & (df.rf_y <= 25))
@@ -129,8 +151,15 @@ def test_surround_suppression(model):
 
 def test_cross_orientation_inhibition(model):
     t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    args = (t(model.rf_positions[:, 0]), t(model.rf_positions[:, 1]), t(model.sizes),
-            t(model.spatial_frequencies), 1.0, t(model.preferred_orientations), 0.0)
+    args = (
+        t(model.rf_positions[:, 0]),
+        t(model.rf_positions[:, 1]),
+        t(model.sizes),
+        t(model.spatial_frequencies),
+        1.0,
+        t(model.preferred_orientations),
+        0.0,
+    )
     idx = torch.arange(model.n_neurons)
     with torch.no_grad():
         g = model(gabor(*args))[idx, idx].numpy()
@@ -162,10 +191,14 @@ def test_scan_shapes_tiers_repeats(scans):
         assert len(np.unique(nontest)) == len(nontest)
         # repeated test trials show the same image and have the same rates; trials are shuffled
         first = np.flatnonzero(sc.image_ids == ids[0])
-        assert np.all(sc.images[first] == sc.images[first[0]]) and np.all(sc.rates[first] == sc.rates[first[0]])
-        assert not np.all(sc.tiers[:SMALL["n_train"]] == "train")
+        assert np.all(sc.images[first] == sc.images[first[0]]) and np.all(
+            sc.rates[first] == sc.rates[first[0]]
+        )
+        assert not np.all(sc.tiers[: SMALL["n_train"]] == "train")
         # standardization: the model saw (raw - mean) / std
-        np.testing.assert_allclose(sc.model.rates(sc.standardized()[:20]), sc.rates[:20], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            sc.model.rates(sc.standardized()[:20]), sc.rates[:20], rtol=1e-4, atol=1e-5
+        )
         assert sc.unit_ids.shape == (N,) and sc.cell_motor_coordinates.shape == (N, 3)
         assert np.all(sc.area == "V1") and np.all(sc.layer == "L2/3")
         assert set(sc.truth["scan"]) == {sc.name} and len(sc.truth) == N
@@ -193,11 +226,15 @@ def test_mean_rate_and_noise_ceiling(scans):
     sc = scans[0]
     mean = sc.rates.mean(0)
     assert np.all((mean > 0.5) & (mean < 6.0)), mean
-    oc = oracle_correlation(sc.responses[sc.tiers == 'test'], sc.image_ids[sc.tiers == 'test'])
+    oc = oracle_correlation(sc.responses[sc.tiers == "test"], sc.image_ids[sc.tiers == "test"])
     assert oc.shape == (SMALL["n_neurons"],)
     assert 0.5 < np.nanmedian(oc) < 0.97, oc
     # the oracle of noiseless rates is 1
-    np.testing.assert_allclose(oracle_correlation(sc.rates[sc.tiers == 'test'], sc.image_ids[sc.tiers == 'test']), 1.0, atol=1e-6)
+    np.testing.assert_allclose(
+        oracle_correlation(sc.rates[sc.tiers == "test"], sc.image_ids[sc.tiers == "test"]),
+        1.0,
+        atol=1e-6,
+    )
 
 
 def test_write_simulation(scans, tmp_path):
@@ -211,6 +248,7 @@ def test_write_simulation(scans, tmp_path):
     assert [f.name for f in folders] == ["static90001-1-1-VirtualV1", "static90002-1-1-VirtualV1"]
     assert all(f.is_dir() for f in folders)
     import pandas as pd
+
     truth = pd.read_csv(tmp_path / "truth.csv")
     assert len(truth) == 2 * SMALL["n_neurons"] and set(truth["scan"]) == {"90001-1-1", "90002-1-1"}
 

@@ -26,7 +26,7 @@ def test_gabor_matches_formula_pointwise():
     R = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
     ij = np.stack([di, dj], -1) @ R.T
     ip, jp = ij[..., 0], ij[..., 1]
-    ref = a / 2 * np.exp(-0.5 * (ip ** 2 + jp ** 2) / (sig ** 2 / 4)) * np.cos(2 * np.pi * ip * nu + tau)
+    ref = a / 2 * np.exp(-0.5 * (ip**2 + jp**2) / (sig**2 / 4)) * np.cos(2 * np.pi * ip * nu + tau)
     np.testing.assert_allclose(g, ref, atol=1e-5)
 
 
@@ -71,9 +71,17 @@ def test_dog_without_surround_is_gaussian():
 
 def test_dog_sum_matches_gaussian_integrals():
     sc, ss, ac, asur = 2.5, 6.0, 1.5, 0.4
-    d = dog(x=100.0, y=100.0, sigma_center=sc, sigma_surround=ss, a_center=ac, a_surround=asur,
-            height=201, width=201)
-    analytic = ac * (1 + asur) * 2 * math.pi * sc ** 2 - asur * 2 * math.pi * ss ** 2
+    d = dog(
+        x=100.0,
+        y=100.0,
+        sigma_center=sc,
+        sigma_surround=ss,
+        a_center=ac,
+        a_surround=asur,
+        height=201,
+        width=201,
+    )
+    analytic = ac * (1 + asur) * 2 * math.pi * sc**2 - asur * 2 * math.pi * ss**2
     assert d.double().sum().item() == pytest.approx(analytic, rel=1e-4)
     assert d[0, 0, 100, 100].item() == pytest.approx(ac * (1 + asur) - asur, abs=1e-6)
 
@@ -81,7 +89,9 @@ def test_dog_sum_matches_gaussian_integrals():
 def test_plaid_is_sum_of_two_gabors():
     kw = dict(x=33.0, y=17.0, size=10.0, sf=0.08, phase=0.3)
     p = plaid(contrast=1.0, orientation=0.2, orthogonal_contrast=0.6, **kw)
-    g = gabor(contrast=1.0, orientation=0.2, **kw) + gabor(contrast=0.6, orientation=0.2 + math.pi / 2, **kw)
+    g = gabor(contrast=1.0, orientation=0.2, **kw) + gabor(
+        contrast=0.6, orientation=0.2 + math.pi / 2, **kw
+    )
     torch.testing.assert_close(p, g, atol=1e-6, rtol=0)
     p0 = plaid(contrast=1.0, orientation=0.2, orthogonal_contrast=0.0, **kw)
     torch.testing.assert_close(p0, gabor(contrast=1.0, orientation=0.2, **kw), atol=1e-7, rtol=0)
@@ -100,18 +110,40 @@ def test_batching_equals_one_by_one():
     batch = gabor(x, y, size, sf, a, phi, tau)
     assert batch.shape == (B, 1, 36, 64)
     for b in range(B):
-        one = gabor(x[b].item(), y[b].item(), size[b].item(), sf[b].item(), a[b].item(),
-                    phi[b].item(), tau[b].item())
-        torch.testing.assert_close(batch[b:b + 1], one, atol=1e-6, rtol=0)
+        one = gabor(
+            x[b].item(),
+            y[b].item(),
+            size[b].item(),
+            sf[b].item(),
+            a[b].item(),
+            phi[b].item(),
+            tau[b].item(),
+        )
+        torch.testing.assert_close(batch[b : b + 1], one, atol=1e-6, rtol=0)
     # scalars broadcast against tensors
     mixed = gabor(32.0, 18.0, size, 0.08, 1.0, phi, 0.0)
     for b in range(B):
-        torch.testing.assert_close(mixed[b:b + 1], gabor(32.0, 18.0, size[b].item(), 0.08, 1.0, phi[b].item(), 0.0),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            mixed[b : b + 1],
+            gabor(32.0, 18.0, size[b].item(), 0.08, 1.0, phi[b].item(), 0.0),
+            atol=1e-6,
+            rtol=0,
+        )
     dd = dog(x, y, size / 3, size, a, a)
     for b in range(B):
-        torch.testing.assert_close(dd[b:b + 1], dog(x[b].item(), y[b].item(), size[b].item() / 3, size[b].item(),
-                                                     a[b].item(), a[b].item()), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            dd[b : b + 1],
+            dog(
+                x[b].item(),
+                y[b].item(),
+                size[b].item() / 3,
+                size[b].item(),
+                a[b].item(),
+                a[b].item(),
+            ),
+            atol=1e-6,
+            rtol=0,
+        )
 
 
 def test_bad_shapes_raise():
@@ -122,8 +154,15 @@ def test_bad_shapes_raise():
 
 
 def test_grating_grid_product_and_order():
-    params, shape = grating_grid(x=32.0, y=18.0, size=[5.0, 10.0], sf=[0.05, 0.08, 0.1], contrast=1.0,
-                                 orientation=torch.linspace(0, math.pi, 4), phase=[0.0, 1.0])
+    params, shape = grating_grid(
+        x=32.0,
+        y=18.0,
+        size=[5.0, 10.0],
+        sf=[0.05, 0.08, 0.1],
+        contrast=1.0,
+        orientation=torch.linspace(0, math.pi, 4),
+        phase=[0.0, 1.0],
+    )
     assert shape == (2, 3, 4, 2)
     assert set(params) == {"x", "y", "size", "sf", "contrast", "orientation", "phase"}
     for t in params.values():
@@ -137,8 +176,16 @@ def test_grating_grid_product_and_order():
     s = stim.reshape(*shape, 36, 64)
     torch.testing.assert_close(s[1, 2, 3, 1], gabor(32.0, 18.0, 10.0, 0.1, 1.0, math.pi, 1.0)[0, 0])
     # plaids through the grid too
-    params, shape = grating_grid(x=32.0, y=18.0, size=8.0, sf=0.08, contrast=[0.5, 1.0], orientation=0.0,
-                                 phase=0.0, orthogonal_contrast=[0.0, 0.5, 1.0])
+    params, shape = grating_grid(
+        x=32.0,
+        y=18.0,
+        size=8.0,
+        sf=0.08,
+        contrast=[0.5, 1.0],
+        orientation=0.0,
+        phase=0.0,
+        orthogonal_contrast=[0.0, 0.5, 1.0],
+    )
     assert shape == (2, 3) and plaid(**params).shape == (6, 1, 36, 64)
 
 

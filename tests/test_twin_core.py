@@ -49,8 +49,13 @@ def test_rotation_matrices_form_a_cyclic_orthogonal_group():
 
 def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
     torch.manual_seed(seed)
-    core = RotationEquivariantCore(features=(3, 4, 2), orientations=orientations, kernel_sizes=(7, 5, 3),
-                                   dilations=dilations, surround_sigmas=surround_sigmas)
+    core = RotationEquivariantCore(
+        features=(3, 4, 2),
+        orientations=orientations,
+        kernel_sizes=(7, 5, 3),
+        dilations=dilations,
+        surround_sigmas=surround_sigmas,
+    )
     # non-trivial batch-norm statistics, shared across orientations
     for norm in [*core.norms, *core.surround_norms]:
         norm.running_mean.normal_()
@@ -60,8 +65,10 @@ def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
     return core.eval()
 
 
-@pytest.mark.parametrize("orientations, dilations, sigmas",
-                         [(8, None, ()), (4, None, ()), (8, (1, 2, 3), ()), (8, None, (1.5, 4.0))])
+@pytest.mark.parametrize(
+    "orientations, dilations, sigmas",
+    [(8, None, ()), (4, None, ()), (8, (1, 2, 3), ()), (8, None, (1.5, 4.0))],
+)
 def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations, sigmas):
     core = _random_eval_core(orientations, dilations=dilations, surround_sigmas=sigmas)
     x = torch.randn(2, 1, 19, 19)
@@ -73,7 +80,9 @@ def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations, sigm
     assert (c, h, w) == ((2 + 4 * len(sigmas)) * orientations, 19, 19) == (core.out_channels, h, w)
     k = orientations // 4  # 90 degrees counter-clockwise = k steps of 2*pi/O
     # out(rot x)[:, f, o] == rot(out(x))[:, f, (o - k) % O]: roll forward along the orientation axis.
-    expected = torch.roll(torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w), k, dims=2)
+    expected = torch.roll(
+        torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w), k, dims=2
+    )
     scale = out.abs().max()
     assert torch.allclose(out_rot.view(b, -1, orientations, h, w), expected, atol=1e-4 * scale)
     # Not trivially invariant: the spatial rotation alone, without the shift, does not match.
@@ -133,8 +142,11 @@ def _gray_padded_and_zero_padded(seed=0):
     cores = []
     for padding in ("gray", "zero"):
         torch.manual_seed(seed)
-        cores.append(RotationEquivariantCore(features=(3, 4, 2), orientations=8, kernel_sizes=(7, 5, 3),
-                                             padding=padding))
+        cores.append(
+            RotationEquivariantCore(
+                features=(3, 4, 2), orientations=8, kernel_sizes=(7, 5, 3), padding=padding
+            )
+        )
     cores[1].load_state_dict(cores[0].state_dict())
     for core in cores:  # the same non-trivial batch-norm statistics
         torch.manual_seed(seed + 1)
@@ -183,7 +195,10 @@ def test_gray_padding_is_translation_equivariant_up_to_the_canvas_edge():
 
 def test_stored_twins_without_padding_key_keep_zero_padding():
     from twin.model import Twin
-    config = Twin({"features": (2,), "kernel_sizes": (5,)}, {"type": "gaussian"}, {"s": 3}, (12, 16)).config
+
+    config = Twin(
+        {"features": (2,), "kernel_sizes": (5,)}, {"type": "gaussian"}, {"s": 3}, (12, 16)
+    ).config
     assert config["core"]["padding"] == "gray"
     del config["core"]["padding"]
     assert Twin.from_config(config).core.padding == "zero"
@@ -215,8 +230,11 @@ def test_surround_pooling_reaches_far_and_keeps_gray_padding_exact():
     # by exp(-(8^2 - 4^2) / (2 * 5^2)) = 0.38 for a point (about that for energy spread over the
     # hidden layer's +-5 px); a sigma of 3 px would give 0.07, one of 8 px 0.69
     norm = core.surround_norms[0]
-    raw = ((out[1, 16:].view(4, 8, 20, 48) - norm.bias.view(-1, 1, 1, 1)) / norm.weight.view(-1, 1, 1, 1)
-           * torch.sqrt(norm.running_var + norm.eps).view(-1, 1, 1, 1) + norm.running_mean.view(-1, 1, 1, 1))
+    raw = (out[1, 16:].view(4, 8, 20, 48) - norm.bias.view(-1, 1, 1, 1)) / norm.weight.view(
+        -1, 1, 1, 1
+    ) * torch.sqrt(norm.running_var + norm.eps).view(-1, 1, 1, 1) + norm.running_mean.view(
+        -1, 1, 1, 1
+    )
     energy = (torch.expm1(raw).pow(2) - 1e-8).reshape(32, 20, 48)
     assert energy[:, 0, 40].abs().max() < 1e-6  # far from the patch: gray, no energy
     ratio = (energy[:, 18, 17] / energy[:, 14, 17])[energy[:, 14, 17] > 1e-6]

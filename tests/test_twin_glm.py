@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from twin.data import ScanData
 from twin.glm import PoissonGLM
@@ -26,7 +25,9 @@ def glm_scan():
     x = x.reshape(t, 1, H // DOWN, DOWN, W // DOWN, DOWN).mean((1, 3, 5)).reshape(t, -1)
     rates = np.exp(x @ true_w.reshape(n, -1).T + 0.3)
     tiers = np.array(["train"] * 1000 + ["validation"] * 200 + ["test"] * 200)
-    scan = ScanData("g", images.astype(np.float32), rng.poisson(rates).astype(np.float32), tiers, np.arange(t))
+    scan = ScanData(
+        "g", images.astype(np.float32), rng.poisson(rates).astype(np.float32), tiers, np.arange(t)
+    )
     return scan, true_w, rates
 
 
@@ -54,6 +55,8 @@ def test_stronger_penalty_shrinks_weights(glm_scan):
 def test_fitting_neurons_jointly_equals_fitting_them_in_chunks(glm_scan):
     scan, _, _ = glm_scan
     joint = PoissonGLM(alphas=[0.5], downsample=DOWN).fit(scan)
-    chunked = PoissonGLM(alphas=[0.5], downsample=DOWN, max_elements=2 * len(scan.responses)).fit(scan)
+    chunked = PoissonGLM(alphas=[0.5], downsample=DOWN, max_elements=2 * len(scan.responses)).fit(
+        scan
+    )
     np.testing.assert_allclose(chunked.coef_, joint.coef_, atol=2e-3)
     np.testing.assert_allclose(chunked.intercept_, joint.intercept_, atol=2e-3)

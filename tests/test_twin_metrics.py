@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from twin.metrics import (correlation, correlation_to_average, feve, oracle_correlation,
-                          single_trial_correlation)
+from twin.metrics import (
+    correlation,
+    correlation_to_average,
+    feve,
+    oracle_correlation,
+    single_trial_correlation,
+)
 
 N_IMAGES, N_REPEATS, N = 400, 10, 3
 SIGNAL_SD, NOISE_SD = 1.0, np.array([0.5, 1.0, 2.0])
@@ -33,7 +38,9 @@ def test_perfect_prediction_of_means(repeats):
     np.testing.assert_allclose(feve(true_means, responses, ids), 1.0, atol=0.05)
     # Averaging over repeats leaves only noise / sqrt(repeats): corr to average near 1.
     expected = SIGNAL_SD / np.sqrt(SIGNAL_SD**2 + NOISE_SD**2 / N_REPEATS)
-    np.testing.assert_allclose(correlation_to_average(true_means, responses, ids), expected, atol=0.02)
+    np.testing.assert_allclose(
+        correlation_to_average(true_means, responses, ids), expected, atol=0.02
+    )
     # Single trials: signal / total sd.
     expected = SIGNAL_SD / np.sqrt(SIGNAL_SD**2 + NOISE_SD**2)
     np.testing.assert_allclose(single_trial_correlation(true_means, responses), expected, atol=0.02)

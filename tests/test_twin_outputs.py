@@ -1,5 +1,6 @@
 """Output nonlinearities (twin.outputs): positive, monotonic, continuous, inverses exact; Twin
 uses the one it was built with, and build_model starts every neuron at its mean rate."""
+
 import math
 
 import numpy as np
@@ -39,8 +40,11 @@ def test_twin_applies_its_output_and_initial_rates_match_the_data():
     means = np.array([0.2, 1.0, 4.0])
     responses = rng.poisson(means, (40, 3)).astype(np.float32)
     scan = ScanData("s", images, responses, np.array(["train"] * 40), np.arange(40))
-    arch = {"core": {"features": (2,), "orientations": 4, "kernel_sizes": (5,)},
-            "readout": {"type": "gaussian"}, "output": "exp"}
+    arch = {
+        "core": {"features": (2,), "orientations": 4, "kernel_sizes": (5,)},
+        "readout": {"type": "gaussian"},
+        "output": "exp",
+    }
     model = build_model(arch, [scan]).eval()
     assert model.config["output"] == "exp"
     with torch.no_grad():

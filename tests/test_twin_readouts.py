@@ -66,7 +66,9 @@ def test_normalized_readout_divides_by_its_pooled_energy():
     core_out = v.repeat_interleave(O_).view(1, F_ * O_, 1, 1).expand(1, -1, h, w)
     with torch.no_grad():
         plain = GaussianReadout.forward(dn, core_out)
-        energy = (torch.nn.functional.softplus(dn.energy_weight) * O_ * (v - dn.energy_offset) ** 2).sum()
+        energy = (
+            torch.nn.functional.softplus(dn.energy_weight) * O_ * (v - dn.energy_offset) ** 2
+        ).sum()
         expected = plain - torch.log1p(torch.nn.functional.softplus(dn.kappa) * energy.sqrt())
         np.testing.assert_allclose(dn(core_out), expected, rtol=1e-4)
         assert (plain - dn(core_out)).min() > 0.1  # the divisor is not negligible here
@@ -81,8 +83,12 @@ def test_own_is_each_images_own_neuron(kind):
     core_out = torch.randn(5, F_ * O_, H, W)
     idx = torch.tensor([0, 3, 3, 1, 2])
     with torch.no_grad():
-        np.testing.assert_allclose(readout.own(core_out, idx), readout(core_out).gather(1, idx[:, None])[:, 0],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            readout.own(core_out, idx),
+            readout(core_out).gather(1, idx[:, None])[:, 0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @pytest.mark.parametrize("cls", [FactorizedReadout, GaussianReadout])
@@ -101,14 +107,18 @@ RFS = np.array([[6, 6], [22, 7], [10, 18], [20, 17], [14, 12]])  # (x, y), >= 6 
 
 def _model(kind):
     torch.manual_seed(0)
-    model = Twin({"features": (3, 2), "orientations": 4, "kernel_sizes": (5, 3)}, {"type": kind},
-                 {"s": len(RFS)}, (SIZE_H, SIZE_W)).eval()
+    model = Twin(
+        {"features": (3, 2), "orientations": 4, "kernel_sizes": (5, 3)},
+        {"type": kind},
+        {"s": len(RFS)},
+        (SIZE_H, SIZE_W),
+    ).eval()
     readout = model.readouts["s"]
     with torch.no_grad():
         if kind == "factorized":  # localized symmetric masks centred on the RFs
             readout.mask.zero_()
             for n, (x, y) in enumerate(RFS):
-                readout.mask[n, y - 1:y + 2, x - 1:x + 2] = torch.rand(1) + 0.5
+                readout.mask[n, y - 1 : y + 2, x - 1 : x + 2] = torch.rand(1) + 0.5
                 readout.mask[n, y, x] += 1.0
         else:
             size = torch.tensor([SIZE_W - 1, SIZE_H - 1], dtype=torch.float32)
@@ -125,7 +135,7 @@ def _stimulus_at(patch, x, y):
     """Patch (h, w) on a gray (0) canvas with its centre pixel at (x, y)."""
     canvas = torch.zeros(patch.shape[0], 1, SIZE_H, SIZE_W)
     ph, pw = patch.shape[-2:]
-    canvas[:, 0, y - ph // 2:y + ph // 2 + 1, x - pw // 2:x + pw // 2 + 1] = patch
+    canvas[:, 0, y - ph // 2 : y + ph // 2 + 1, x - pw // 2 : x + pw // 2 + 1] = patch
     return canvas
 
 
@@ -137,7 +147,9 @@ def test_at_rf_equals_stimulus_moved_onto_each_rf(kind):
     cx, cy = (SIZE_W - 1) // 2, (SIZE_H - 1) // 2
     with torch.no_grad():
         fast = model.at_rf(_stimulus_at(patch, cx, cy), "s")  # (B, N)
-        direct = torch.stack([model(_stimulus_at(patch, x, y), "s")[:, n] for n, (x, y) in enumerate(RFS)], 1)
+        direct = torch.stack(
+            [model(_stimulus_at(patch, x, y), "s")[:, n] for n, (x, y) in enumerate(RFS)], 1
+        )
     assert fast.shape == direct.shape == (3, len(RFS))
     assert torch.allclose(fast, direct, atol=1e-5)
     # ... and the fast path is not trivially the response to the centred stimulus.
@@ -151,7 +163,10 @@ def test_border_rule_widens_by_the_normalisation_pool():
     border margin grows by the pool's reach (4.3 so = 6.45 px here)."""
     from insilico.twin_adapter import TwinResponseModel
 
-    plain, dn = TwinResponseModel(_model("gaussian"), "s"), TwinResponseModel(_model("gaussian_dn"), "s")
+    plain, dn = (
+        TwinResponseModel(_model("gaussian"), "s"),
+        TwinResponseModel(_model("gaussian_dn"), "s"),
+    )
     assert plain.twin.pool_reach("s") == 0 and dn.twin.pool_reach("s") == pytest.approx(6.45)
     assert not plain.border_mask().any()  # hidden reach 2 px, RFs >= 6 px from the edge
     np.testing.assert_array_equal(dn.border_mask(), [True, True, True, True, False])

@@ -14,8 +14,10 @@ from twin.presets import PRESETS, get_preset
 from twin.training import TrainConfig, build_model, fit
 
 H, W = 16, 16
-ARCH = {"core": {"features": (4, 4), "orientations": 4, "kernel_sizes": (5, 3)},
-        "readout": {"type": "gaussian", "feature_l1": 1e-3}}
+ARCH = {
+    "core": {"features": (4, 4), "orientations": 4, "kernel_sizes": (5, 3)},
+    "readout": {"type": "gaussian", "feature_l1": 1e-3},
+}
 
 
 def synthetic_scan(name, n_neurons, seed, n_train=480, n_val=120, n_test=20, repeats=4):
@@ -36,7 +38,9 @@ def synthetic_scan(name, n_neurons, seed, n_train=480, n_val=120, n_test=20, rep
     filters = np.stack(filters).reshape(n_neurons, -1)
     drive = ((images.reshape(n_images, -1) - 128) / 40) @ filters.T
     rates = 0.2 + 2.0 * np.maximum(drive / drive.std(0), 0)
-    ids = np.concatenate([np.arange(n_train + n_val), np.repeat(np.arange(n_train + n_val, n_images), repeats)])
+    ids = np.concatenate(
+        [np.arange(n_train + n_val), np.repeat(np.arange(n_train + n_val, n_images), repeats)]
+    )
     tiers = np.array(["train"] * n_train + ["validation"] * n_val + ["test"] * n_test * repeats)
     return ScanData(name, images[ids, None], rng.poisson(rates[ids]).astype(np.float32), tiers, ids)
 
@@ -53,11 +57,20 @@ CONFIG = TrainConfig(lr=1e-2, batch_size=32, max_epochs=8, patience=3, lr_decay_
 
 
 def test_scandata_validation_names_the_field():
-    ok = dict(name="s", images=np.zeros((4, 1, 3, 3)), responses=np.zeros((4, 2)),
-              tiers=np.array(["train"] * 4), image_ids=np.arange(4))
+    ok = dict(
+        name="s",
+        images=np.zeros((4, 1, 3, 3)),
+        responses=np.zeros((4, 2)),
+        tiers=np.array(["train"] * 4),
+        image_ids=np.arange(4),
+    )
     assert ScanData(**ok).n_neurons == 2
-    bad = {"images": np.zeros((4, 3, 3)), "responses": np.zeros((5, 2)), "tiers": np.array(["train"] * 3),
-           "image_ids": np.arange(3)}
+    bad = {
+        "images": np.zeros((4, 3, 3)),
+        "responses": np.zeros((5, 2)),
+        "tiers": np.array(["train"] * 3),
+        "image_ids": np.arange(3),
+    }
     for field, value in bad.items():
         with pytest.raises(ValueError, match=field):
             ScanData(**{**ok, field: value})
@@ -84,14 +97,20 @@ def test_fit_raises_validation_correlation(scans):
     assert history["best_val_corr"] > 0.25
     assert max(history["val_corr"]) == pytest.approx(history["best_val_corr"])
     measures = evaluate(model, scans[0])
-    assert set(measures) == {"test_correlation", "correlation_to_average", "oracle_correlation", "feve"}
+    assert set(measures) == {
+        "test_correlation",
+        "correlation_to_average",
+        "oracle_correlation",
+        "feve",
+    }
     assert all(v.shape == (12,) for v in measures.values())
     assert measures["correlation_to_average"].mean() > measures["test_correlation"].mean() > 0.2
 
 
-
 def test_same_seed_same_weights(scans):
-    short = TrainConfig(**{**CONFIG.to_dict(), "max_epochs": 1, "tolerance": -1.0})  # keep the last epoch
+    short = TrainConfig(
+        **{**CONFIG.to_dict(), "max_epochs": 1, "tolerance": -1.0}
+    )  # keep the last epoch
     first, second, other = (build_model(ARCH, scans, seed=s) for s in (0, 0, 1))
     for model in (first, second, other):
         fit(model, scans, short, progress=False)

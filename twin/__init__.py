@@ -15,7 +15,19 @@ from .readouts import FactorizedReadout, GaussianReadout
 from .training import TrainConfig, build_model, fit
 
 __all__ = [
-    "FactorizedReadout", "GaussianReadout", "PRESETS", "PoissonGLM", "Preset", "RotationEquivariantCore",
-    "ScanData", "TrainConfig", "Twin", "build_model", "evaluate", "fit", "get_preset", "hermite_basis",
+    "FactorizedReadout",
+    "GaussianReadout",
+    "PRESETS",
+    "PoissonGLM",
+    "Preset",
+    "RotationEquivariantCore",
+    "ScanData",
+    "TrainConfig",
+    "Twin",
+    "build_model",
+    "evaluate",
+    "fit",
+    "get_preset",
+    "hermite_basis",
     "rotation_matrix",
 ]

@@ -72,8 +72,17 @@ class HermiteRotConv2d(nn.Module):
     Input (B, F_in*O_in, H, W), feature-major; output (B, F_out*O, H, W), feature-major.
     """
 
-    def __init__(self, in_features, in_orientations, out_features, orientations, kernel_size,
-                 n_orders, sigma=None, dilation=1):
+    def __init__(
+        self,
+        in_features,
+        in_orientations,
+        out_features,
+        orientations,
+        kernel_size,
+        n_orders,
+        sigma=None,
+        dilation=1,
+    ):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
@@ -85,18 +94,26 @@ class HermiteRotConv2d(nn.Module):
         basis = hermite_basis(kernel_size, n_orders, sigma)
         self.register_buffer("basis", torch.tensor(basis, dtype=torch.float32), persistent=False)
         rotations = rotation_matrices(orientations, n_orders)
-        self.register_buffer("rotations", torch.tensor(rotations, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "rotations", torch.tensor(rotations, dtype=torch.float32), persistent=False
+        )
         o, q = np.meshgrid(np.arange(orientations), np.arange(in_orientations), indexing="ij")
         # Output orientation o reads input orientation q with base weights of (q - o) mod O_in.
-        self.register_buffer("shift_index", torch.tensor((q - o) % in_orientations), persistent=False)
+        self.register_buffer(
+            "shift_index", torch.tensor((q - o) % in_orientations), persistent=False
+        )
         # Unit-variance output for unit-variance input: ||filter|| ~ 1/sqrt(input channels).
         basis_norm = self.basis.flatten(1).norm(dim=1).mean().item()
         std = 1.0 / (basis_norm * np.sqrt(in_features * in_orientations * k))
-        self.coefficients = nn.Parameter(torch.randn(out_features, in_features, in_orientations, k) * std)
+        self.coefficients = nn.Parameter(
+            torch.randn(out_features, in_features, in_orientations, k) * std
+        )
 
     def rotated_coefficients(self) -> torch.Tensor:
         """Hermite coefficients of all filters (F_out*O, F_in*O_in, K), both channel axes feature-major."""
-        w = torch.einsum("oKk,fiqk->foiqK", self.rotations, self.coefficients)  # (F_out, O, F_in, O_in, K)
+        w = torch.einsum(
+            "oKk,fiqk->foiqK", self.rotations, self.coefficients
+        )  # (F_out, O, F_in, O_in, K)
         f_out, o, f_in, o_in, k = w.shape
         idx = self.shift_index.view(1, o, 1, o_in, 1).expand(f_out, -1, f_in, -1, k)
         return torch.gather(w, 3, idx).reshape(f_out * o, f_in * o_in, k)
@@ -110,7 +127,9 @@ class HermiteRotConv2d(nn.Module):
         d = self.dilation
         pad = d * (self.kernel_size // 2)
         if x.shape[1] == 1:  # image layer: convolve with the K basis functions, then mix (faster)
-            projections = F.conv2d(x, self.basis[:, None].to(x.dtype), padding=pad, dilation=d)  # (B, K, H, W)
+            projections = F.conv2d(
+                x, self.basis[:, None].to(x.dtype), padding=pad, dilation=d
+            )  # (B, K, H, W)
             return torch.einsum("ck,bkhw->bchw", self.rotated_coefficients()[:, 0], projections)
         return F.conv2d(x, self.filters(), padding=pad, dilation=d)
 
@@ -132,15 +151,26 @@ class RotationEquivariantCore(nn.Module):
     forward: standardized images (B, 1, H, W) -> features (B, out_features*O, H, W).
     """
 
-    def __init__(self, features=(16, 16, 16), orientations=8, kernel_sizes=(13, 5, 5),
-                 n_hermite=None, momentum=0.1, dilations=None, padding="gray", surround_sigmas=()):
+    def __init__(
+        self,
+        features=(16, 16, 16),
+        orientations=8,
+        kernel_sizes=(13, 5, 5),
+        n_hermite=None,
+        momentum=0.1,
+        dilations=None,
+        padding="gray",
+        surround_sigmas=(),
+    ):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
         self.padding = padding
         features, kernel_sizes = tuple(features), tuple(kernel_sizes)
         if len(features) != len(kernel_sizes):
-            raise ValueError(f"features {features} and kernel_sizes {kernel_sizes} differ in length")
+            raise ValueError(
+                f"features {features} and kernel_sizes {kernel_sizes} differ in length"
+            )
         if n_hermite is None:
             n_hermite = tuple((s + 1) // 2 for s in kernel_sizes)
         elif isinstance(n_hermite, int):
@@ -160,17 +190,22 @@ class RotationEquivariantCore(nn.Module):
             in_f, in_o = f, orientations
         self.surround_sigmas = tuple(float(s) for s in surround_sigmas)
         if self.surround_sigmas and (len(features) < 2 or min(self.surround_sigmas) <= 0):
-            raise ValueError(f"surround_sigmas {self.surround_sigmas} need sigmas > 0 and a hidden layer "
-                             f"(features {features})")
+            raise ValueError(
+                f"surround_sigmas {self.surround_sigmas} need sigmas > 0 and a hidden layer "
+                f"(features {features})"
+            )
         self.surround_norms = nn.ModuleList(
-            nn.BatchNorm3d(features[-2], momentum=momentum) for _ in self.surround_sigmas)
+            nn.BatchNorm3d(features[-2], momentum=momentum) for _ in self.surround_sigmas
+        )
         for i, sigma in enumerate(self.surround_sigmas):
             self.register_buffer(f"surround_kernel{i}", _gaussian_kernel(sigma), persistent=False)
 
     @property
     def out_features(self) -> int:
         """Features of the output: F_last, plus F_hidden per surround sigma."""
-        return self.features[-1] + len(self.surround_sigmas) * (self.features[-2] if self.surround_sigmas else 0)
+        return self.features[-1] + len(self.surround_sigmas) * (
+            self.features[-2] if self.surround_sigmas else 0
+        )
 
     @property
     def out_channels(self) -> int:
@@ -180,18 +215,25 @@ class RotationEquivariantCore(nn.Module):
     @property
     def config(self) -> dict:
         """Constructor arguments (JSON-serializable)."""
-        return {"features": list(self.features), "orientations": self.orientations,
-                "kernel_sizes": list(self.kernel_sizes), "n_hermite": list(self.n_hermite),
-                "dilations": list(self.dilations),
-                "momentum": self.norms[0].momentum, "padding": self.padding,
-                "surround_sigmas": list(self.surround_sigmas)}
+        return {
+            "features": list(self.features),
+            "orientations": self.orientations,
+            "kernel_sizes": list(self.kernel_sizes),
+            "n_hermite": list(self.n_hermite),
+            "dilations": list(self.dilations),
+            "momentum": self.norms[0].momentum,
+            "padding": self.padding,
+            "surround_sigmas": list(self.surround_sigmas),
+        }
 
     def reach(self, hidden_only: bool = False) -> int:
         """Receptive-field radius (core-grid pixels) of the core's output, or with
         ``hidden_only`` of its last hidden layer (how far a stimulus's influence has spread
         before the last convolution and the surround pooling; what gray padding's border rule
         needs)."""
-        hidden = sum(d * ((k - 1) // 2) for k, d in zip(self.kernel_sizes[:-1], self.dilations[:-1]))
+        hidden = sum(
+            d * ((k - 1) // 2) for k, d in zip(self.kernel_sizes[:-1], self.dilations[:-1])
+        )
         if hidden_only:
             return hidden
         last = self.dilations[-1] * ((self.kernel_sizes[-1] - 1) // 2)
@@ -240,7 +282,7 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     """Normalised 1D Gaussian of std ``sigma`` pixels on [-ceil(3 sigma), ceil(3 sigma)]."""
     r = int(np.ceil(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=torch.float32)
-    g = torch.exp(-t**2 / (2 * sigma**2))
+    g = torch.exp(-(t**2) / (2 * sigma**2))
     return g / g.sum()
 
 

@@ -40,7 +40,9 @@ class ScanData:
             raise ValueError(f"ScanData.images must be (T, 1, H, W), got shape {self.images.shape}")
         t = self.images.shape[0]
         if self.responses.ndim != 2 or self.responses.shape[0] != t:
-            raise ValueError(f"ScanData.responses must be (T={t}, N), got shape {self.responses.shape}")
+            raise ValueError(
+                f"ScanData.responses must be (T={t}, N), got shape {self.responses.shape}"
+            )
         for field in ("tiers", "image_ids"):
             shape = getattr(self, field).shape
             if shape != (t,):
@@ -50,7 +52,9 @@ class ScanData:
                 raise ValueError(f"ScanData.{field} of scan {self.name!r} contains NaN or inf")
         unknown = set(np.unique(self.tiers)) - set(TIERS)
         if unknown:
-            raise ValueError(f"ScanData.tiers has unknown values {sorted(unknown)}; allowed {TIERS}")
+            raise ValueError(
+                f"ScanData.tiers has unknown values {sorted(unknown)}; allowed {TIERS}"
+            )
 
     @property
     def n_neurons(self) -> int:
@@ -67,7 +71,9 @@ class ScanData:
             raise ValueError(f"unknown tier {tier!r}; allowed {TIERS}")
         return self.tiers == tier
 
-    def select(self, tier: str) -> "ScanData":
+    def select(self, tier: str) -> ScanData:
         """The trials of one tier as a new ScanData (same name)."""
         m = self.mask(tier)
-        return ScanData(self.name, self.images[m], self.responses[m], self.tiers[m], self.image_ids[m])
+        return ScanData(
+            self.name, self.images[m], self.responses[m], self.tiers[m], self.image_ids[m]
+        )

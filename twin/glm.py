@@ -36,8 +36,13 @@ class PoissonGLM:
     (raw units, from train-tier pixels).
     """
 
-    def __init__(self, alphas=tuple(np.geomspace(10.0, 1e4, 7)), downsample: int = 4, max_iter: int = 100,
-                 max_elements: int = 10_000_000):
+    def __init__(
+        self,
+        alphas=tuple(np.geomspace(10.0, 1e4, 7)),
+        downsample: int = 4,
+        max_iter: int = 100,
+        max_elements: int = 10_000_000,
+    ):
         self.alphas = np.asarray(alphas, dtype=np.float64)
         self.downsample = downsample
         self.max_iter = max_iter
@@ -54,8 +59,14 @@ class PoissonGLM:
         a, n = alphas.shape
         w = torch.zeros(a, x.shape[1], n, dtype=torch.float64, requires_grad=True)
         b = torch.log(y.mean(0).clamp_min(1e-3)).repeat(a, 1).requires_grad_(True)
-        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20)
+        opt = torch.optim.LBFGS(
+            [w, b],
+            max_iter=self.max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            history_size=20,
+        )
 
         def closure():
             opt.zero_grad()
@@ -68,7 +79,7 @@ class PoissonGLM:
         opt.step(closure)
         return w.detach(), b.detach()
 
-    def fit(self, scan: ScanData) -> "PoissonGLM":
+    def fit(self, scan: ScanData) -> PoissonGLM:
         """Fit on `scan`'s train tier, choose alpha on its validation tier, refit on both."""
         train, val = scan.mask("train"), scan.mask("validation")
         if not train.any() or not val.any():
@@ -82,7 +93,7 @@ class PoissonGLM:
         coef, intercept, chosen, nll = [], [], [], []
         chunk = max(1, self.max_elements // (len(alphas) * len(y)))
         for s in range(0, y.shape[1], chunk):
-            yc = y[:, s:s + chunk]
+            yc = y[:, s : s + chunk]
             grid = alphas[:, None].expand(-1, yc.shape[1])
             w, b = self._fit(x[tr], yc[tr], grid)
             eta = torch.einsum("td,adn->atn", x[va], w) + b[:, None]

@@ -87,7 +87,9 @@ def rotation_matrix(angle: float, n_orders: int) -> np.ndarray:
 
 def rotation_matrices(n_rotations: int, n_orders: int) -> np.ndarray:
     """Rotation matrices for angles 2*pi*o/n_rotations, o = 0..n_rotations-1: (O, K, K)."""
-    return np.stack([rotation_matrix(2 * np.pi * o / n_rotations, n_orders) for o in range(n_rotations)])
+    return np.stack(
+        [rotation_matrix(2 * np.pi * o / n_rotations, n_orders) for o in range(n_rotations)]
+    )
 
 
 def synthesize(coefficients, basis):

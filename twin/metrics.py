@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["correlation", "single_trial_correlation", "correlation_to_average",
-           "oracle_correlation", "feve", "evaluate"]
+__all__ = [
+    "correlation",
+    "single_trial_correlation",
+    "correlation_to_average",
+    "oracle_correlation",
+    "feve",
+    "evaluate",
+]
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:

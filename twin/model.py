@@ -33,8 +33,15 @@ class Twin(nn.Module):
         output: "elu1" (ELU + 1) or "exp" (exponential, tangent-continued); see `twin.outputs`.
     """
 
-    def __init__(self, core: dict, readout: dict, n_neurons: dict, image_shape, downsample: int = 1,
-                 output: str = "elu1"):
+    def __init__(
+        self,
+        core: dict,
+        readout: dict,
+        n_neurons: dict,
+        image_shape,
+        downsample: int = 1,
+        output: str = "elu1",
+    ):
         super().__init__()
         readout = dict(readout)
         kind = readout.pop("type")
@@ -44,14 +51,19 @@ class Twin(nn.Module):
         self.image_shape = tuple(int(s) for s in image_shape)
         self.downsample = int(downsample)
         if self.downsample < 1 or any(s % self.downsample for s in self.image_shape):
-            raise ValueError(f"downsample={downsample} must be >= 1 and divide the image shape {self.image_shape}")
+            raise ValueError(
+                f"downsample={downsample} must be >= 1 and divide the image shape {self.image_shape}"
+            )
         h, w = (s // self.downsample for s in self.image_shape)
         f, o = self.core.out_features, self.core.orientations
         self.readouts = nn.ModuleDict(
-            {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()})
+            {name: READOUTS[kind](int(n), f, o, h, w, **readout) for name, n in n_neurons.items()}
+        )
         self.readout_type = kind
         if output not in OUTPUTS:
-            raise ValueError(f"unknown output nonlinearity {output!r}; choose from {sorted(OUTPUTS)}")
+            raise ValueError(
+                f"unknown output nonlinearity {output!r}; choose from {sorted(OUTPUTS)}"
+            )
         self.output_name = output
         self.register_buffer("input_mean", torch.tensor(0.0))
         self.register_buffer("input_std", torch.tensor(1.0))
@@ -70,11 +82,17 @@ class Twin(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "Twin":
+    def from_config(cls, config: dict) -> Twin:
         """A freshly initialised model of that architecture; follow with `load_state_dict`."""
         core = {"padding": "zero", **config["core"]}  # stored before gray padding existed
-        return cls(core, config["readout"], config["n_neurons"], config["image_shape"],
-                   config.get("downsample", 1), config.get("output", "elu1"))
+        return cls(
+            core,
+            config["readout"],
+            config["n_neurons"],
+            config["image_shape"],
+            config.get("downsample", 1),
+            config.get("output", "elu1"),
+        )
 
     @property
     def device(self) -> torch.device:
@@ -136,10 +154,15 @@ class Twin(nn.Module):
         """Rates (B, N) float32 for standardized images (B, 1, H, W), numpy or torch, in eval mode."""
         was_training = self.training
         self.eval()
-        x = torch.as_tensor(np.asarray(images_standardized, dtype=np.float32)
-                            if not isinstance(images_standardized, torch.Tensor) else images_standardized)
-        out = [self(x[i:i + batch_size].to(self.device, torch.float32), scan).float().cpu()
-               for i in range(0, len(x), batch_size)]
+        x = torch.as_tensor(
+            np.asarray(images_standardized, dtype=np.float32)
+            if not isinstance(images_standardized, torch.Tensor)
+            else images_standardized
+        )
+        out = [
+            self(x[i : i + batch_size].to(self.device, torch.float32), scan).float().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
         self.train(was_training)
         if not out:
             return np.zeros((0, self._readout(scan).n_neurons), dtype=np.float32)

@@ -27,11 +27,39 @@ Why these choices (measured on this 2-core machine):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from .training import TrainConfig
+__all__ = ["Preset", "PRESETS", "TrainConfig", "get_preset"]
 
-__all__ = ["Preset", "PRESETS", "get_preset"]
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters.
+
+    lr: initial Adam learning rate. batch_size: trials per scan per step (every step sums
+    the losses of one minibatch from every scan). max_epochs: an epoch is
+    ceil(largest train tier / batch_size) steps. patience: epochs without a validation
+    improvement larger than `tolerance` before the best weights are restored and the
+    learning rate is multiplied by `lr_decay_factor`; after `lr_decay_steps` decays the next
+    plateau stops training. readout_reg, core_reg: multipliers of the readouts' and the
+    core's `regularizer()`. seed: seeds batch order and readout sampling noise.
+    device: None -> "cuda" if available else "cpu".
+    """
+
+    lr: float = 5e-3
+    batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 5
+    tolerance: float = 1e-4
+    lr_decay_steps: int = 3
+    lr_decay_factor: float = 0.3
+    readout_reg: float = 1.0
+    core_reg: float = 0.0
+    seed: int = 0
+    device: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -48,13 +76,23 @@ class Preset:
 
 PRESETS = {
     "paper": Preset(
-        core={"features": (16, 16, 16), "orientations": 8, "kernel_sizes": (13, 5, 5), "padding": "gray"},
+        core={
+            "features": (16, 16, 16),
+            "orientations": 8,
+            "kernel_sizes": (13, 5, 5),
+            "padding": "gray",
+        },
         readout={"type": "gaussian", "feature_l1": 1e-2},
         train=TrainConfig(lr=5e-3, batch_size=64, max_epochs=200, patience=5),
     ),
     "cpu": Preset(
-        core={"features": (4, 4, 4), "orientations": 8, "kernel_sizes": (9, 5, 5),
-              "dilations": (1, 1, 3), "padding": "gray"},
+        core={
+            "features": (4, 4, 4),
+            "orientations": 8,
+            "kernel_sizes": (9, 5, 5),
+            "dilations": (1, 1, 3),
+            "padding": "gray",
+        },
         readout={"type": "gaussian", "feature_l1": 1e-2},
         train=TrainConfig(lr=1e-2, batch_size=32, max_epochs=40, patience=3, lr_decay_steps=2),
         downsample=2,
@@ -68,4 +106,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[name]
-    return Preset(dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample, p.output)
+    return Preset(
+        dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample, p.output
+    )

@@ -60,7 +60,9 @@ class FactorizedReadout(_Readout):
         mask_l1, feature_l1: strengths of the L1 penalties in `regularizer`.
     """
 
-    def __init__(self, n_neurons, features, orientations, height, width, mask_l1=1e-2, feature_l1=1e-2):
+    def __init__(
+        self, n_neurons, features, orientations, height, width, mask_l1=1e-2, feature_l1=1e-2
+    ):
         super().__init__(n_neurons, features, orientations, height, width)
         self.mask_l1, self.feature_l1 = mask_l1, feature_l1
         self.mask = nn.Parameter(torch.rand(n_neurons, height, width) / (height * width) ** 0.5)
@@ -84,7 +86,9 @@ class FactorizedReadout(_Readout):
 
     def regularizer(self) -> torch.Tensor:
         """L1 of masks and of feature weights, averaged over neurons (scalar)."""
-        return (self.mask_l1 * self.mask.abs().sum() + self.feature_l1 * self.features.abs().sum()) / self.n_neurons
+        return (
+            self.mask_l1 * self.mask.abs().sum() + self.feature_l1 * self.features.abs().sum()
+        ) / self.n_neurons
 
     @property
     def rf_positions(self) -> torch.Tensor:
@@ -108,8 +112,9 @@ class FactorizedReadout(_Readout):
         # centred[h, w] = mask[h + dy, w + dx]
         xy = torch.stack([gx, gy], dim=-1)[None] + offset[:, None, None, :]
         grid = self._pixel_to_unit(xy)
-        return F.grid_sample(self.mask[:, None], grid, mode="bilinear", padding_mode="zeros",
-                             align_corners=True)[:, 0]
+        return F.grid_sample(
+            self.mask[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[:, 0]
 
     def at_rf(self, core_out_centred: torch.Tensor) -> torch.Tensor:
         """Drive (B, N) for centred stimuli moved onto each neuron's RF (module doc)."""
@@ -129,8 +134,17 @@ class GaussianReadout(_Readout):
         feature_l1: strength of the L1 penalty on feature weights in `regularizer`.
     """
 
-    def __init__(self, n_neurons, features, orientations, height, width, init_mu_range=0.5,
-                 init_sigma=0.1, feature_l1=1e-2):
+    def __init__(
+        self,
+        n_neurons,
+        features,
+        orientations,
+        height,
+        width,
+        init_mu_range=0.5,
+        init_sigma=0.1,
+        feature_l1=1e-2,
+    ):
         super().__init__(n_neurons, features, orientations, height, width)
         self.init_mu_range, self.init_sigma, self.feature_l1 = init_mu_range, init_sigma, feature_l1
         self.mu = nn.Parameter(torch.empty(n_neurons, 2).uniform_(-init_mu_range, init_mu_range))
@@ -138,13 +152,21 @@ class GaussianReadout(_Readout):
 
     @property
     def hyperparameters(self) -> dict:
-        return {"init_mu_range": self.init_mu_range, "init_sigma": self.init_sigma,
-                "feature_l1": self.feature_l1}
+        return {
+            "init_mu_range": self.init_mu_range,
+            "init_sigma": self.init_sigma,
+            "feature_l1": self.feature_l1,
+        }
 
     def _read(self, core_out: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Features at grid points (B, N, 2) unit coordinates -> (B, C, N)."""
-        return F.grid_sample(core_out, grid[:, :, None, :], mode="bilinear", padding_mode="border",
-                             align_corners=True)[..., 0]
+        return F.grid_sample(
+            core_out,
+            grid[:, :, None, :],
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )[..., 0]
 
     def forward(self, core_out: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> linear drive (B, N)."""
@@ -181,7 +203,7 @@ class GaussianReadout(_Readout):
 
 class NormalizedGaussianReadout(GaussianReadout):
     """A Gaussian readout divided by each neuron's own surround (divisive normalisation, in the
-    spirit of Burg et al. 2021; the form of the virtual V1's surround, `v1twin.simulator`).
+    spirit of Burg et al. 2021; the form of the virtual V1's surround, `simulator`).
 
     The drive is a log-rate: drive_n = gaussian drive_n - log(1 + k_n S_n), so with the ``exp``
     output rate_n = exp(gaussian drive_n) / (1 + k_n S_n). The pool is
@@ -195,9 +217,22 @@ class NormalizedGaussianReadout(GaussianReadout):
     Args: those of `GaussianReadout`, plus init_inner, init_outer: initial si, so (grid px).
     """
 
-    def __init__(self, n_neurons, features, orientations, height, width, init_mu_range=0.5,
-                 init_sigma=0.1, feature_l1=1e-2, init_inner=3.0, init_outer=5.0):
-        super().__init__(n_neurons, features, orientations, height, width, init_mu_range, init_sigma, feature_l1)
+    def __init__(
+        self,
+        n_neurons,
+        features,
+        orientations,
+        height,
+        width,
+        init_mu_range=0.5,
+        init_sigma=0.1,
+        feature_l1=1e-2,
+        init_inner=3.0,
+        init_outer=5.0,
+    ):
+        super().__init__(
+            n_neurons, features, orientations, height, width, init_mu_range, init_sigma, feature_l1
+        )
         self.init_inner, self.init_outer = init_inner, init_outer
         widths = torch.log(torch.tensor([[init_inner, init_outer]], dtype=torch.float32))
         self.log_widths = nn.Parameter(widths.repeat(n_neurons, 1))
@@ -207,7 +242,11 @@ class NormalizedGaussianReadout(GaussianReadout):
 
     @property
     def hyperparameters(self) -> dict:
-        return {**super().hyperparameters, "init_inner": self.init_inner, "init_outer": self.init_outer}
+        return {
+            **super().hyperparameters,
+            "init_inner": self.init_inner,
+            "init_outer": self.init_outer,
+        }
 
     @property
     def pool_reach(self) -> float:
@@ -222,17 +261,19 @@ class NormalizedGaussianReadout(GaussianReadout):
         rows = torch.arange(self.height, dtype=xy.dtype, device=xy.device).view(1, -1, 1)
         cols = torch.arange(self.width, dtype=xy.dtype, device=xy.device).view(1, 1, -1)
         r2 = (rows - xy[:, 1].view(-1, 1, 1)) ** 2 + (cols - xy[:, 0].view(-1, 1, 1)) ** 2
-        w = torch.exp(-r2 / (2 * so ** 2)) * (1 - torch.exp(-r2 / (2 * si ** 2))) ** 2
+        w = torch.exp(-r2 / (2 * so**2)) * (1 - torch.exp(-r2 / (2 * si**2))) ** 2
         # integral over the plane of exp(-a r^2) (1 - exp(-b r^2))^2 = pi (1/a - 2/(a+b) + 1/(a+2b))
-        a, b = 1 / (2 * so ** 2), 1 / (2 * si ** 2)
+        a, b = 1 / (2 * so**2), 1 / (2 * si**2)
         z = torch.pi * (1 / a - 2 / (a + b) + 1 / (a + 2 * b))
         return (w / z).flatten(1)
 
     def _energy(self, core_out: torch.Tensor) -> torch.Tensor:
         """Local energy E (B, H*W) of core features (B, C, H, W)."""
         b, _, h, w = core_out.shape
-        z = core_out.view(b, self.n_features, self.orientations, h, w) - self.energy_offset.view(1, -1, 1, 1, 1)
-        return torch.einsum("bfohw,f->bhw", z ** 2, F.softplus(self.energy_weight)).flatten(1)
+        z = core_out.view(b, self.n_features, self.orientations, h, w) - self.energy_offset.view(
+            1, -1, 1, 1, 1
+        )
+        return torch.einsum("bfohw,f->bhw", z**2, F.softplus(self.energy_weight)).flatten(1)
 
     def _log_divisor(self, pooled_energy: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
         return torch.log1p(F.softplus(kappa) * torch.sqrt(pooled_energy.clamp_min(0) + 1e-8))
@@ -249,9 +290,14 @@ class NormalizedGaussianReadout(GaussianReadout):
 
     def at_rf(self, core_out_centred: torch.Tensor) -> torch.Tensor:
         """Drive (B, N) for centred stimuli moved onto each neuron's RF (module doc)."""
-        pooled = self._energy(core_out_centred) @ self._annulus(self.mu.new_zeros(self.n_neurons, 2)).T
+        pooled = (
+            self._energy(core_out_centred) @ self._annulus(self.mu.new_zeros(self.n_neurons, 2)).T
+        )
         return super().at_rf(core_out_centred) - self._log_divisor(pooled, self.kappa)
 
 
-READOUTS = {"factorized": FactorizedReadout, "gaussian": GaussianReadout,
-            "gaussian_dn": NormalizedGaussianReadout}
+READOUTS = {
+    "factorized": FactorizedReadout,
+    "gaussian": GaussianReadout,
+    "gaussian_dn": NormalizedGaussianReadout,
+}

@@ -6,7 +6,6 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,38 +15,9 @@ from .data import ScanData
 from .metrics import correlation
 from .model import Twin
 from .outputs import OUTPUTS
+from .presets import Preset, TrainConfig, get_preset
 
 __all__ = ["TrainConfig", "build_model", "fit", "poisson_loss", "resolve_device"]
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters.
-
-    lr: initial Adam learning rate. batch_size: trials per scan per step (every step sums
-    the losses of one minibatch from every scan). max_epochs: an epoch is
-    ceil(largest train tier / batch_size) steps. patience: epochs without a validation
-    improvement larger than `tolerance` before the best weights are restored and the
-    learning rate is multiplied by `lr_decay_factor`; after `lr_decay_steps` decays the next
-    plateau stops training. readout_reg, core_reg: multipliers of the readouts' and the
-    core's `regularizer()`. seed: seeds batch order and readout sampling noise.
-    device: None -> "cuda" if available else "cpu".
-    """
-
-    lr: float = 5e-3
-    batch_size: int = 64
-    max_epochs: int = 200
-    patience: int = 5
-    tolerance: float = 1e-4
-    lr_decay_steps: int = 3
-    lr_decay_factor: float = 0.3
-    readout_reg: float = 1.0
-    core_reg: float = 0.0
-    seed: int = 0
-    device: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -67,21 +37,29 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     optionally "downsample" and "output" (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
     each readout's bias so that the initial mean rate matches the neuron's train mean.
     """
-    from .presets import Preset, get_preset  # presets imports TrainConfig from this module
-
     if isinstance(preset, str):
         preset = get_preset(preset)
     if isinstance(preset, Preset):
-        arch = {"core": preset.core, "readout": preset.readout, "downsample": preset.downsample,
-                "output": preset.output}
+        arch = {
+            "core": preset.core,
+            "readout": preset.readout,
+            "downsample": preset.downsample,
+            "output": preset.output,
+        }
     else:
         arch = preset
     shapes = {s.image_shape for s in scans}
     if len(shapes) != 1:
         raise ValueError(f"all scans must share one image shape, got {sorted(shapes)}")
     torch.manual_seed(seed)
-    model = Twin(arch["core"], arch["readout"], {s.name: s.n_neurons for s in scans}, shapes.pop(),
-                 arch.get("downsample", 1), arch.get("output", "elu1"))
+    model = Twin(
+        arch["core"],
+        arch["readout"],
+        {s.name: s.n_neurons for s in scans},
+        shapes.pop(),
+        arch.get("downsample", 1),
+        arch.get("output", "elu1"),
+    )
     inverse_output = OUTPUTS[model.output_name][1]
     pixels = np.concatenate([s.images[s.mask("train")].ravel() for s in scans]).astype(np.float64)
     if pixels.size == 0:
@@ -95,14 +73,19 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     return model
 
 
-def _tier_tensors(model: Twin, scan: ScanData, tier: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _tier_tensors(
+    model: Twin, scan: ScanData, tier: str, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     m = scan.mask(tier)
     x = torch.from_numpy(model.standardize(scan.images[m])).to(device)
     return x, torch.from_numpy(scan.responses[m]).to(device)
 
 
 def _validation_correlation(model: Twin, val: dict, batch_size: int) -> float:
-    corrs = [correlation(model.predict(x, name, batch_size), y.cpu().numpy()) for name, (x, y) in val.items()]
+    corrs = [
+        correlation(model.predict(x, name, batch_size), y.cpu().numpy())
+        for name, (x, y) in val.items()
+    ]
     return float(np.concatenate(corrs).mean())
 
 
@@ -111,7 +94,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
     while True:
         perm = torch.randperm(n, generator=generator)
         for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield perm[i:i + batch_size]
+            yield perm[i : i + batch_size]
 
 
 def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool = True) -> dict:
@@ -130,14 +113,26 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     val = {s.name: _tier_tensors(model, s, "validation", device) for s in scans}
     if any(len(y) == 0 for y, _ in train.values()) or any(len(y) == 0 for _, y in val.values()):
         raise ValueError("every scan needs train and validation trials")
-    batches = {name: _batches(len(x), config.batch_size, generator) for name, (x, _) in train.items()}
+    batches = {
+        name: _batches(len(x), config.batch_size, generator) for name, (x, _) in train.items()
+    }
     steps = math.ceil(max(len(x) for x, _ in train.values()) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    )
 
     best = _validation_correlation(model, val, 4 * config.batch_size)
-    history = {"epoch": [], "train_loss": [], "val_corr": [], "lr": [], "initial_val_corr": best,
-               "best_val_corr": best, "best_epoch": 0, "device": str(device)}
+    history = {
+        "epoch": [],
+        "train_loss": [],
+        "val_corr": [],
+        "lr": [],
+        "initial_val_corr": best,
+        "best_val_corr": best,
+        "best_epoch": 0,
+        "device": str(device),
+    }
     best_state = copy.deepcopy(model.state_dict())
     wait, decays, n_steps, start = 0, 0, 0, time.perf_counter()
     bar = tqdm(range(1, config.max_epochs + 1), disable=not progress, desc="fit", unit="epoch")
@@ -151,14 +146,20 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
                 idx = next(batches[name]).to(device)
                 with autocast:
                     rates = model(x[idx], name)
-                loss = loss + poisson_loss(rates.float(), y[idx]) + config.readout_reg * model.readouts[name].regularizer()
+                loss = (
+                    loss
+                    + poisson_loss(rates.float(), y[idx])
+                    + config.readout_reg * model.readouts[name].regularizer()
+                )
             loss.backward()
             optimizer.step()
             total += loss.item()
             n_steps += 1
         corr = _validation_correlation(model, val, 4 * config.batch_size)
         lr = optimizer.param_groups[0]["lr"]
-        for key, value in zip(("epoch", "train_loss", "val_corr", "lr"), (epoch, total / steps, corr, lr)):
+        for key, value in zip(
+            ("epoch", "train_loss", "val_corr", "lr"), (epoch, total / steps, corr, lr)
+        ):
             history[key].append(value)
         bar.set_postfix(loss=f"{total / steps:.3f}", val_corr=f"{corr:.3f}", lr=f"{lr:.1e}")
         if corr > history["best_val_corr"] + config.tolerance:

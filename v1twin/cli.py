@@ -40,9 +40,13 @@ def cmd_db(args) -> int:
     external = connection.external_credentials()
     if external is not None:
         if args.action != "status":
-            print(f"DJ_HOST is set: using {external.describe()}; v1twin starts no server of its own")
+            print(
+                f"DJ_HOST is set: using {external.describe()}; v1twin starts no server of its own"
+            )
         error = ping(external)
-        print(f"{external.describe()}: {'answers' if error is None else 'does not answer: ' + error}")
+        print(
+            f"{external.describe()}: {'answers' if error is None else 'does not answer: ' + error}"
+        )
         return 0 if error is None else 1
     server = LocalServer.default()
     if args.action == "start":
@@ -56,18 +60,23 @@ def cmd_db(args) -> int:
             print(f"local server: not running (data directory {server.data_dir})")
             return 1
         error = ping(creds)
-        print(f"local PostgreSQL at {creds.describe()} (data {server.data_dir}): "
-              f"{'answers' if error is None else 'does not answer: ' + error}")
+        print(
+            f"local PostgreSQL at {creds.describe()} (data {server.data_dir}): "
+            f"{'answers' if error is None else 'does not answer: ' + error}"
+        )
         return 0 if error is None else 1
     return 0
 
 
 def cmd_simulate(args) -> int:
-    from .simulator import simulate_scans, write_simulation
+    from simulator import simulate_scans, write_simulation
 
     t0 = time.perf_counter()
     scans = simulate_scans(
-        n_scans=args.scans, n_neurons=args.neurons, n_train=args.trials, seed=args.seed,
+        n_scans=args.scans,
+        n_neurons=args.neurons,
+        n_train=args.trials,
+        seed=args.seed,
     )
     folders = write_simulation(args.out, scans)
     print(f"wrote {len(folders)} scans to {args.out} in {time.perf_counter() - t0:.1f} s:")
@@ -91,7 +100,11 @@ def cmd_import(args) -> int:
         t0 = time.perf_counter()
         added = recording.insert_recording(rec)
         n_trials, n_neurons = rec.responses.shape
-        status = f"imported in {time.perf_counter() - t0:.1f} s" if added else "already imported: nothing changed"
+        status = (
+            f"imported in {time.perf_counter() - t0:.1f} s"
+            if added
+            else "already imported: nothing changed"
+        )
         print(f"scan {rec.scan_key}: {n_neurons} neurons x {n_trials} trials, {status}")
     return 0
 
@@ -182,16 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", type=Path)
     imp.set_defaults(func=cmd_import)
 
-    for name, helptext in (("populate", "fill the pipeline's tables, stage by stage"),
-                           ("worker", "populate with job reservation: run any number at once")):
-        p = sub.add_parser(name, help=helptext, epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("stages", nargs="*", help="stages to fill (default: all, in dependency order)")
+    for name, helptext in (
+        ("populate", "fill the pipeline's tables, stage by stage"),
+        ("worker", "populate with job reservation: run any number at once"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=helptext,
+            epilog=_config_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "stages", nargs="*", help="stages to fill (default: all, in dependency order)"
+        )
         p.add_argument("--preset", choices=["cpu", "paper"], default="cpu")
         p.add_argument("--config", type=Path, help="TOML file overriding the preset's parameters")
         p.set_defaults(func=cmd_populate if name == "populate" else cmd_worker, reserve_jobs=False)
         if name == "worker":
-            p.add_argument("--orphan-timeout", type=float, default=None,
-                           help="seconds after which keys reserved on other hosts are re-queued")
+            p.add_argument(
+                "--orphan-timeout",
+                type=float,
+                default=None,
+                help="seconds after which keys reserved on other hosts are re-queued",
+            )
 
     jobs = sub.add_parser("jobs", help="show the job queues and their errors")
     jobs.add_argument("--retry", action="store_true", help="return error jobs to the queue")

@@ -29,34 +29,60 @@ def _train_defaults(key: str) -> tuple:
 # section -> key -> (cpu default, paper default, help)
 PARAMETERS: dict[str, dict[str, tuple]] = {
     "model": {
-        "preset": ("cpu", "paper", "twin.presets architecture: 'cpu' (small core) or 'paper' (16x8, kernels 13,5,5)"),
-        **{key: (*_train_defaults(key), text) for key, text in (
-            ("max_epochs", "upper bound on training epochs (early stopping on validation correlation)"),
-            ("patience", "epochs without improvement before a learning-rate decay"),
-            ("lr", "initial Adam learning rate"),
-            ("batch_size", "trials per scan per step"),
-            ("seed", "seeds initialisation and batch order"),
-        )},
+        "preset": (
+            "cpu",
+            "paper",
+            "twin.presets architecture: 'cpu' (small core) or 'paper' (16x8, kernels 13,5,5)",
+        ),
+        **{
+            key: (*_train_defaults(key), text)
+            for key, text in (
+                (
+                    "max_epochs",
+                    "upper bound on training epochs (early stopping on validation correlation)",
+                ),
+                ("patience", "epochs without improvement before a learning-rate decay"),
+                ("lr", "initial Adam learning rate"),
+                ("batch_size", "trials per scan per step"),
+                ("seed", "seeds initialisation and batch order"),
+            )
+        },
     },
     "alignment": {
         "n_betas": (5, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),
         "min_temperature": (5.0, 5.0, "fits with T at or below this are not eligible (ICLR: 5)"),
         "max_iter": (200, 2000, "Adam steps per beta (early stopping may end sooner)"),
-        "refine_iter": (200, 500, "Adam steps on the exact Eq. 3 after choosing beta (0: the paper's angles as they are)"),
+        "refine_iter": (
+            200,
+            500,
+            "Adam steps on the exact Eq. 3 after choosing beta (0: the paper's angles as they are)",
+        ),
         "random_state": (0, 0, "seeds pair sampling"),
     },
     "clustering": {
-        "method": ("kmeans", "kmeans", "'kmeans' (DT: 50 clusters) or 'gmm' (spherical covariances)"),
+        "method": (
+            "kmeans",
+            "kmeans",
+            "'kmeans' (DT: 50 clusters) or 'gmm' (spherical covariances)",
+        ),
         "n_clusters": (6, 50, "number of clusters"),
         "seed": (0, 0, "random state of the clustering"),
         "heldout_max_k": (12, 60, "held-out GMM likelihood is computed for k = 2..heldout_max_k"),
     },
     "insilico": {
-        "grid": ("cpu", "paper", "Gabor/DoG search grid size: 'cpu' (hundreds of stimuli) or 'paper'"),
+        "grid": (
+            "cpu",
+            "paper",
+            "Gabor/DoG search grid size: 'cpu' (hundreds of stimuli) or 'paper'",
+        ),
         "refine": (4, 4, "per neuron, the fast search's best stimuli re-scored directly (0: none)"),
         "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
         "mei_norm": (10.0, 10.0, "L2 norm of every MEI (standardized units)"),
-        "energies": ([4.0, 8.0, 16.0], [2.0, 4.0, 8.0, 16.0, 32.0], "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17)"),
+        "energies": (
+            [4.0, 8.0, 16.0],
+            [2.0, 4.0, 8.0, 16.0, 32.0],
+            "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17)",
+        ),
     },
 }
 
@@ -71,7 +97,10 @@ def defaults(preset: str = "cpu") -> dict[str, dict]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
     column = PRESETS.index(preset)
-    return {section: {key: spec[column] for key, spec in keys.items()} for section, keys in PARAMETERS.items()}
+    return {
+        section: {key: spec[column] for key, spec in keys.items()}
+        for section, keys in PARAMETERS.items()
+    }
 
 
 def load(path: str | Path | None = None, preset: str = "cpu") -> dict[str, dict]:
@@ -93,7 +122,9 @@ def load(path: str | Path | None = None, preset: str = "cpu") -> dict[str, dict]
             raise ConfigError(f"{path}: [{section}] must be a table")
         for key, value in values.items():
             if key not in PARAMETERS[section]:
-                raise ConfigError(f"{path}: unknown key {section}.{key}; known: {sorted(PARAMETERS[section])}")
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key}; known: {sorted(PARAMETERS[section])}"
+                )
             config[section][key] = _checked(path, section, key, value, config[section][key])
     return config
 
@@ -104,9 +135,15 @@ def _checked(path: Path, section: str, key: str, value, default):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is list:
-        if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             return [float(v) for v in value]
-        raise ConfigError(f"{path}: {section}.{key} = {value!r}: expected a non-empty list of numbers")
+        raise ConfigError(
+            f"{path}: {section}.{key} = {value!r}: expected a non-empty list of numbers"
+        )
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(
             f"{path}: {section}.{key} = {value!r} is a {type(value).__name__}, expected {expected.__name__}"

@@ -29,8 +29,16 @@ def true_indices(scans) -> pd.DataFrame:
     for scan in scans:
         best = search.optimal_gabor(scan.model, search.GaborGrid.cpu())
         _, indices = experiments.run_battery(scan.model, search.params_of(best))
-        frames.append(pd.DataFrame({"scan": scan.name, "unit_id": scan.unit_ids, "type": scan.model.types,
-                                    **{k: indices[k].to_numpy() for k in INDICES}}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "scan": scan.name,
+                    "unit_id": scan.unit_ids,
+                    "type": scan.model.types,
+                    **{k: indices[k].to_numpy() for k in INDICES},
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -51,13 +59,15 @@ def recovery(neurons: pd.DataFrame, truth: pd.DataFrame) -> dict:
     return out
 
 
-def run(out: Path, seed: int = 0, n_neurons: int = 300, n_scans: int = 2, n_train: int = 4000) -> dict:
+def run(
+    out: Path, seed: int = 0, n_neurons: int = 300, n_scans: int = 2, n_train: int = 4000
+) -> dict:
     """The demo; returns the recovery figures (also written to ``out/recovery.json``)."""
     import schemas
+    from simulator import simulate_scans, write_simulation
 
     from . import config, export, pipeline
     from .sensorium import read_sensorium
-    from .simulator import simulate_scans, write_simulation
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -85,9 +95,13 @@ def run(out: Path, seed: int = 0, n_neurons: int = 300, n_scans: int = 2, n_trai
 
 
 def summary(result: dict) -> str:
-    lines = ["How well the pipeline recovered the virtual V1's truth:",
-             f"  clusters vs true types (adjusted Rand index): {result['ari_clusters_vs_types']:.2f}",
-             f"  median FEVE of the twin:                      {result['median_feve']:.2f}"]
-    lines += [f"  Spearman, twin vs simulator, {k:18}: {result['spearman_' + k]:.2f}" for k in INDICES]
+    lines = [
+        "How well the pipeline recovered the virtual V1's truth:",
+        f"  clusters vs true types (adjusted Rand index): {result['ari_clusters_vs_types']:.2f}",
+        f"  median FEVE of the twin:                      {result['median_feve']:.2f}",
+    ]
+    lines += [
+        f"  Spearman, twin vs simulator, {k:18}: {result['spearman_' + k]:.2f}" for k in INDICES
+    ]
     lines.append(f"  ({result['neurons']} neurons, {result['seconds'] / 60:.1f} minutes in all)")
     return "\n".join(lines)

@@ -20,16 +20,36 @@ import pandas as pd
 
 #: neurons.csv columns (the same as schemas.analysis.NEURON_COLUMNS; a test holds them equal).
 NEURON_COLUMNS = (
-    "scan", "unit_id", "test_corr", "oracle_corr", "feve", "cluster", "alignment_angle", "rf_x", "rf_y",
-    "preferred_orientation", "orientation_index", "phase_index", "suppression_index", "contrast_index",
-    "plaid_index", "gabor_vs_dog", "gabor_vs_mei", "dog_vs_mei", "nonlinearity_index",
+    "scan",
+    "unit_id",
+    "test_corr",
+    "oracle_corr",
+    "feve",
+    "cluster",
+    "alignment_angle",
+    "rf_x",
+    "rf_y",
+    "preferred_orientation",
+    "orientation_index",
+    "phase_index",
+    "suppression_index",
+    "contrast_index",
+    "plaid_index",
+    "gabor_vs_dog",
+    "gabor_vs_mei",
+    "dog_vs_mei",
+    "nonlinearity_index",
 )
 #: (Dataset variable, tuning table, {master coordinate attribute: dim}); curve dims follow `neuron`.
 CURVES = (
     ("orientation_tuning", "OrientationTuning", {"orientations": "orientation"}),
     ("phase_tuning", "PhaseTuning", {"phases": "phase"}),
     ("size_contrast_tuning", "SizeContrastTuning", {"contrasts": "contrast", "sizes": "size"}),
-    ("plaid_tuning", "PlaidTuning", {"optimal_contrasts": "optimal_contrast", "orthogonal_contrasts": "orthogonal_contrast"}),
+    (
+        "plaid_tuning",
+        "PlaidTuning",
+        {"optimal_contrasts": "optimal_contrast", "orthogonal_contrasts": "orthogonal_contrast"},
+    ),
     ("stimulus_comparison", "StimulusComparison", {"energies": "energy"}),
 )
 STIMULI = ("gabor", "dog", "mei")  # rows of StimulusComparison.Unit.curve
@@ -66,18 +86,27 @@ def resolve_key(restriction: dict | None = None) -> dict:
         raise KeyError(f"--where: unknown attributes {unknown}; known: {sorted(known)}")
     keys = an._restrict(clustering.Clustering, restriction).keys(order_by="KEY")
     if not keys:
-        raise KeyError(f"no Clustering matches {restriction or 'the database'}: populate the clustering stage first")
+        raise KeyError(
+            f"no Clustering matches {restriction or 'the database'}: populate the clustering stage first"
+        )
     key = dict(keys[0])
     if len(keys) > 1:
         differ = sorted(k for k in key if any(other[k] != key[k] for other in keys))
-        warnings.warn(f"{len(keys)} Clusterings match {restriction or 'the database'}; taking the first "
-                      f"({', '.join(f'{k}={key[k]}' for k in differ)}). Choose one with --where "
-                      f"(a restriction) on {', '.join(differ)}.", stacklevel=2)
+        warnings.warn(
+            f"{len(keys)} Clusterings match {restriction or 'the database'}; taking the first "
+            f"({', '.join(f'{k}={key[k]}' for k in differ)}). Choose one with --where "
+            f"(a restriction) on {', '.join(differ)}.",
+            stacklevel=2,
+        )
     if an.available(insilico.OptimalGabor):
         model_key = {k: v for k, v in key.items() if k in ("dataset_hash", "model_hash")}
         if "insilico_hash" in restriction:
             model_key["insilico_hash"] = restriction["insilico_hash"]
-        for table in (insilico.StimulusComparison, insilico.OrientationTuning, insilico.OptimalGabor):
+        for table in (
+            insilico.StimulusComparison,
+            insilico.OrientationTuning,
+            insilico.OptimalGabor,
+        ):
             found = (table & model_key).keys(order_by="KEY")
             if found:
                 key["insilico_hash"] = found[0]["insilico_hash"]
@@ -97,7 +126,10 @@ def clustering_arrays(restriction: dict | None = None) -> dict:
     key = resolve_key(restriction)
     row = (clustering.Clustering & key).fetch1()
     params = (clustering.ClusteringParams & key).fetch1()
-    out = {k: np.asarray(row[k]) for k in ("heldout_k", "heldout_ll", "confusion", "block", "block_order")}
+    out = {
+        k: np.asarray(row[k])
+        for k in ("heldout_k", "heldout_ll", "confusion", "block", "block_order")
+    }
     out["n_clusters"] = int(params["n_clusters"])
     return out
 
@@ -121,9 +153,11 @@ def tuning_curves(neurons: pd.DataFrame, key: dict):
     import xarray as xr
 
     n = len(neurons)
-    coords = dict(scan=("neuron", neurons["scan"].astype(str).to_numpy()),
-                  unit_id=("neuron", neurons["unit_id"].to_numpy(np.int64)),
-                  cluster=("neuron", neurons["cluster"].to_numpy(np.int64)))
+    coords = dict(
+        scan=("neuron", neurons["scan"].astype(str).to_numpy()),
+        unit_id=("neuron", neurons["unit_id"].to_numpy(np.int64)),
+        cluster=("neuron", neurons["cluster"].to_numpy(np.int64)),
+    )
     position = {(s, int(u)): i for i, (s, u) in enumerate(zip(neurons["scan"], neurons["unit_id"]))}
     data = {}
     for var, name, master_coords in CURVES:
@@ -133,26 +167,35 @@ def tuning_curves(neurons: pd.DataFrame, key: dict):
         master = an._restrict(table, key)
         if len(master) != 1:
             continue
-        axes = master.fetch1(*master_coords) if len(master_coords) > 1 else (master.fetch1(*master_coords),)
+        axes = (
+            master.fetch1(*master_coords)
+            if len(master_coords) > 1
+            else (master.fetch1(*master_coords),)
+        )
         dims = list(master_coords.values())
         if var == "stimulus_comparison":
             dims = ["stimulus", *dims]
             axes = (np.array(STIMULI), *axes)
         shape = tuple(len(a) for a in axes)
         values = np.full((n, *shape), np.nan, np.float32)
-        scans, units, curves = an._restrict(table.Unit, key).to_arrays("scan_key", "unit_id", "curve")
+        scans, units, curves = an._restrict(table.Unit, key).to_arrays(
+            "scan_key", "unit_id", "curve"
+        )
         for s, u, c in zip(scans, units, curves):
             i = position.get((str(s), int(u)))
             if i is not None:
                 values[i] = np.asarray(c, np.float32).reshape(shape)
-        data[var] = xr.DataArray(values, dims=("neuron", *dims),
-                                 coords={d: np.asarray(a) for d, a in zip(dims, axes)})
+        data[var] = xr.DataArray(
+            values, dims=("neuron", *dims), coords={d: np.asarray(a) for d, a in zip(dims, axes)}
+        )
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update({k: str(v) for k, v in key.items()})
     return ds
 
 
-def write_export(out_dir, neurons: pd.DataFrame, clusters: pd.DataFrame | None = None, curves=None) -> dict[str, Path]:
+def write_export(
+    out_dir, neurons: pd.DataFrame, clusters: pd.DataFrame | None = None, curves=None
+) -> dict[str, Path]:
     """Write neurons.csv (exactly :data:`NEURON_COLUMNS`), clusters.csv and tuning_curves.nc."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,8 +251,13 @@ def cluster_meis(key: dict) -> dict:
     table = getattr(insilico, "ClusterMEI", None)
     if not an.available(table):
         return {}
-    candidates = [table] + [getattr(table, a) for a in dir(table) if a[:1].isupper()
-                            and isinstance(getattr(table, a), type) and hasattr(getattr(table, a), "definition")]
+    candidates = [table] + [
+        getattr(table, a)
+        for a in dir(table)
+        if a[:1].isupper()
+        and isinstance(getattr(table, a), type)
+        and hasattr(getattr(table, a), "definition")
+    ]
     for t in candidates:
         try:
             t = an._instance(t)
@@ -227,8 +275,13 @@ def report_inputs(restriction: dict | None = None) -> dict:
     an, clustering, insilico = _modules()
     key = resolve_key(restriction)
     neurons = an.fetch_neurons(key)
-    return dict(neurons=neurons, clustering=clustering_arrays(key), curves=tuning_curves(neurons, key),
-                meis=neuron_meis(neurons, key), cluster_meis=cluster_meis(key))
+    return dict(
+        neurons=neurons,
+        clustering=clustering_arrays(key),
+        curves=tuning_curves(neurons, key),
+        meis=neuron_meis(neurons, key),
+        cluster_meis=cluster_meis(key),
+    )
 
 
 def report(out_dir, restriction: dict | None = None) -> dict[str, Path]:
@@ -245,6 +298,7 @@ def add_subcommands(sub, ensure_database) -> None:
 
     `ensure_database`: the CLI's function that starts the local server unless DJ_HOST is set.
     """
+
     def run(what):
         def command(args) -> int:
             import schemas
@@ -256,13 +310,21 @@ def add_subcommands(sub, ensure_database) -> None:
             for name, path in paths.items():
                 print(f"{name:20} {path}")
             return 0
+
         return command
 
-    for name, helptext in (("export", "write neurons.csv, clusters.csv and tuning_curves.nc of a clustering"),
-                           ("report", "write the population figures (PNG) and index.html of a clustering")):
+    for name, helptext in (
+        ("export", "write neurons.csv, clusters.csv and tuning_curves.nc of a clustering"),
+        ("report", "write the population figures (PNG) and index.html of a clustering"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-        p.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE",
-                       help="restrict the clustering / insilico key, e.g. clustering_hash=...; "
-                            "repeatable; default: the first Clustering")
+        p.add_argument(
+            "--where",
+            action="append",
+            default=[],
+            metavar="ATTR=VALUE",
+            help="restrict the clustering / insilico key, e.g. clustering_hash=...; "
+            "repeatable; default: the first Clustering",
+        )
         p.set_defaults(func=run(name))

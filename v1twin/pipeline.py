@@ -12,11 +12,23 @@ import importlib
 
 STAGES: dict[str, tuple[str, ...]] = {
     "model": ("model.TrainedModel", "model.GLM"),
-    "clustering": ("clustering.Readout", "clustering.Alignment", "clustering.Clustering", "clustering.Embedding"),
+    "clustering": (
+        "clustering.Readout",
+        "clustering.Alignment",
+        "clustering.Clustering",
+        "clustering.Embedding",
+    ),
     "insilico": (
-        "insilico.OptimalGabor", "insilico.OptimalDoG", "insilico.MEI", "insilico.OrientationTuning",
-        "insilico.PhaseTuning", "insilico.SizeContrastTuning", "insilico.PlaidTuning",
-        "insilico.StimulusComparison", "insilico.NonlinearityIndex", "insilico.ClusterOptimalGabor",
+        "insilico.OptimalGabor",
+        "insilico.OptimalDoG",
+        "insilico.MEI",
+        "insilico.OrientationTuning",
+        "insilico.PhaseTuning",
+        "insilico.SizeContrastTuning",
+        "insilico.PlaidTuning",
+        "insilico.StimulusComparison",
+        "insilico.NonlinearityIndex",
+        "insilico.ClusterOptimalGabor",
         "insilico.ClusterMEI",
     ),
     "analysis": ("analysis.PopulationAnalysis",),
@@ -51,7 +63,9 @@ def add_parameters(config: dict) -> dict:
     return restriction
 
 
-def populate(config: dict, stages=None, reserve_jobs: bool = False, restrict: bool = True) -> dict[str, dict]:
+def populate(
+    config: dict, stages=None, reserve_jobs: bool = False, restrict: bool = True
+) -> dict[str, dict]:
     """Populate every table of the stages in order; returns DataJoint's result per table.
 
     With ``reserve_jobs`` each key is reserved in the table's job queue before its ``make``,
@@ -63,12 +77,17 @@ def populate(config: dict, stages=None, reserve_jobs: bool = False, restrict: bo
     for table in tables(stages):
         keys = [_restriction_for(table, restriction)] if restrict else []
         results[table.__class__.__name__] = table.populate(
-            *keys, reserve_jobs=reserve_jobs, display_progress=True, suppress_errors=reserve_jobs,
+            *keys,
+            reserve_jobs=reserve_jobs,
+            display_progress=True,
+            suppress_errors=reserve_jobs,
         )
     return results
 
 
-def start_worker(stages, config: dict, prefix: str | None = None, orphan_timeout: float | None = None) -> dict:
+def start_worker(
+    stages, config: dict, prefix: str | None = None, orphan_timeout: float | None = None
+) -> dict:
     """What a worker does before it populates; returns the config's restriction.
 
     Binds the schemas (declaring any missing table), declares the stages' job queues, releases
@@ -87,7 +106,9 @@ def start_worker(stages, config: dict, prefix: str | None = None, orphan_timeout
         for table in work:
             released = release_dead_reservations(table, orphan_timeout)
             if released:
-                print(f"{table.__class__.__name__}: released {released} keys reserved by dead workers")
+                print(
+                    f"{table.__class__.__name__}: released {released} keys reserved by dead workers"
+                )
         return add_parameters(config)
 
 
@@ -112,7 +133,6 @@ def release_dead_reservations(table, orphan_timeout: float | None = None) -> int
     another host only after ``orphan_timeout`` seconds (DataJoint's orphan cleanup). The
     killed ``make`` left no rows: DataJoint runs each ``make`` in a transaction.
     """
-    import os
     import socket
 
     jobs = table.jobs

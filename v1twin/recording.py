@@ -65,8 +65,10 @@ class Recording:
     def validate(self) -> Recording:
         """Check shapes, values, tiers and repeats; raise RecordingError naming the culprit."""
         n_trials, n_neurons = _shape2(self.responses, self._where("responses"))
-        for name in ("tiers", "image_ids") + (("behavior",) if self.behavior is not None else ()) + (
-            ("pupil_center",) if self.pupil_center is not None else ()
+        for name in (
+            ("tiers", "image_ids")
+            + (("behavior",) if self.behavior is not None else ())
+            + (("pupil_center",) if self.pupil_center is not None else ())
         ):
             if len(getattr(self, name)) != n_trials:
                 raise RecordingError(
@@ -89,22 +91,30 @@ class Recording:
     def _check_tiers(self) -> None:
         unknown = sorted(set(np.unique(self.tiers)) - set(TIERS))
         if unknown:
-            raise RecordingError(f"{self._where('tiers')}: unknown tier names {unknown}; expected {list(TIERS)}")
+            raise RecordingError(
+                f"{self._where('tiers')}: unknown tier names {unknown}; expected {list(TIERS)}"
+            )
         if not np.any(self.tiers == "train"):
             raise RecordingError(f"{self._where('tiers')}: no trial in the 'train' tier")
 
     def _check_images(self) -> None:
         if self.images.ndim != 3:
-            raise RecordingError(f"{self._where('images')}: expected (images, H, W), got {self.images.shape}")
+            raise RecordingError(
+                f"{self._where('images')}: expected (images, H, W), got {self.images.shape}"
+            )
         _check_finite(self.images, self._where("images"))
         missing = np.setdiff1d(self.image_ids, self.image_index)
         if missing.size:
-            raise RecordingError(f"{self._where('image_ids')}: trials show image ids {missing[:5].tolist()} with no image")
+            raise RecordingError(
+                f"{self._where('image_ids')}: trials show image ids {missing[:5].tolist()} with no image"
+            )
 
     def _check_repeats(self) -> None:
         test_ids = self.image_ids[self.tiers == "test"]
         if test_ids.size == 0:
-            raise RecordingError(f"{self._where('tiers')}: no trial in the 'test' tier (repeated images are needed)")
+            raise RecordingError(
+                f"{self._where('tiers')}: no trial in the 'test' tier (repeated images are needed)"
+            )
         ids, counts = np.unique(test_ids, return_counts=True)
         single = ids[counts < 2]
         if single.size:
@@ -125,7 +135,9 @@ class Recording:
 
 def _shape2(array: np.ndarray, where: str) -> tuple[int, int]:
     if array.ndim != 2 or 0 in array.shape:
-        raise RecordingError(f"{where}: expected a non-empty (trials, neurons) array, got shape {array.shape}")
+        raise RecordingError(
+            f"{where}: expected a non-empty (trials, neurons) array, got shape {array.shape}"
+        )
     return array.shape
 
 
@@ -162,15 +174,25 @@ def read_netcdf(path: str | Path) -> Recording:
     try:
         ds = xr.load_dataset(path)
     except Exception as err:
-        raise RecordingError(f"{path}: not a readable netCDF file ({type(err).__name__}: {err})") from err
+        raise RecordingError(
+            f"{path}: not a readable netCDF file ({type(err).__name__}: {err})"
+        ) from err
     for var in ("responses", "images", "tier", "image_id"):
         if var not in ds:
             raise RecordingError(f"{path}: variable {var!r} is missing")
     if ds["responses"].dims != ("trial", "neuron"):
-        raise RecordingError(f"{path}:responses has dims {ds['responses'].dims}, expected ('trial', 'neuron')")
-    key = tuple(int(ds.attrs[k]) for k in ("animal_id", "session", "scan_idx")) if "animal_id" in ds.attrs else scan_key_from_name(path)
+        raise RecordingError(
+            f"{path}:responses has dims {ds['responses'].dims}, expected ('trial', 'neuron')"
+        )
+    key = (
+        tuple(int(ds.attrs[k]) for k in ("animal_id", "session", "scan_idx"))
+        if "animal_id" in ds.attrs
+        else scan_key_from_name(path)
+    )
     if key is None:
-        raise RecordingError(f"{path}: no animal_id/session/scan_idx attributes and no scan key in the file name")
+        raise RecordingError(
+            f"{path}: no animal_id/session/scan_idx attributes and no scan key in the file name"
+        )
     n = ds.sizes["neuron"]
 
     def optional(name: str, default):
@@ -182,13 +204,17 @@ def read_netcdf(path: str | Path) -> Recording:
         tiers=ds["tier"].values.astype(str),
         image_ids=ds["image_id"].values.astype(np.int64),
         images=ds["images"].values.astype(np.float32),
-        image_index=(ds["image"].values if "image" in ds.coords else np.arange(ds.sizes["image"])).astype(np.int64),
+        image_index=(
+            ds["image"].values if "image" in ds.coords else np.arange(ds.sizes["image"])
+        ).astype(np.int64),
         unit_ids=(ds["neuron"].values if "neuron" in ds.coords else np.arange(n)).astype(np.int64),
         area=optional("area", np.full(n, "unknown")).astype(str),
         layer=optional("layer", np.full(n, "unknown")).astype(str),
         motor_coordinates=optional("motor_coordinates", np.zeros((n, 3))).astype(np.float32),
         behavior=None if "behavior" not in ds else ds["behavior"].values.astype(np.float32),
-        pupil_center=None if "pupil_center" not in ds else ds["pupil_center"].values.astype(np.float32),
+        pupil_center=None
+        if "pupil_center" not in ds
+        else ds["pupil_center"].values.astype(np.float32),
         source=str(path),
         names={v: f"{path}:{v}" for v in ("responses", "images", "tiers", "image_ids")},
     )

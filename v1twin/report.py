@@ -32,19 +32,42 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 from insilico import population as pop
 
 __all__ = [
-    "fig_tsne_clusters", "fig_tsne_indices", "fig_neuron_meis", "fig_cluster_meis", "fig_tuning_examples",
-    "fig_heldout_likelihood", "fig_confusion", "fig_index_pairs", "fig_combinatorial_code",
-    "best_predicted", "write_report", "FIGURES",
+    "fig_tsne_clusters",
+    "fig_tsne_indices",
+    "fig_neuron_meis",
+    "fig_cluster_meis",
+    "fig_tuning_examples",
+    "fig_heldout_likelihood",
+    "fig_confusion",
+    "fig_index_pairs",
+    "fig_combinatorial_code",
+    "best_predicted",
+    "write_report",
+    "FIGURES",
 ]
 
 LABELS = {
-    "orientation_index": "orientation (F2/F0)", "phase_index": "phase (F1/F0)",
-    "suppression_index": "surround suppression", "contrast_index": "contrast", "plaid_index": "cross-orientation (plaid)",
-    "gabor_vs_dog": "Gabor vs DoG", "gabor_vs_mei": "Gabor vs MEI", "dog_vs_mei": "DoG vs MEI",
+    "orientation_index": "orientation (F2/F0)",
+    "phase_index": "phase (F1/F0)",
+    "suppression_index": "surround suppression",
+    "contrast_index": "contrast",
+    "plaid_index": "cross-orientation (plaid)",
+    "gabor_vs_dog": "Gabor vs DoG",
+    "gabor_vs_mei": "Gabor vs MEI",
+    "dog_vs_mei": "DoG vs MEI",
     "nonlinearity_index": "non-linearity (CNN/GLM)",
 }
 # one colour per combination of (phase, suppression, plaid), by code (bit 0: phase)
-CODE_COLOURS = ("#444444", "#d62728", "#2ca02c", "#ff7f0e", "#1f77b4", "#9467bd", "#17becf", "#8c564b")
+CODE_COLOURS = (
+    "#444444",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#1f77b4",
+    "#9467bd",
+    "#17becf",
+    "#8c564b",
+)
 
 
 def _cluster_colours(clusters) -> dict:
@@ -56,13 +79,17 @@ def _cluster_colours(clusters) -> dict:
 
 
 def _has_tsne(neurons: pd.DataFrame) -> bool:
-    return {"tsne_x", "tsne_y"} <= set(neurons.columns) and neurons[["tsne_x", "tsne_y"]].notna().all(axis=1).any()
+    return {"tsne_x", "tsne_y"} <= set(neurons.columns) and neurons[
+        ["tsne_x", "tsne_y"]
+    ].notna().all(axis=1).any()
 
 
 def _indices(neurons: pd.DataFrame, indices=None) -> list[str]:
     """The indices that are columns of `neurons` with at least one finite value."""
     indices = pop.INDICES if indices is None else indices
-    return [i for i in indices if i in neurons.columns and np.isfinite(neurons[i].to_numpy(float)).any()]
+    return [
+        i for i in indices if i in neurons.columns and np.isfinite(neurons[i].to_numpy(float)).any()
+    ]
 
 
 def _message(fig_or_ax, text):
@@ -79,11 +106,19 @@ def fig_tsne_clusters(neurons: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.add_subplot()
     colours = _cluster_colours(neurons["cluster"])
-    ax.scatter(neurons["tsne_x"], neurons["tsne_y"], s=6, c=[colours[int(c)] for c in neurons["cluster"]], linewidths=0)
+    ax.scatter(
+        neurons["tsne_x"],
+        neurons["tsne_y"],
+        s=6,
+        c=[colours[int(c)] for c in neurons["cluster"]],
+        linewidths=0,
+    )
     centres = neurons.groupby("cluster")[["tsne_x", "tsne_y"]].median()
     ax.scatter(centres["tsne_x"], centres["tsne_y"], s=60, c="white", edgecolors="black", zorder=3)
     for c, row in centres.iterrows():
-        ax.annotate(str(c), (row.tsne_x, row.tsne_y), ha="center", va="center", fontsize=7, zorder=4)
+        ax.annotate(
+            str(c), (row.tsne_x, row.tsne_y), ha="center", va="center", fontsize=7, zorder=4
+        )
     ax.set(title=f"t-SNE of aligned bar codes: {len(centres)} clusters", xticks=[], yticks=[])
     return fig
 
@@ -95,16 +130,33 @@ def fig_tsne_indices(neurons: pd.DataFrame, indices=None, ncols: int = 3) -> Fig
         return None
     nrows = -(-len(indices) // ncols)
     fig = Figure(figsize=(4 * ncols, 5 * nrows))
-    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1] * nrows, left=0.03, right=0.97,
-                            bottom=0.03, top=0.97, hspace=0.3, wspace=0.15)
+    grid = fig.add_gridspec(
+        2 * nrows,
+        ncols,
+        height_ratios=[3, 1] * nrows,
+        left=0.03,
+        right=0.97,
+        bottom=0.03,
+        top=0.97,
+        hspace=0.3,
+        wspace=0.15,
+    )
     for i, index in enumerate(indices):
         r, c = divmod(i, ncols)
         values = neurons[index].to_numpy(float)
         ok = np.isfinite(values)
         lo, hi = np.percentile(values[ok], [1, 99])
         ax = fig.add_subplot(grid[2 * r, c])
-        sc = ax.scatter(neurons["tsne_x"][ok], neurons["tsne_y"][ok], c=values[ok], s=4, cmap="viridis",
-                        vmin=lo, vmax=hi if hi > lo else lo + 1e-6, linewidths=0)
+        sc = ax.scatter(
+            neurons["tsne_x"][ok],
+            neurons["tsne_y"][ok],
+            c=values[ok],
+            s=4,
+            cmap="viridis",
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1e-6,
+            linewidths=0,
+        )
         fig.colorbar(sc, ax=ax, shrink=0.8)
         ax.set(title=LABELS.get(index, index), xticks=[], yticks=[])
         hax = fig.add_subplot(grid[2 * r + 1, c])
@@ -160,7 +212,7 @@ def fig_cluster_meis(cluster_meis: dict | None, ncols: int = 6) -> Figure | None
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (c, image) in zip(axes, items):
         _show_image(ax, image, f"cluster {c}")
-    for ax in axes[len(items):]:
+    for ax in axes[len(items) :]:
         ax.set_axis_off()
     fig.suptitle("Cluster MEIs")
     return fig
@@ -182,7 +234,9 @@ def _neuron_positions(curves, neurons: pd.DataFrame) -> list[int]:
     return [lookup.get((str(r.scan), int(r.unit_id)), -1) for r in neurons.itertuples()]
 
 
-def fig_tuning_examples(curves, neurons: pd.DataFrame, n_examples: int = 4, per_cluster: int = 1) -> Figure | None:
+def fig_tuning_examples(
+    curves, neurons: pd.DataFrame, n_examples: int = 4, per_cluster: int = 1
+) -> Figure | None:
     """Tuning curves of example neurons: the `per_cluster` best-predicted neurons of each of the
     `n_examples` largest clusters. Rows: neurons; columns: the experiments present in `curves`.
     """
@@ -196,10 +250,16 @@ def fig_tuning_examples(curves, neurons: pd.DataFrame, n_examples: int = 4, per_
     positions = [p for p in _neuron_positions(curves, examples) if p >= 0]
     if not positions:
         return None
-    examples = examples.iloc[[i for i, p in enumerate(_neuron_positions(curves, examples)) if p >= 0]]
+    examples = examples.iloc[
+        [i for i, p in enumerate(_neuron_positions(curves, examples)) if p >= 0]
+    ]
     fig = Figure(figsize=(3 * len(panels), 2.4 * len(positions) + 0.6))
-    axes = fig.subplots(len(positions), len(panels), squeeze=False,
-                        gridspec_kw=dict(left=0.07, right=0.98, bottom=0.08, top=0.94, hspace=0.35, wspace=0.3))
+    axes = fig.subplots(
+        len(positions),
+        len(panels),
+        squeeze=False,
+        gridspec_kw=dict(left=0.07, right=0.98, bottom=0.08, top=0.94, hspace=0.35, wspace=0.3),
+    )
     for r, (pos, row) in enumerate(zip(positions, examples.itertuples())):
         for j, (var, title, xdim, line) in enumerate(panels):
             ax = axes[r, j]
@@ -235,7 +295,11 @@ def fig_heldout_likelihood(heldout_k, heldout_ll, n_clusters: int | None = None)
     if n_clusters is not None:
         ax.axvline(n_clusters, color="red", ls="--", lw=1, label=f"chosen k = {n_clusters}")
         ax.legend()
-    ax.set(xlabel="number of clusters", ylabel="held-out log-likelihood / neuron (nats)", title="GMM held-out likelihood")
+    ax.set(
+        xlabel="number of clusters",
+        ylabel="held-out log-likelihood / neuron (nats)",
+        title="GMM held-out likelihood",
+    )
     return fig
 
 
@@ -257,7 +321,16 @@ def fig_confusion(confusion, block=None, block_order=None) -> Figure | None:
         start = 0
         for i in range(1, k + 1):
             if i == k or blocks[i] != blocks[start]:
-                ax.add_patch(Rectangle((start - 0.5, start - 0.5), i - start, i - start, fill=False, ec="black", lw=1.5))
+                ax.add_patch(
+                    Rectangle(
+                        (start - 0.5, start - 0.5),
+                        i - start,
+                        i - start,
+                        fill=False,
+                        ec="black",
+                        lw=1.5,
+                    )
+                )
                 start = i
     ax.set(title="cluster confusion matrix (blocks outlined)", xlabel="cluster", ylabel="cluster")
     return fig
@@ -276,11 +349,19 @@ def fig_index_pairs(neurons: pd.DataFrame, indices=None) -> Figure | None:
     else:
         gabor_like = pd.Series(False, index=means.index)
     corr_all = pop.index_correlations(means, indices).set_index(["index_a", "index_b"])
-    corr_gl = pop.index_correlations(means, indices, clusters=means.index[gabor_like.to_numpy()]).set_index(["index_a", "index_b"])
+    corr_gl = pop.index_correlations(
+        means, indices, clusters=means.index[gabor_like.to_numpy()]
+    ).set_index(["index_a", "index_b"])
     n = len(indices)
-    fig = Figure(figsize=(1.9 * (n - 1) + 0.5, 1.9 * (n - 1) + 0.5))  # constrained layout: slow on a big grid
-    axes = fig.subplots(n - 1, n - 1, squeeze=False,
-                        gridspec_kw=dict(left=0.07, right=0.98, bottom=0.06, top=0.93, hspace=0.45, wspace=0.35))
+    fig = Figure(
+        figsize=(1.9 * (n - 1) + 0.5, 1.9 * (n - 1) + 0.5)
+    )  # constrained layout: slow on a big grid
+    axes = fig.subplots(
+        n - 1,
+        n - 1,
+        squeeze=False,
+        gridspec_kw=dict(left=0.07, right=0.98, bottom=0.06, top=0.93, hspace=0.45, wspace=0.35),
+    )
     colours = np.where(gabor_like.to_numpy(), "tab:red", "0.6")
     for i in range(1, n):
         for j in range(n - 1):
@@ -292,7 +373,12 @@ def fig_index_pairs(neurons: pd.DataFrame, indices=None) -> Figure | None:
             ax.scatter(means[a], means[b], s=12, c=colours, linewidths=0)
             ra, rg = corr_all.loc[(a, b)], corr_gl.loc[(a, b)]
             if rg.n >= 3:
-                ax.set_title(f"{rg.spearman_r:.2f} ({rg.spearman_p:.2g})", fontsize=6, color="tab:red", loc="left")
+                ax.set_title(
+                    f"{rg.spearman_r:.2f} ({rg.spearman_p:.2g})",
+                    fontsize=6,
+                    color="tab:red",
+                    loc="left",
+                )
             ax.set_title(f"{ra.spearman_r:.2f} ({ra.spearman_p:.2g})", fontsize=6, loc="right")
             ax.tick_params(labelsize=5)
             if j == 0:
@@ -303,7 +389,9 @@ def fig_index_pairs(neurons: pd.DataFrame, indices=None) -> Figure | None:
     return fig
 
 
-def fig_combinatorial_code(neurons: pd.DataFrame, code: pd.DataFrame | None = None) -> Figure | None:
+def fig_combinatorial_code(
+    neurons: pd.DataFrame, code: pd.DataFrame | None = None
+) -> Figure | None:
     """Combinatorial code (DT Fig. 4C): Gabor-like clusters on the t-SNE coloured by their
     combination of high/low phase, suppression and plaid tuning; and how many clusters show
     each of the eight combinations."""
@@ -322,28 +410,53 @@ def fig_combinatorial_code(neurons: pd.DataFrame, code: pd.DataFrame | None = No
         gl = neurons["cluster"].map(by_cluster["gabor_like"]).fillna(False).to_numpy(bool)
         ax.scatter(neurons["tsne_x"][~gl], neurons["tsne_y"][~gl], s=4, c="0.85", linewidths=0)
         codes = neurons["cluster"].map(by_cluster["code"]).to_numpy()
-        ax.scatter(neurons["tsne_x"][gl], neurons["tsne_y"][gl], s=6,
-                   c=[CODE_COLOURS[int(x)] for x in codes[gl]], linewidths=0)
+        ax.scatter(
+            neurons["tsne_x"][gl],
+            neurons["tsne_y"][gl],
+            s=6,
+            c=[CODE_COLOURS[int(x)] for x in codes[gl]],
+            linewidths=0,
+        )
         ax.set(title="Gabor-like clusters by (phase, suppression, plaid)", xticks=[], yticks=[])
     ax = axes[-1]
     ax.bar(range(8), combos["n_clusters"], color=CODE_COLOURS)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks(range(8), combos["combination"], rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel="Gabor-like clusters", title=f"{int(combos['occurs'].sum())} of 8 combinations occur")
+    ax.set(
+        ylabel="Gabor-like clusters", title=f"{int(combos['occurs'].sum())} of 8 combinations occur"
+    )
     return fig
 
 
 #: file stem -> (title, function of the write_report inputs)
 FIGURES = {
     "tsne_clusters": ("t-SNE coloured by cluster", lambda d: fig_tsne_clusters(d["neurons"])),
-    "tsne_indices": ("t-SNE coloured by each tuning index", lambda d: fig_tsne_indices(d["neurons"])),
+    "tsne_indices": (
+        "t-SNE coloured by each tuning index",
+        lambda d: fig_tsne_indices(d["neurons"]),
+    ),
     "neuron_meis": ("MEIs of the best-predicted neurons", lambda d: fig_neuron_meis(d["meis"])),
     "cluster_meis": ("Cluster MEIs", lambda d: fig_cluster_meis(d["cluster_meis"])),
-    "tuning_examples": ("Example tuning curves", lambda d: fig_tuning_examples(d["curves"], d["neurons"])),
-    "heldout_likelihood": ("Held-out GMM likelihood", lambda d: fig_heldout_likelihood(
-        d["clustering"].get("heldout_k"), d["clustering"].get("heldout_ll"), d["clustering"].get("n_clusters"))),
-    "confusion": ("Cluster confusion matrix", lambda d: fig_confusion(
-        d["clustering"].get("confusion"), d["clustering"].get("block"), d["clustering"].get("block_order"))),
+    "tuning_examples": (
+        "Example tuning curves",
+        lambda d: fig_tuning_examples(d["curves"], d["neurons"]),
+    ),
+    "heldout_likelihood": (
+        "Held-out GMM likelihood",
+        lambda d: fig_heldout_likelihood(
+            d["clustering"].get("heldout_k"),
+            d["clustering"].get("heldout_ll"),
+            d["clustering"].get("n_clusters"),
+        ),
+    ),
+    "confusion": (
+        "Cluster confusion matrix",
+        lambda d: fig_confusion(
+            d["clustering"].get("confusion"),
+            d["clustering"].get("block"),
+            d["clustering"].get("block_order"),
+        ),
+    ),
     "index_pairs": ("Pairwise cluster-mean indices", lambda d: fig_index_pairs(d["neurons"])),
     "combinatorial_code": ("Combinatorial code", lambda d: fig_combinatorial_code(d["neurons"])),
 }
@@ -361,25 +474,46 @@ def _tables_html(neurons: pd.DataFrame) -> str:
         f"<h2>KS tests (two-sided, alpha = {pop.ALPHA})</h2><p>{summary['n_any']} of {summary['n_clusters']} clusters "
         f"differ from the population on at least one index, {summary['n_all']} on all {len(indices)}; "
         f"random cluster assignments: {control['n_any'].mean():.1f} and {control['n_all'].mean():.1f} "
-        f"(mean of {len(control)}).</p>")
-    parts.append(ks.pivot(index="cluster", columns="index_name", values="p_value").to_html(float_format="%.2g"))
+        f"(mean of {len(control)}).</p>"
+    )
+    parts.append(
+        ks.pivot(index="cluster", columns="index_name", values="p_value").to_html(
+            float_format="%.2g"
+        )
+    )
     corr = pop.index_correlations(pop.cluster_means(neurons, indices), indices)
-    parts.append("<h2>Correlations of cluster-mean indices</h2>" + corr.to_html(index=False, float_format="%.3g"))
+    parts.append(
+        "<h2>Correlations of cluster-mean indices</h2>"
+        + corr.to_html(index=False, float_format="%.3g")
+    )
     if set(pop.CODE_PROPERTIES) | {pop.GATE} <= set(indices):
         code = pop.combinatorial_code(neurons)
         parts.append("<h2>Combinatorial code</h2>" + code.to_html(index=False))
     return "\n".join(parts)
 
 
-def write_report(out_dir, neurons: pd.DataFrame, clustering: dict | None = None, curves=None,
-                 meis: dict | None = None, cluster_meis: dict | None = None, dpi: int = 100,
-                 title: str = "v1twin report") -> dict[str, Path]:
+def write_report(
+    out_dir,
+    neurons: pd.DataFrame,
+    clustering: dict | None = None,
+    curves=None,
+    meis: dict | None = None,
+    cluster_meis: dict | None = None,
+    dpi: int = 100,
+    title: str = "v1twin report",
+) -> dict[str, Path]:
     """Save every figure that has its inputs as ``{out_dir}/{name}.png`` and an ``index.html``
     showing them with the KS, correlation and combinatorial-code tables. Returns name -> path
     (``index`` included); panels without inputs are listed as skipped in the HTML."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = dict(neurons=neurons, clustering=clustering or {}, curves=curves, meis=meis, cluster_meis=cluster_meis)
+    inputs = dict(
+        neurons=neurons,
+        clustering=clustering or {},
+        curves=curves,
+        meis=meis,
+        cluster_meis=cluster_meis,
+    )
     written, sections = {}, []
     for name, (caption, make) in FIGURES.items():
         fig = make(inputs)
@@ -389,11 +523,15 @@ def write_report(out_dir, neurons: pd.DataFrame, clustering: dict | None = None,
         path = out / f"{name}.png"
         fig.savefig(path, dpi=dpi)
         written[name] = path
-        sections.append(f'<h2>{html.escape(caption)}</h2><img src="{path.name}" style="max-width:100%">')
+        sections.append(
+            f'<h2>{html.escape(caption)}</h2><img src="{path.name}" style="max-width:100%">'
+        )
     body = "\n".join(sections) + "\n" + _tables_html(neurons)
     index = out / "index.html"
-    index.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                     f"<body><h1>{html.escape(title)}</h1><p>{len(neurons)} neurons, "
-                     f"{neurons['cluster'].nunique()} clusters</p>\n{body}\n</body></html>\n")
+    index.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{len(neurons)} neurons, "
+        f"{neurons['cluster'].nunique()} clusters</p>\n{body}\n</body></html>\n"
+    )
     written["index"] = index
     return written

@@ -29,7 +29,15 @@ from .recording import TIERS, Recording, RecordingError, scan_key_from_name
 
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 REQUIRED_DATA = ("images", "responses")
-NEURON_KEYS = ("unit_ids", "animal_ids", "sessions", "scan_idx", "area", "layer", "cell_motor_coordinates")
+NEURON_KEYS = (
+    "unit_ids",
+    "animal_ids",
+    "sessions",
+    "scan_idx",
+    "area",
+    "layer",
+    "cell_motor_coordinates",
+)
 SKIPPED_TIERS = ("final_test",)  # Sensorium's held-out tier: responses are withheld
 
 
@@ -71,7 +79,11 @@ class _Tree:
     def listdir(self, rel: str) -> list[str]:
         if self.zip:
             prefix = str(self.root / rel) + "/"
-            return [n[len(prefix):] for n in self.zip.namelist() if n.startswith(prefix) and n != prefix and "/" not in n[len(prefix):]]
+            return [
+                n[len(prefix) :]
+                for n in self.zip.namelist()
+                if n.startswith(prefix) and n != prefix and "/" not in n[len(prefix) :]
+            ]
         return [p.name for p in (self.path / rel).iterdir()]
 
     def load(self, rel: str) -> np.ndarray:
@@ -110,7 +122,9 @@ def _stack(tree: _Tree, files: list[str], key: str) -> np.ndarray:
     for i, rel in enumerate(tqdm(files, desc=f"read {key}", leave=False, mininterval=1)):
         arr = tree.load(rel) if i else first
         if arr.shape != first.shape:
-            raise RecordingError(f"{tree.name(rel)}: shape {arr.shape}, but {tree.name(files[0])} has {first.shape}")
+            raise RecordingError(
+                f"{tree.name(rel)}: shape {arr.shape}, but {tree.name(files[0])} has {first.shape}"
+            )
         out[i] = arr
     return out
 
@@ -122,14 +136,22 @@ def read_sensorium(path: str | Path) -> Recording:
     frame_ids = tree.load("meta/trials/frame_image_id.npy").astype(np.int64)
     n_trials = len(tiers)
     if len(frame_ids) != n_trials:
-        raise RecordingError(f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, tiers.npy has {n_trials}")
+        raise RecordingError(
+            f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, tiers.npy has {n_trials}"
+        )
     present = [k for k in DATA_KEYS if k in REQUIRED_DATA or tree.exists(f"data/{k}")]
     files = {k: _trial_files(tree, k, n_trials) for k in present}
     data = {k: _stack(tree, files[k], k) for k in present}
-    neurons = {k: tree.load(f"meta/neurons/{k}.npy") for k in NEURON_KEYS if k not in ("animal_ids", "sessions", "scan_idx")}
+    neurons = {
+        k: tree.load(f"meta/neurons/{k}.npy")
+        for k in NEURON_KEYS
+        if k not in ("animal_ids", "sessions", "scan_idx")
+    }
     images = data["images"]
     if images.ndim != 4 or images.shape[1] != 1:
-        raise RecordingError(f"{tree.name(files['images'][0])}: expected (1, H, W), got {images.shape[1:]}")
+        raise RecordingError(
+            f"{tree.name(files['images'][0])}: expected (1, H, W), got {images.shape[1:]}"
+        )
     keep = ~np.isin(tiers, SKIPPED_TIERS)
     image_index, first = np.unique(frame_ids[keep], return_index=True)
     rec = Recording(
@@ -163,13 +185,20 @@ def read_sensorium(path: str | Path) -> Recording:
 
 
 def _scan_key(tree: _Tree) -> tuple[int, int, int]:
-    key = scan_key_from_name(tree.path) or (scan_key_from_name(tree.root.name) if tree.zip else None)
+    key = scan_key_from_name(tree.path) or (
+        scan_key_from_name(tree.root.name) if tree.zip else None
+    )
     if key:
         return key
     try:
-        return tuple(int(tree.load(f"meta/neurons/{k}.npy")[0]) for k in ("animal_ids", "sessions", "scan_idx"))
+        return tuple(
+            int(tree.load(f"meta/neurons/{k}.npy")[0])
+            for k in ("animal_ids", "sessions", "scan_idx")
+        )
     except RecordingError as err:
-        raise RecordingError(f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) nor in meta/neurons") from err
+        raise RecordingError(
+            f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) nor in meta/neurons"
+        ) from err
 
 
 def write_sensorium(
@@ -200,7 +229,12 @@ def write_sensorium(
     unknown = set(np.unique(tiers)) - set(TIERS) - set(SKIPPED_TIERS)
     if unknown:
         raise ValueError(f"unknown tiers {sorted(unknown)}")
-    per_trial = {"images": images, "responses": responses, "behavior": behavior, "pupil_center": pupil_center}
+    per_trial = {
+        "images": images,
+        "responses": responses,
+        "behavior": behavior,
+        "pupil_center": pupil_center,
+    }
     for key, arr in per_trial.items():
         if arr is None:
             continue

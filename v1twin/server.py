@@ -116,7 +116,9 @@ class LocalServer:
             cmd = ["runuser", "-u", user.pw_name, "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if check and result.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+            raise RuntimeError(
+                f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
     def _check_reachable(self) -> None:
@@ -160,12 +162,22 @@ class LocalServer:
             os.chmod(pwfile.name, 0o600)
             self._own(Path(pwfile.name))
             self._run(
-                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--pwfile", pwfile.name,
-                "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--pwfile",
+                pwfile.name,
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
             )
         finally:
             os.unlink(pwfile.name)
-        creds = settings.Credentials("127.0.0.1", self.port, SUPERUSER, password, "postgresql", use_tls=False)
+        creds = settings.Credentials(
+            "127.0.0.1", self.port, SUPERUSER, password, "postgresql", use_tls=False
+        )
         settings.save_local_credentials(creds)
         return creds
 
@@ -187,8 +199,18 @@ class LocalServer:
             self.log_file.touch()
             self._own(self.log_file)
             result = self._run(
-                "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                "-l", str(self.log_file), "-o", options, check=False,
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                check=False,
             )
             if result.returncode != 0:
                 raise RuntimeError(
@@ -204,8 +226,11 @@ class LocalServer:
             return creds
         moved = replace(creds, port=free_port(creds.port + 1))
         settings.save_local_credentials(moved)
-        print(f"port {creds.port} is taken by another program; this database server moves to port "
-              f"{moved.port} (saved in {settings.credentials_file()})", file=sys.stderr)
+        print(
+            f"port {creds.port} is taken by another program; this database server moves to port "
+            f"{moved.port} (saved in {settings.credentials_file()})",
+            file=sys.stderr,
+        )
         return moved
 
     def stop(self) -> bool:
@@ -247,14 +272,21 @@ def ping(creds: settings.Credentials) -> str | None:
             import psycopg2
 
             conn = psycopg2.connect(
-                host=creds.host, port=creds.port, user=creds.user, password=creds.password,
-                dbname="postgres", connect_timeout=3,
+                host=creds.host,
+                port=creds.port,
+                user=creds.user,
+                password=creds.password,
+                dbname="postgres",
+                connect_timeout=3,
             )
         else:
             import pymysql
 
             conn = pymysql.connect(
-                host=creds.host, port=creds.port, user=creds.user, password=creds.password,
+                host=creds.host,
+                port=creds.port,
+                user=creds.user,
+                password=creds.password,
                 connect_timeout=3,
             )
         with conn.cursor() as cur:
@@ -262,4 +294,6 @@ def ping(creds: settings.Credentials) -> str | None:
         conn.close()
         return None
     except Exception as err:  # noqa: BLE001 - any failure means "does not answer"
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        return (
+            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        )

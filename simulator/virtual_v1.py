@@ -110,13 +110,19 @@ import torch.nn.functional as F
 from insilico.stimuli import dog as dog_stimulus
 from insilico.stimuli import gabor
 
-__all__ = ["TYPES", "VirtualV1", "SimulatedScan", "natural_images", "simulate_scans",
-           "write_simulation"]
+__all__ = [
+    "TYPES",
+    "VirtualV1",
+    "SimulatedScan",
+    "natural_images",
+    "simulate_scans",
+    "write_simulation",
+]
 
 TYPES = ("simple", "complex", "simple_surround", "complex_cross", "dog", "contrast_energy")
 HEIGHT, WIDTH = 36, 64
-BASE_SF = 0.07            # cycles / pixel
-SIZE_TIMES_SF = 0.9       # paper sigma = 0.9 / sf: envelope std = 0.45 wavelength
+BASE_SF = 0.07  # cycles / pixel
+SIZE_TIMES_SF = 0.9  # paper sigma = 0.9 / sf: envelope std = 0.45 wavelength
 N_ENERGY_ORIENTATIONS = 8
 EXPONENT = 1.5
 _EPS = 1e-6
@@ -158,8 +164,21 @@ def _source_photographs() -> tuple[np.ndarray, ...]:
     out = []
     try:
         import skimage.data as skd
-        for name in ("astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass",
-                     "gravel", "moon", "rocket", "immunohistochemistry"):
+
+        for name in (
+            "astronaut",
+            "brick",
+            "camera",
+            "chelsea",
+            "clock",
+            "coffee",
+            "coins",
+            "grass",
+            "gravel",
+            "moon",
+            "rocket",
+            "immunohistochemistry",
+        ):
             try:
                 out.append(_gray(getattr(skd, name)()))
             except Exception:  # an image that needs the network, or a missing one
@@ -168,18 +187,22 @@ def _source_photographs() -> tuple[np.ndarray, ...]:
         pass
     try:
         from sklearn.datasets import load_sample_images
+
         out.extend(_gray(im) for im in load_sample_images().images)
     except Exception:
         pass
     try:
         import matplotlib.cbook as cbook
         import matplotlib.pyplot as plt
+
         out.append(_gray(plt.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))))
     except Exception:
         pass
     if len(out) < 3:
-        raise RuntimeError("natural_images: fewer than 3 bundled photographs could be loaded "
-                           "(scikit-image / scikit-learn / matplotlib sample data)")
+        raise RuntimeError(
+            "natural_images: fewer than 3 bundled photographs could be loaded "
+            "(scikit-image / scikit-learn / matplotlib sample data)"
+        )
     return tuple(out)
 
 
@@ -203,7 +226,7 @@ def natural_images(n: int, seed=0, height: int = HEIGHT, width: int = WIDTH) -> 
         w = min(W, int(round(h * aspect)))
         r0 = rng.integers(0, H - h + 1)
         c0 = rng.integers(0, W - w + 1)
-        crop = torch.from_numpy(np.ascontiguousarray(im[r0:r0 + h, c0:c0 + w]))[None, None]
+        crop = torch.from_numpy(np.ascontiguousarray(im[r0 : r0 + h, c0 : c0 + w]))[None, None]
         patch = F.interpolate(crop, size=(height, width), mode="area")[0, 0].numpy()
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
@@ -223,8 +246,9 @@ def _dc_free_unit(f: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
 
 def _dog_peak_sf(sc: float, ss: float, a_cen: float, a_sur: float) -> float:
     f = np.linspace(0.0, 0.5, 5001)
-    amp = (a_cen * (1 + a_sur) * sc ** 2 * np.exp(-2 * np.pi ** 2 * sc ** 2 * f ** 2)
-           - a_sur * ss ** 2 * np.exp(-2 * np.pi ** 2 * ss ** 2 * f ** 2))
+    amp = a_cen * (1 + a_sur) * sc**2 * np.exp(
+        -2 * np.pi**2 * sc**2 * f**2
+    ) - a_sur * ss**2 * np.exp(-2 * np.pi**2 * ss**2 * f**2)
     return float(f[np.argmax(np.abs(amp))])
 
 
@@ -243,9 +267,16 @@ class VirtualV1(torch.nn.Module):
     and gains; default: 600 patches from ``natural_images`` standardized by their own mean/std.
     """
 
-    def __init__(self, n_neurons: int = 300, seed: int = 0, height: int = HEIGHT,
-                 width: int = WIDTH, types: tuple[str, ...] = TYPES, margin: float = 10.0,
-                 calibration_images: np.ndarray | torch.Tensor | None = None):
+    def __init__(
+        self,
+        n_neurons: int = 300,
+        seed: int = 0,
+        height: int = HEIGHT,
+        width: int = WIDTH,
+        types: tuple[str, ...] = TYPES,
+        margin: float = 10.0,
+        calibration_images: np.ndarray | torch.Tensor | None = None,
+    ):
         super().__init__()
         if n_neurons < 1:
             raise ValueError(f"VirtualV1: n_neurons must be >= 1, got {n_neurons}")
@@ -259,8 +290,13 @@ class VirtualV1(torch.nn.Module):
         t = np.array([types[k % len(types)] for k in range(N)], dtype=object)
         self.types = rng.permutation(t).astype(str)
 
-        self.rf_positions = np.stack([rng.uniform(margin, width - 1 - margin, N),
-                                      rng.uniform(margin, height - 1 - margin, N)], 1)
+        self.rf_positions = np.stack(
+            [
+                rng.uniform(margin, width - 1 - margin, N),
+                rng.uniform(margin, height - 1 - margin, N),
+            ],
+            1,
+        )
         self.preferred_orientations = rng.uniform(0.0, math.pi, N)
         sf = BASE_SF * rng.uniform(0.87, 1.15, N)
         size = SIZE_TIMES_SF / sf * rng.uniform(0.9, 1.1, N)
@@ -301,29 +337,44 @@ class VirtualV1(torch.nn.Module):
         szt = torch.tensor(np.where(is_dog, SIZE_TIMES_SF / BASE_SF, size), dtype=torch.float32)
         env = gabor(x, y, szt, 0.0, 2.0, th, 0.0, height, width)[:, 0]
         filt = []
-        for dth, tau in [(0.0, 0.0), (0.0, math.pi / 2), (math.pi / 2, 0.0), (math.pi / 2, math.pi / 2)]:
+        for dth, tau in [
+            (0.0, 0.0),
+            (0.0, math.pi / 2),
+            (math.pi / 2, 0.0),
+            (math.pi / 2, math.pi / 2),
+        ]:
             g = gabor(x, y, szt, sft, 2.0, th + dth, tau, height, width)[:, 0]
             filt.append(_dc_free_unit(g, env))
         filt = torch.stack(filt)  # (4, N, H, W)
         if is_dog.any():
             idx = torch.from_numpy(np.flatnonzero(is_dog))
-            d = dog_stimulus(x[idx], y[idx], torch.tensor(self.dog_sigma_center[is_dog], dtype=torch.float32),
-                             torch.tensor(self.dog_sigma_surround[is_dog], dtype=torch.float32),
-                             1.0, a_sur, height, width)[:, 0]
+            d = dog_stimulus(
+                x[idx],
+                y[idx],
+                torch.tensor(self.dog_sigma_center[is_dog], dtype=torch.float32),
+                torch.tensor(self.dog_sigma_surround[is_dog], dtype=torch.float32),
+                1.0,
+                a_sur,
+                height,
+                width,
+            )[:, 0]
             filt[0, idx] = d / d.flatten(1).norm(dim=1).view(-1, 1, 1)
             filt[1, idx] = 0.0
         self.register_buffer("filters", filt.reshape(4 * N, height * width).contiguous())
 
         # ---- pooling weights on the energy map: centre Gaussian and surround annulus ----
         s = torch.tensor(size / 2.0, dtype=torch.float32).view(-1, 1, 1)
-        s = torch.where(torch.from_numpy(is_dog).view(-1, 1, 1),
-                        torch.tensor(SIZE_TIMES_SF / BASE_SF / 2.0), s)
+        s = torch.where(
+            torch.from_numpy(is_dog).view(-1, 1, 1), torch.tensor(SIZE_TIMES_SF / BASE_SF / 2.0), s
+        )
         # the energy map is evaluated on the stride-2 grid (rows 0, 2, ..., cols 0, 2, ...)
         ii = torch.arange(0, height, 2, dtype=torch.float32).view(1, -1, 1)
         jj = torch.arange(0, width, 2, dtype=torch.float32).view(1, 1, -1)
         r2 = (ii - y.view(-1, 1, 1)) ** 2 + (jj - x.view(-1, 1, 1)) ** 2
         wc = torch.exp(-r2 / (2 * (0.5 * s) ** 2))
-        ws = torch.exp(-r2 / (2 * (3.0 * s) ** 2)) * (1 - torch.exp(-r2 / (2 * (2.0 * s) ** 2))) ** 2
+        ws = (
+            torch.exp(-r2 / (2 * (3.0 * s) ** 2)) * (1 - torch.exp(-r2 / (2 * (2.0 * s) ** 2))) ** 2
+        )
         wc = wc / wc.sum((1, 2), keepdim=True)
         ws = ws / ws.sum((1, 2), keepdim=True)
         self.register_buffer("pool_weights", torch.cat([wc, ws]).reshape(2 * N, -1).contiguous())
@@ -336,11 +387,20 @@ class VirtualV1(torch.nn.Module):
         Hp, Wp = height + 2 * self.pad_rows, width + 2 * self.pad_cols
         if Hp % 4 or Wp % 4 or height % 2 or width % 2:
             raise ValueError(f"VirtualV1: height and width must be even, got {height} x {width}")
-        ths = torch.arange(N_ENERGY_ORIENTATIONS, dtype=torch.float32) * math.pi / N_ENERGY_ORIENTATIONS
+        ths = (
+            torch.arange(N_ENERGY_ORIENTATIONS, dtype=torch.float32)
+            * math.pi
+            / N_ENERGY_ORIENTATIONS
+        )
         cx, cy = float(Wp // 2), float(Hp // 2)
         e_env = gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, 0.0, 2.0, 0.0, 0.0, Hp, Wp)[:, 0]
-        ge = _dc_free_unit(gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, 0.0, Hp, Wp)[:, 0], e_env)
-        go = _dc_free_unit(gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, math.pi / 2, Hp, Wp)[:, 0], e_env)
+        ge = _dc_free_unit(
+            gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, 0.0, Hp, Wp)[:, 0], e_env
+        )
+        go = _dc_free_unit(
+            gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, math.pi / 2, Hp, Wp)[:, 0],
+            e_env,
+        )
         h = torch.fft.ifftshift(torch.complex(ge, go), dim=(-2, -1))
         K = torch.fft.fft2(h)
         self._rows = torch.cat([torch.arange(Hp // 4), torch.arange(Hp - Hp // 4, Hp)])
@@ -371,24 +431,26 @@ class VirtualV1(torch.nn.Module):
         X = torch.fft.fft2(xp)
         X = X[:, self._rows.to(X.device)][:, :, self._cols.to(X.device)]  # central half spectrum
         R = torch.fft.ifft2(X[:, None] * self.energy_kernels[None]) * 0.25  # (B, O, Hp/2, Wp/2)
-        E = (R.real ** 2 + R.imag ** 2).sum(1)
-        E = E[:, pr // 2:pr // 2 + self.height // 2, pc // 2:pc // 2 + self.width // 2]
+        E = (R.real**2 + R.imag**2).sum(1)
+        E = E[:, pr // 2 : pr // 2 + self.height // 2, pc // 2 : pc // 2 + self.width // 2]
         return E.reshape(x.shape[0], -1)
 
     def _components(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2:] != (self.height, self.width):
-            raise ValueError(f"VirtualV1 expects images (B, 1, {self.height}, {self.width}); "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"VirtualV1 expects images (B, 1, {self.height}, {self.width}); "
+                f"got {tuple(x.shape)}"
+            )
         x = x.to(self.filters.dtype)
         B, N = x.shape[0], self.n_neurons
         L = (x.reshape(B, -1) @ self.filters.T).view(B, 4, N)
         Le, Lo, Lpe, Lpo = L.unbind(1)
         P = (self.energy_map(x) @ self.pool_weights.T).clamp_min(0).view(B, 2, N)
-        tuned = (1 - self.m) * F.relu(Le) + self.m * torch.sqrt(Le ** 2 + Lo ** 2 + _EPS)
+        tuned = (1 - self.m) * F.relu(Le) + self.m * torch.sqrt(Le**2 + Lo**2 + _EPS)
         untuned = torch.sqrt(P[:, 0] + _EPS)
         drive = (1 - self.u) * tuned + self.u * untuned
         S = torch.sqrt(P[:, 1] + _EPS)
-        C = torch.sqrt(Lpe ** 2 + Lpo ** 2 + _EPS)
+        C = torch.sqrt(Lpe**2 + Lpo**2 + _EPS)
         return drive, S, C
 
     def forward(self, x: torch.Tensor, surround: bool = True) -> torch.Tensor:
@@ -398,13 +460,15 @@ class VirtualV1(torch.nn.Module):
         if not surround:
             S = self.s0.expand_as(S)
         z = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0) / self.d0
-        return self.base + self.gain * z ** EXPONENT
+        return self.base + self.gain * z**EXPONENT
 
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor, batch_size: int = 250) -> None:
         """Set s0, c0 (median pools), d0 and gain (mean rate = target_mean) on ``images``."""
         images = images.to(self.filters.device)
-        parts = [self._components(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        parts = [
+            self._components(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
         drive, S, C = (torch.cat(p) for p in zip(*parts))
         self.s0.copy_(S.median(0).values)
         self.c0.copy_(C.median(0).values)
@@ -420,7 +484,9 @@ class VirtualV1(torch.nn.Module):
         dev = self.filters.device
         out = []
         for i in range(0, len(images), batch_size):
-            xb = torch.as_tensor(np.asarray(images[i:i + batch_size]), dtype=torch.float32).to(dev)
+            xb = torch.as_tensor(np.asarray(images[i : i + batch_size]), dtype=torch.float32).to(
+                dev
+            )
             out.append(self(xb).cpu())
         return torch.cat(out).numpy()
 
@@ -428,20 +494,29 @@ class VirtualV1(torch.nn.Module):
     @property
     def truth(self) -> pd.DataFrame:
         """One row per neuron with every ground-truth parameter."""
-        return pd.DataFrame({
-            "unit_id": np.arange(1, self.n_neurons + 1),
-            "type": self.types,
-            "rf_x": self.rf_positions[:, 0], "rf_y": self.rf_positions[:, 1],
-            "orientation": self.preferred_orientations,
-            "sf": self.spatial_frequencies, "size": self.sizes, "phase": self.phases,
-            "energy_mix": self.energy_mix, "untuned_mix": self.untuned_mix,
-            "surround_strength": self.surround_strength, "cross_strength": self.cross_strength,
-            "dog_sigma_center": self.dog_sigma_center, "dog_sigma_surround": self.dog_sigma_surround,
-            "dog_a_surround": self.dog_a_surround,
-            "baseline": self.baseline, "target_mean": self.target_mean,
-            "gain": self.gain.detach().cpu().numpy().astype(np.float64),
-            "exponent": np.full(self.n_neurons, EXPONENT),
-        })
+        return pd.DataFrame(
+            {
+                "unit_id": np.arange(1, self.n_neurons + 1),
+                "type": self.types,
+                "rf_x": self.rf_positions[:, 0],
+                "rf_y": self.rf_positions[:, 1],
+                "orientation": self.preferred_orientations,
+                "sf": self.spatial_frequencies,
+                "size": self.sizes,
+                "phase": self.phases,
+                "energy_mix": self.energy_mix,
+                "untuned_mix": self.untuned_mix,
+                "surround_strength": self.surround_strength,
+                "cross_strength": self.cross_strength,
+                "dog_sigma_center": self.dog_sigma_center,
+                "dog_sigma_surround": self.dog_sigma_surround,
+                "dog_a_surround": self.dog_a_surround,
+                "baseline": self.baseline,
+                "target_mean": self.target_mean,
+                "gain": self.gain.detach().cpu().numpy().astype(np.float64),
+                "exponent": np.full(self.n_neurons, EXPONENT),
+            }
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,22 +525,23 @@ class VirtualV1(torch.nn.Module):
 @dataclass
 class SimulatedScan:
     """One simulated scan in Sensorium's layout. T trials, N neurons."""
-    name: str                       # "animal_id-session-scan_idx", e.g. "90001-1-1"
+
+    name: str  # "animal_id-session-scan_idx", e.g. "90001-1-1"
     animal_id: int
     session: int
     scan_idx: int
-    images: np.ndarray              # (T, 1, 36, 64) float32, raw [0, 255]
-    responses: np.ndarray           # (T, N) float32 Poisson counts
-    rates: np.ndarray               # (T, N) float32 noiseless expected counts
-    tiers: np.ndarray               # (T,) str: "train" / "validation" / "test"
-    image_ids: np.ndarray           # (T,) int64
+    images: np.ndarray  # (T, 1, 36, 64) float32, raw [0, 255]
+    responses: np.ndarray  # (T, N) float32 Poisson counts
+    rates: np.ndarray  # (T, N) float32 noiseless expected counts
+    tiers: np.ndarray  # (T,) str: "train" / "validation" / "test"
+    image_ids: np.ndarray  # (T,) int64
     model: VirtualV1
     pixel_mean: float
     pixel_std: float
-    unit_ids: np.ndarray            # (N,) int64
+    unit_ids: np.ndarray  # (N,) int64
     cell_motor_coordinates: np.ndarray  # (N, 3) float32, um
-    area: np.ndarray                # (N,) str "V1"
-    layer: np.ndarray               # (N,) str "L2/3"
+    area: np.ndarray  # (N,) str "V1"
+    layer: np.ndarray  # (N,) str "L2/3"
     truth: pd.DataFrame = field(repr=False, default=None)
 
     def standardized(self) -> np.ndarray:
@@ -473,9 +549,16 @@ class SimulatedScan:
         return (self.images - self.pixel_mean) / self.pixel_std
 
 
-def simulate_scans(n_scans: int = 2, n_neurons: int = 300, n_train: int = 4000,
-                   n_validation: int = 500, n_test_images: int = 100, n_repeats: int = 10,
-                   seed: int = 0, device=None) -> list[SimulatedScan]:
+def simulate_scans(
+    n_scans: int = 2,
+    n_neurons: int = 300,
+    n_train: int = 4000,
+    n_validation: int = 500,
+    n_test_images: int = 100,
+    n_repeats: int = 10,
+    seed: int = 0,
+    device=None,
+) -> list[SimulatedScan]:
     """Simulate ``n_scans`` scans of a virtual V1 (see the module docstring).
 
     Per scan: ``n_train + n_validation + n_test_images * n_repeats`` trials, shuffled; its own
@@ -486,33 +569,58 @@ def simulate_scans(n_scans: int = 2, n_neurons: int = 300, n_train: int = 4000,
         rng = np.random.default_rng([int(seed), s, 1])
         n_unique = n_train + n_validation + n_test_images
         raw = natural_images(n_unique, seed=[int(seed), s, 2])
-        tier_u = np.array(["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test_images)
+        tier_u = np.array(
+            ["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test_images
+        )
         pixel_mean = float(raw[:n_train].mean()) if n_train else float(raw.mean())
         pixel_std = float(raw[:n_train].std()) if n_train else float(raw.std())
         model = VirtualV1(n_neurons, seed=int(seed) * 1000 + s)
         if device is not None:
             model = model.to(device)
         rates_u = model.rates((raw - pixel_mean) / pixel_std)
-        trial_img = np.concatenate([np.arange(n_train + n_validation),
-                                    np.repeat(np.arange(n_train + n_validation, n_unique), n_repeats)])
+        trial_img = np.concatenate(
+            [
+                np.arange(n_train + n_validation),
+                np.repeat(np.arange(n_train + n_validation, n_unique), n_repeats),
+            ]
+        )
         trial_img = rng.permutation(trial_img)
         rates = rates_u[trial_img].astype(np.float32)
         responses = rng.poisson(rates).astype(np.float32)
         animal_id, session, scan_idx = 90001 + s, 1, 1
         rf = model.rf_positions
-        coords = np.stack([15.0 * rf[:, 0] + rng.normal(0, 20, n_neurons),
-                           15.0 * rf[:, 1] + rng.normal(0, 20, n_neurons),
-                           rng.uniform(180, 300, n_neurons)], 1).astype(np.float32)
+        coords = np.stack(
+            [
+                15.0 * rf[:, 0] + rng.normal(0, 20, n_neurons),
+                15.0 * rf[:, 1] + rng.normal(0, 20, n_neurons),
+                rng.uniform(180, 300, n_neurons),
+            ],
+            1,
+        ).astype(np.float32)
         unit_ids = np.arange(1, n_neurons + 1, dtype=np.int64)
         truth = model.truth
         truth.insert(0, "scan", f"{animal_id}-{session}-{scan_idx}")
-        scans.append(SimulatedScan(
-            name=f"{animal_id}-{session}-{scan_idx}", animal_id=animal_id, session=session,
-            scan_idx=scan_idx, images=raw[trial_img], responses=responses, rates=rates,
-            tiers=tier_u[trial_img], image_ids=(s * 100000 + trial_img).astype(np.int64),
-            model=model, pixel_mean=pixel_mean, pixel_std=pixel_std, unit_ids=unit_ids,
-            cell_motor_coordinates=coords, area=np.array(["V1"] * n_neurons),
-            layer=np.array(["L2/3"] * n_neurons), truth=truth))
+        scans.append(
+            SimulatedScan(
+                name=f"{animal_id}-{session}-{scan_idx}",
+                animal_id=animal_id,
+                session=session,
+                scan_idx=scan_idx,
+                images=raw[trial_img],
+                responses=responses,
+                rates=rates,
+                tiers=tier_u[trial_img],
+                image_ids=(s * 100000 + trial_img).astype(np.int64),
+                model=model,
+                pixel_mean=pixel_mean,
+                pixel_std=pixel_std,
+                unit_ids=unit_ids,
+                cell_motor_coordinates=coords,
+                area=np.array(["V1"] * n_neurons),
+                layer=np.array(["L2/3"] * n_neurons),
+                truth=truth,
+            )
+        )
     return scans
 
 
@@ -527,13 +635,24 @@ def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
     folders = []
     for sc in scans:
         folder = out_dir / f"static{sc.animal_id}-{sc.session}-{sc.scan_idx}-VirtualV1"
-        write_sensorium(folder, images=sc.images, responses=sc.responses, tiers=sc.tiers,
-                        image_ids=sc.image_ids, unit_ids=sc.unit_ids,
-                        cell_motor_coordinates=sc.cell_motor_coordinates, area=sc.area,
-                        layer=sc.layer, animal_id=sc.animal_id, session=sc.session,
-                        scan_idx=sc.scan_idx)
+        write_sensorium(
+            folder,
+            images=sc.images,
+            responses=sc.responses,
+            tiers=sc.tiers,
+            image_ids=sc.image_ids,
+            unit_ids=sc.unit_ids,
+            cell_motor_coordinates=sc.cell_motor_coordinates,
+            area=sc.area,
+            layer=sc.layer,
+            animal_id=sc.animal_id,
+            session=sc.session,
+            scan_idx=sc.scan_idx,
+        )
         folders.append(folder)
-    truth = pd.concat([sc.truth if sc.truth is not None else sc.model.truth.assign(scan=sc.name)
-                       for sc in scans], ignore_index=True)
+    truth = pd.concat(
+        [sc.truth if sc.truth is not None else sc.model.truth.assign(scan=sc.name) for sc in scans],
+        ignore_index=True,
+    )
     truth.to_csv(out_dir / "truth.csv", index=False)
     return folders
