@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_barcodes(n, features=16, orientations=8, n_types=10, noise=0.1, seed=0):
-    """n bar codes (n, F, O): n_types random prototypes, each rotated by a random angle, plus noise."""
+    """n bar codes (n, F, O): n_types random prototypes, each rotated by a random angle, plus
+    noise."""
     from clustering.rotation import rotate
 
     rng = np.random.default_rng(seed)
@@ -159,8 +160,10 @@ def main():
             )
         )
         print(
-            f"{n:>7} {row['seconds']:>9.1f} {row['steps']:>6} {row['ms_step']:>8.1f} {row['peak_mb']:>9.0f} "
-            f"{row['baseline_mb']:>8.0f} {ratios[0]:>7} {ratios[1]:>9} {ratios[2]:>6}  {row['device']}",
+            f"{n:>7} {row['seconds']:>9.1f} {row['steps']:>6} {row['ms_step']:>8.1f} "
+            f"{row['peak_mb']:>9.0f} "
+            f"{row['baseline_mb']:>8.0f} {ratios[0]:>7} {ratios[1]:>9} {ratios[2]:>6}  "
+            f"{row['device']}",
             flush=True,
         )
         previous = row

@@ -131,7 +131,8 @@ def main(argv=None):
     hist = fit(model, data, cfg, progress=not args.no_progress)
     twin_seconds = time.perf_counter() - t0
     log(
-        f"twin: {n_params} parameters; {len(hist['epoch'])} epochs, best epoch {hist['best_epoch']}, "
+        f"twin: {n_params} parameters; {len(hist['epoch'])} epochs, best epoch "
+        f"{hist['best_epoch']}, "
         f"best val corr {hist['best_val_corr']:.3f} (initial {hist['initial_val_corr']:.3f}); "
         f"fit {twin_seconds:.1f} s on {hist['device']}"
     )
@@ -182,17 +183,23 @@ def main(argv=None):
     log("  corr-to-avg   correlation of the prediction with the response averaged over repeats")
     log("  FEVE          1 - (MSE - noise var) / (response var - noise var)")
     log(
-        "  frac ceiling  median over neurons of corr-to-avg(model) / corr-to-avg(true noiseless rates);"
+        "  frac ceiling  median over neurons of corr-to-avg(model) / corr-to-avg(true noiseless "
+        "rates);"
     )
     log(
-        "                the simulator's noiseless rates are the best possible prediction (= 1 for truth)"
+        "                the simulator's noiseless rates are the best possible prediction (= 1 for "
+        "truth)"
     )
     log(
-        "  truth         the simulator's noiseless rates used as the prediction; its FEVE should be ~1"
+        "  truth         the simulator's noiseless rates used as the prediction; its FEVE should "
+        "be ~1"
     )
     log("")
     seconds = {"twin": twin_seconds, "GLM": glm_seconds, "truth": float("nan")}
-    header = f"{'model':<7}{'test corr':>11}{'corr-to-avg':>13}{'FEVE':>8}{'frac ceiling':>14}{'fit s':>9}"
+    header = (
+        f"{'model':<7}{'test corr':>11}{'corr-to-avg':>13}{'FEVE':>8}{'frac ceiling':>14}"
+        f"{'fit s':>9}"
+    )
     log(header)
     log("-" * len(header))
     for name, c in cat.items():

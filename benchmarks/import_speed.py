@@ -70,7 +70,8 @@ def main() -> None:
         t_load = time.perf_counter() - t0
         assert np.array_equal(back["responses"], rec.responses)
         print(
-            f"scan of {args.neurons} neurons x {args.trials} trials ({megabytes:.0f} MiB of responses)"
+            f"scan of {args.neurons} neurons x {args.trials} trials ({megabytes:.0f} MiB of "
+            f"responses)"
         )
         print(f"insert: {t_insert:6.1f} s  ({megabytes / t_insert:6.1f} MiB/s)")
         print(f"load:   {t_load:6.1f} s  ({megabytes / t_load:6.1f} MiB/s)")

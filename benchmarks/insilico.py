@@ -5,8 +5,8 @@
    the weights are cached in a temp file keyed by the data, the architecture and the training.
 2. Optimal-Gabor search for all neurons (a search over positions x parameters): fast path (core
    once per centred stimulus, readout moves it; alone, and with the pipeline's direct re-scoring
-   of each neuron's best few, ``twin_adapter.REFINE``) vs the direct path of earlier pipelines (every
-   stimulus rendered at every neuron's RF + offset and passed through the whole model). The
+   of each neuron's best few, ``twin_adapter.REFINE``) vs the direct path of earlier pipelines
+   (every stimulus rendered at every neuron's RF + offset and passed through the whole model). The
    direct path is linear in the number of neurons (B x N images); it is run on ``--direct-neurons``
    neurons and its time for all neurons is extrapolated (stated in the table).
 3. The in-silico battery both ways (same subset; the pipeline's way runs size tuning direct, since
@@ -130,7 +130,8 @@ def main():
         )
     n_all = sum(m.n_neurons for m in models)
     log(
-        f"Gabor grid: {len(grid)} stimuli (incl. {len(grid.offsets) ** 2} positions) x {n_all} neurons"
+        f"Gabor grid: {len(grid)} stimuli (incl. {len(grid.offsets) ** 2} positions) x {n_all} "
+        f"neurons"
     )
 
     # ---- optimal Gabor: fast path, all neurons, then with the pipeline's direct re-scoring -----
@@ -138,14 +139,14 @@ def main():
     with torch.no_grad():
         for m in models:
             (ds, resp), t = timed(
-                lambda: search.optimal_gabor(
+                lambda m=m: search.optimal_gabor(
                     m, grid, respond=m.fast_respond(), center=m.center, return_responses=True
                 )
             )
             fast_ds.append((ds, resp))
             t_fast += t
             ds_r, t = timed(
-                lambda: search.optimal_gabor(
+                lambda m=m: search.optimal_gabor(
                     m, grid, respond=m.fast_respond(), center=m.center, refine=twin_adapter.REFINE
                 )
             )
@@ -206,7 +207,8 @@ def main():
     ]
 
     # ---- battery both ways: the pipeline's (fast path; direct for border neurons and for size
-    # tuning, whose largest Gabors reach the canvas edge) on all neurons of scan 0, direct on the subset
+    # tuning, whose largest Gabors reach the canvas edge) on all neurons of scan 0, direct on the
+    # subset
     ds0 = refined[0]  # the pipeline's optimal Gabors
     n0 = m0.n_neurons
     with torch.no_grad():

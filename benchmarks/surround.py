@@ -27,9 +27,10 @@ surround pooling (``twin.core``), and an older "cpu" preset (two layers, reach 1
 zero padding), which learns no suppression.
 Saves the size-tuning curves of four surround cells as ``surround.png``.
 
-    python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs (~13 min)
+    python benchmarks/surround.py                 # 2 x 250 neurons, 4000 trials, 12 epochs
     python benchmarks/surround.py --noiseless     # train on the noiseless rates
-    python benchmarks/surround.py --epochs 40 --init-seeds 0 1 2 --variant '{"readout": {"type": "gaussian_dn"}}'
+    python benchmarks/surround.py --epochs 40 --init-seeds 0 1 2 \\
+        --variant '{"readout": {"type": "gaussian_dn"}}'
         # three twins per architecture on the same data (initialisation and batch order seeded
         # 0, 1, 2): how far the seed alone moves each measure, and what their ensemble scores
 """
@@ -410,7 +411,8 @@ def main():
                     battery_spearman(battery(MeanRate(members)), sim_battery),
                 ),
                 (
-                    f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p / s / x",
+                    f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p "
+                    f"/ s / x",
                     battery_spearman(
                         sum(o.reset_index(drop=True) for o in owns) / len(owns), sim_battery
                     ),

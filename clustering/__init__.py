@@ -1,5 +1,6 @@
 """Bar codes to groups: rotation alignment (ICLR 2020 Eq. 2-5), GMM / k-means clustering, cluster
-confusion matrix with greedy blocks, and t-SNE embedding. NumPy / PyTorch / scikit-learn / openTSNE."""
+confusion matrix with greedy blocks, and t-SNE embedding. NumPy, PyTorch,
+scikit-learn, openTSNE."""
 
 from .alignment import CyclicAligner, energy_angles, pairwise_mean, select_fit
 from .confusion import cluster_confusion, elu1, greedy_blocks

@@ -1,4 +1,5 @@
-"""Rotation alignment of bar codes: minimise ICLR Eq. 5 over per-neuron angles and the temperature T.
+"""Rotation alignment of bar codes: minimise ICLR Eq. 5 over per-neuron angles and
+the temperature T.
 
 Distances. The paper's Eq. 3 and Eq. 5 use the plain (non-squared) Euclidean norm, and that is the
 default here (``metric="euclidean"``): each pair pulls with a unit-length gradient however close it
@@ -11,9 +12,9 @@ and the exact identity sum_{i<j} ||a_i - a_j||^2 = N * sum_i ||a_i - mean(a)||^2
 readout is then aligned to the common mean, which is cheaper and deterministic but lets far-apart
 types dominate the alignment of each other.
 
-Scale of beta. Both sums of Eq. 5 are taken as means (over pairs and over neurons), so one beta means
-the same trade-off for any N; this is Eq. 5 with beta multiplied by (N - 1) / 2. Reported losses are
-means too (Eq. 3 / number of pairs).
+Scale of beta. Both sums of Eq. 5 are taken as means (over pairs and over neurons), so one beta
+means the same trade-off for any N; this is Eq. 5 with beta multiplied by (N - 1) / 2. Reported
+losses are means too (Eq. 3 / number of pairs).
 """
 
 import math
@@ -97,8 +98,8 @@ def _random_rounds(n, rounds, generator, device):
 
 
 def sampled_pairwise_mean(a, rounds):
-    """Mean ||a_i - a_j|| over the pairs of :func:`_random_rounds`: per round one gather of the N rows
-    and a roll, O(N K) memory. a: (N, K); rounds: [(perm, offset)]. Differentiable."""
+    """Mean ||a_i - a_j|| over the pairs of :func:`_random_rounds`: per round one gather of the N
+    rows and a roll, O(N K) memory. a: (N, K); rounds: [(perm, offset)]. Differentiable."""
     total = 0.0
     for perm, offset in rounds:
         b = a.index_select(0, perm)
@@ -167,11 +168,13 @@ class CyclicAligner:
     overall is chosen. Its angles are then polished by ``refine_iter`` Adam steps on Eq. 3 itself
     (exact rotation, same early stopping): the relaxation exists to escape local minima, but at high
     T it snaps to the nearest integer shift instead of interpolating, so the polished angles align
-    the Eq. 2 rotation used by ``transform`` more closely (``refine_iter=0`` keeps the paper's angles).
+    the Eq. 2 rotation used by ``transform`` more closely (``refine_iter=0`` keeps the paper's
+    angles).
 
     Parameters
     ----------
-    betas : sequence of float, weights of the reconstruction term (default 20 log-spaced in [1e-3, 10]).
+    betas : sequence of float, weights of the reconstruction term (default 20 log-spaced in [1e-3,
+    10]).
     min_temperature : float, T must exceed it for a fit to be eligible.
     metric : "euclidean" (paper) or "sqeuclidean"; see the module docstring.
     lr, max_iter, n_lr_decays, patience, tol : Adam schedule and early stopping.
@@ -316,7 +319,8 @@ class CyclicAligner:
         return torch.remainder(alpha.detach(), 2 * math.pi)
 
     def _pair_fn(self, n, exact_train, generator, device):
-        """Callable giving the pairs of one step: all pairs, fresh random pairs, or None (squared)."""
+        """Callable giving the pairs of one step: all pairs, fresh random pairs, or None
+        (squared)."""
         if self.metric == "sqeuclidean":
             return lambda: None
         if exact_train:
@@ -335,7 +339,7 @@ class CyclicAligner:
         opt = torch.optim.Adam(params, lr=self.lr)
         best, best_state, since, decays, smooth = math.inf, None, 0, 0, None
         step = 0
-        for step in range(1, (max_iter or self.max_iter) + 1):
+        for step in range(1, (max_iter or self.max_iter) + 1):  # noqa: B007 (returned)
             loss = loss_fn()
             value = float(loss.detach())
             smooth = value if not stochastic or smooth is None else 0.9 * smooth + 0.1 * value

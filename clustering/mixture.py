@@ -1,5 +1,5 @@
-"""Clustering of aligned bar codes: GMM with spherical covariances or k-means (scikit-learn), and the
-held-out likelihood of GMMs over the number of clusters (ICLR Sec. 4, Fig. 5)."""
+"""Clustering of aligned bar codes: GMM with spherical covariances or k-means (scikit-learn), and
+the held-out likelihood of GMMs over the number of clusters (ICLR Sec. 4, Fig. 5)."""
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -43,8 +43,8 @@ def fit_clusters(x, method="gmm", n_clusters=2, random_state=0, n_init=5):
 def heldout_likelihood(x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=1):
     """Mean held-out log-likelihood per neuron of spherical GMMs, one per number of clusters.
 
-    x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM is
-    fitted on the training neurons and scored on the test neurons (nats per neuron).
+    x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM
+    is fitted on the training neurons and scored on the test neurons (nats per neuron).
     Returns (len(n_clusters_list),) float.
     """
     train, test = train_test_split(_flat(x), test_size=test_fraction, random_state=random_state)

@@ -5,10 +5,11 @@ Rotation acts on the last axis.
 
 Sign convention: rotating a bar code ``r`` by ``alpha`` gives ``r(alpha)[..., o] = r[..., o + s]``
 with ``s = alpha * O / (2*pi)``, indices modulo O, linearly interpolated between the two nearest
-integer shifts (the rows of S_alpha in ICLR Eq. 2 carry ``1 - gamma`` at column ``o + i`` and ``gamma``
-at ``o + i + 1``). For ``alpha = 2*pi*k/O`` this is ``np.roll(r, -k, axis=-1)``: the orientation
-that was at index k moves to index 0. Rotating by ``alpha`` and then by ``-alpha`` is the identity
-when alpha is a multiple of 2*pi/O (for other angles the two interpolations smooth the bar code).
+integer shifts (the rows of S_alpha in ICLR Eq. 2 carry ``1 - gamma`` at column ``o + i`` and
+``gamma`` at ``o + i + 1``). For ``alpha = 2*pi*k/O`` this is ``np.roll(r, -k, axis=-1)``: the
+orientation that was at index k moves to index 0. Rotating by ``alpha`` and then by ``-alpha`` is
+the identity when alpha is a multiple of 2*pi/O (for other angles the two interpolations smooth the
+bar code).
 
 Every function takes NumPy arrays or torch tensors and returns the same kind.
 """
@@ -29,7 +30,8 @@ def _as_tensor(x, dtype=None, device=None):
 def _circulant(coeffs):
     """Circulant matrices with ``M[..., j, c] = coeffs[..., (c - j) mod O]``.
 
-    coeffs: (..., O) -> (..., O, O). Row j of M applied to a vector v gives sum_d coeffs[d] v[j + d].
+    coeffs: (..., O) -> (..., O, O). Row j of M applied to a vector v gives sum_d coeffs[d]
+    v[j + d].
     """
     n_orient = coeffs.shape[-1]
     j = torch.arange(n_orient, device=coeffs.device)
@@ -110,7 +112,8 @@ def _check(barcodes, alpha):
 def rotate(barcodes, alpha):
     """Rotate bar codes by per-neuron angles with S_alpha (ICLR Eq. 2).
 
-    barcodes: (N, F, O); alpha: scalar or (N,) radians. Returns (N, F, O), same kind as ``barcodes``.
+    barcodes: (N, F, O); alpha: scalar or (N,) radians. Returns (N, F, O), same kind as
+    ``barcodes``.
     """
     x, was_numpy = _as_tensor(barcodes)
     a, _ = _as_tensor(alpha, dtype=x.dtype, device=x.device)

@@ -68,7 +68,8 @@ def orientation_tuning(
     height: int = HEIGHT,
     width: int = WIDTH,
 ) -> xr.DataArray:
-    """Orientation tuning: each neuron's optimal Gabor at every orientation -> (neuron, orientation).
+    """Orientation tuning: each neuron's optimal Gabor at every orientation -> (neuron,
+    orientation).
 
     orientations: an int (that many evenly over [0, pi)) or values in radians. ``relative=True``:
         values are offsets from each neuron's optimal orientation (coordinate = offset).

@@ -75,7 +75,8 @@ def orientation_index(tuning, orientations=None, axis: int = -1, dim: str = "ori
 
 
 def phase_index(tuning, phases=None, axis: int = -1, dim: str = "phase"):
-    """F1/F0 over phase (radians): ~0 for a complex cell, up to pi/4 for a half-rectified simple cell."""
+    """F1/F0 over phase (radians): ~0 for a complex cell, up to pi/4 for a half-rectified simple
+    cell."""
     if _is_da(tuning):
         return fourier_ratio(tuning, phases, k=1, dim=dim)
     return fourier_ratio(tuning, phases, k=1, axis=axis)
@@ -176,7 +177,8 @@ def stimulus_ratio(a, b, axis: int = -1, dim: str = "energy"):
 
 
 def nonlinearity_index(cnn_corr, glm_corr):
-    """C_CNN / C_GLM (DT Eq. 18): test correlations of the twin and of the GLM baseline, per neuron."""
+    """C_CNN / C_GLM (DT Eq. 18): test correlations of the twin and of the GLM baseline, per
+    neuron."""
     if _is_da(cnn_corr) or _is_da(glm_corr):
         return cnn_corr / glm_corr
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -47,7 +47,8 @@ class ResponseModel(Protocol):
 
 
 def canvas_center(height: int = HEIGHT, width: int = WIDTH) -> tuple[float, float]:
-    """The position ``(x, y)`` at which "centred" stimuli are rendered: ``(width // 2, height // 2)``.
+    """The position ``(x, y)`` at which "centred" stimuli are rendered: ``(width // 2, height //
+    2)``.
 
     Integer, so that a shift onto an integer RF position is an integer shift.
     """
@@ -65,7 +66,8 @@ def model_device(model) -> torch.device:
 
 
 def rf_positions(model, positions=None) -> np.ndarray:
-    """``positions`` if given, else ``model.rf_positions``, as float (N, 2); clear error otherwise."""
+    """``positions`` if given, else ``model.rf_positions``, as float (N, 2); clear error
+    otherwise."""
     pos = positions if positions is not None else getattr(model, "rf_positions", None)
     if pos is None:
         raise ValueError("no RF positions: pass positions=(N, 2) or give the model rf_positions")
@@ -76,7 +78,8 @@ def rf_positions(model, positions=None) -> np.ndarray:
 
 
 def preferred_orientations(model, orientations=None, n: int | None = None) -> np.ndarray:
-    """``orientations`` if given, else ``model.preferred_orientations`` (N,); clear error otherwise."""
+    """``orientations`` if given, else ``model.preferred_orientations`` (N,); clear error
+    otherwise."""
     ori = (
         orientations if orientations is not None else getattr(model, "preferred_orientations", None)
     )

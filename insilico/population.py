@@ -160,7 +160,8 @@ def control_ks(
 
 
 def cluster_means(neurons: pd.DataFrame, indices=None, cluster: str = "cluster") -> pd.DataFrame:
-    """Mean of each index per cluster (finite values only), and ``n_neurons``; indexed by cluster."""
+    """Mean of each index per cluster (finite values only), and ``n_neurons``; indexed by
+    cluster."""
     indices = _present(neurons, indices)
     _check(neurons, indices, cluster)
     values = neurons[indices].astype(float).where(np.isfinite(neurons[indices].astype(float)))

@@ -242,7 +242,8 @@ def pair_responses(
     neuron_params: per-neuron stimulus parameters, each (N,), with ``x, y`` the absolute position
         at which neuron n's stimulus is shown.
     condition_params: (J,) each; per condition j, these values replace the neuron's own, except
-        keys in ``relative``, which are added to them (e.g. positional offsets, orientation offsets).
+        keys in ``relative``, which are added to them (e.g. positional offsets, orientation
+        offsets).
     kind: 'gabor', 'dog' or 'plaid' (which renderer and which keys).
 
     Direct path (``respond=None``): the stimulus of pair (j, n) is rendered at its absolute position
@@ -308,7 +309,8 @@ def _centred_pair_responses(
 ) -> torch.Tensor:
     """pair_responses with ``respond``: the centred stimuli of all (condition, neuron) pairs are
     deduplicated (positions rounded to 1/4096 px) and each distinct one is passed through
-    ``respond`` once; pair (j, n) reads column n. Neurons with the same optimal stimulus share it."""
+    ``respond`` once; pair (j, n) reads column n. Neurons with the same optimal stimulus share
+    it."""
     device = npar["x"].device
     k = torch.arange(j * n, device=device)
     jj, nn = k // n, k % n
@@ -343,7 +345,8 @@ def shift_images(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> to
     """Move images by (dx, dy) pixels (x = column, y = row): (M,1,H,W), (M,), (M,) -> (M,1,H,W).
 
     Fourier shift on a zero-padded (2H, 2W) canvas: exact for integer shifts (content shifted in
-    from outside the canvas is 0); band-limited interpolation for fractional ones. |dx| < W, |dy| < H.
+    from outside the canvas is 0); band-limited interpolation for fractional ones. |dx| < W,
+    |dy| < H.
     """
     m, c, h, w = images.shape
     pad = torch.zeros(m, c, 2 * h, 2 * w, dtype=images.dtype, device=images.device)

@@ -6,7 +6,8 @@ the parameters' device (or ``device=`` if given). There is no Python loop over s
 
 Conventions (shared by the whole project)
 -----------------------------------------
-* Canvas ``H = 36`` rows x ``W = 64`` columns; pixel ``(row i, column j)``, pixel centres at integers.
+* Canvas ``H = 36`` rows x ``W = 64`` columns; pixel ``(row i, column j)``, pixel centres
+  at integers.
 * Positions: ``x`` = column, ``y`` = row, in pixels (so the centre of the default canvas is
   ``x = 31.5, y = 17.5``; ``x = 32, y = 18`` is the pixel nearest to it).
 * Values are in STANDARDIZED units (0 = mean gray, 1 = one std of natural-image pixels).

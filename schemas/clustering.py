@@ -105,7 +105,7 @@ class Alignment(dj.Computed):
     ---
     temperature     : float32       # T of the chosen fit
     beta            : float32       # beta of the chosen fit
-    losses          : <blob>        # per beta: structured array (beta, temperature, eq3, eq5, n_iter)
+    losses          : <blob>        # per beta: (beta, temperature, eq3, eq5, n_iter)
     """
 
     class Unit(dj.Part):

@@ -37,7 +37,7 @@ class ModelConfig(dj.Lookup):
     model_hash      : char(32)
     ---
     preset          : varchar(32)   # preset it started from ('custom' if none)
-    config          : json          # {"core", "readout", "downsample", "output", "train": TrainConfig}
+    config          : json          # {"core", "readout", "downsample", "output", "train"}
     """
 
     @classmethod

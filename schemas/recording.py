@@ -66,7 +66,8 @@ class Scan(dj.Manual):
 
 
 def insert_recording(rec, chunk: int = 1000) -> bool:
-    """Insert a validated :class:`v1twin.recording.Recording`; False where the scan is already there.
+    """Insert a validated :class:`v1twin.recording.Recording`; False where the scan is already
+    there.
 
     Importing the same scan twice changes nothing. All rows go in one transaction, so a
     failure part way leaves the database as it was.

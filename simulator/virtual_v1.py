@@ -625,7 +625,8 @@ def simulate_scans(
 
 
 def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
-    """Write each scan as a Sensorium folder ``out_dir/static{animal}-{session}-{scan_idx}-VirtualV1/``
+    """Write each scan as a Sensorium folder
+    ``out_dir/static{animal}-{session}-{scan_idx}-VirtualV1/``
     (via ``v1twin.sensorium.write_sensorium``) and all neurons' ground truth to
     ``out_dir/truth.csv`` (one row per neuron, ``scan`` column = scan name). Returns the folders."""
     from v1twin.sensorium import write_sensorium

@@ -25,7 +25,9 @@ class LinearGabors:
     """relu(<w_i, x>) + eps; w_i the Gabor of neuron i at its RF. ``respond``: the fast path."""
 
     def __init__(self, x, y, orientation, phase):
-        t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32))
+        def t(v):
+            return torch.as_tensor(np.asarray(v, dtype=np.float32))
+
         self.filters = gabor(t(x), t(y), SIZE, SF, 2.0, t(orientation), t(phase)).flatten(1)
         self.centred = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, t(orientation), t(phase)).flatten(
             1
@@ -105,7 +107,8 @@ def test_cluster_mei_recovers_each_type(population, path):
     assert res.images.shape == (2, 1, H, W)
     np.testing.assert_array_equal(res.labels, [0, 1])
     for k, tau in ((0, 0.0), (1, math.pi / 2)):
-        # canonical = the type's Gabor at orientation 0; rotation by pi (the other offset) is allowed
+        # canonical = the type's Gabor at orientation 0; rotation by pi (the other offset) is
+        # allowed
         corr = max(
             _corr(res.images[k], gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, o, tau))
             for o in (0.0, math.pi)
@@ -122,7 +125,8 @@ def test_cluster_mei_recovers_each_type(population, path):
 
 
 def test_cluster_mei_runs_on_the_twin_fast_path():
-    """Integration: a (random) Twin through TwinResponseModel.fast_respond, two clusters, batched."""
+    """Integration: a (random) Twin through TwinResponseModel.fast_respond, two clusters,
+    batched."""
     from insilico.twin_adapter import TwinResponseModel
     from twin.data import ScanData
     from twin.training import build_model

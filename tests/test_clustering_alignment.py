@@ -1,4 +1,5 @@
-"""Alignment of bar codes (ICLR Eq. 3-5): pairwise sums, beta selection, the synthetic experiment."""
+"""Alignment of bar codes (ICLR Eq. 3-5): pairwise sums, beta selection, the synthetic
+experiment."""
 
 import math
 
@@ -12,7 +13,7 @@ from clustering.alignment import CyclicAligner, energy_angles, pairwise_mean, se
 from clustering.mixture import fit_clusters
 from clustering.rotation import rotate
 
-O = 8
+O = 8  # noqa: E741 (orientations: the O of the shapes (N, F, O))
 FAST = dict(betas=(0.1, 1.0), max_iter=1000, progress=False)  # two betas keep the tests short
 
 
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def gp_readouts(n=16, n_types=2, features=1, noise=0.02, seed=0, length=1.0):
     """ICLR synthetic data set: each type is a sample of a GP with periodic kernel (period 2*pi) at
-    O base orientations; each readout is its type rotated (Eq. 2) by a random angle at least 0.1 steps
-    away from any multiple of 2*pi/O, plus Gaussian noise. Returns (readouts (n, F, O), types, angles)."""
+    O base orientations; each readout is its type rotated (Eq. 2) by a random angle at least 0.1
+    steps away from any multiple of 2*pi/O, plus Gaussian noise. Returns (readouts (n, F, O),
+    types, angles)."""
     rng = np.random.default_rng(seed)
     theta = 2 * math.pi * np.arange(O) / O
     kernel = np.exp(-2 * np.sin((theta[:, None] - theta[None]) / 2) ** 2 / length**2)
@@ -102,9 +104,9 @@ def test_energy_angles_are_equivariant_to_cyclic_shifts():
 def test_synthetic_experiment(seed):
     """ICLR Sec. 4: 16 readouts, 2 GP types, 8 orientations, random non-multiple angles.
 
-    Bound: after alignment the within-type mean distance is at most 1.1 x that of the readouts rotated
-    back by their true angles (the noise level: noise plus the smoothing of interpolating twice), and
-    a spherical 2-component GMM recovers the types exactly."""
+    Bound: after alignment the within-type mean distance is at most 1.1 x that of the readouts
+    rotated back by their true angles (the noise level: noise plus the smoothing of interpolating
+    twice), and a spherical 2-component GMM recovers the types exactly."""
     x, types, angles = gp_readouts(seed=seed)
     al = CyclicAligner(**FAST).fit(x)
     aligned = al.transform(x)

@@ -14,7 +14,7 @@ from clustering.rotation import (
     rotation_matrix,
 )
 
-O = 8
+O = 8  # noqa: E741 (orientations: the O of the shapes (N, F, O))
 STEP = 2 * math.pi / O
 
 

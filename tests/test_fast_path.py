@@ -143,7 +143,8 @@ def test_fast_equals_direct_on_half_integer_rfs(half):
 
 
 def test_fast_path_on_arbitrary_centred_images(twin):
-    """Any centred image (noise), integer shifts: fast == full model on the image shifted to the RF."""
+    """Any centred image (noise), integer shifts: fast == full model on the image shifted to the
+    RF."""
     _set_positions(twin, POS_HALF)
     m = TwinResponseModel(twin, "s")
     x = torch.randn(3, 1, H, W)

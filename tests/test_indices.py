@@ -72,7 +72,8 @@ def test_plaid_index():
         coords={"optimal_contrast": pc, "orthogonal_contrast": oc},
     )
     np.testing.assert_allclose(indices.plaid_index(g).values, [(2 - 2 / 3) / 2, 0.0], atol=1e-12)
-    # literal Eq. 14 reading: along the optimal contrast at the highest orthogonal one: monotonic -> 0
+    # literal Eq. 14 reading: along the optimal contrast at the highest orthogonal one: monotonic ->
+    # 0
     np.testing.assert_allclose(
         indices.plaid_index(g, over="optimal").values, [0.0, 0.0], atol=1e-12
     )

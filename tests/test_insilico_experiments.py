@@ -21,7 +21,9 @@ EPS = 1e-3
 
 class GaborFilterModel:
     def __init__(self, x, y, size, sf, orientation, phase, beta=None, rf_positions=None):
-        t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32))
+        def t(v):
+            return torch.as_tensor(np.asarray(v, dtype=np.float32))
+
         self.filters = gabor(t(x), t(y), t(size), t(sf), 2.0, t(orientation), t(phase)).flatten(1)
         n = self.filters.shape[0]
         self.beta = torch.zeros(n) if beta is None else t(beta)
@@ -97,7 +99,8 @@ def test_centred_path_matches_direct_path():
         phases=tuple(np.arange(4) * math.pi / 2),
     )
     ds_d, r_d = search.optimal_gabor(model, small, return_responses=True)
-    # generic image-shifting respond at the canvas centre: integer shifts, so exact up to float error
+    # generic image-shifting respond at the canvas centre: integer shifts, so exact up to float
+    # error
     ds_c, r_c = search.optimal_gabor(model, small, center=canvas_center(), return_responses=True)
     assert r_d.shape == r_c.shape == (len(small), 3)
     torch.testing.assert_close(r_c, r_d, atol=2e-4, rtol=1e-3)

@@ -60,8 +60,11 @@ def test_batched_matches_one_at_a_time():
     for n in (0, 2):
         single = mei_mod.mei(model, init=init[n : n + 1], neurons=[n], **kw)
         torch.testing.assert_close(single.images[0], batched.images[n], atol=1e-4, rtol=1e-4)
+
     # respond_own path (e.g. the twin evaluating only each neuron's own readout)
-    own = lambda x: torch.relu((x.flatten(1) * model.filters).sum(1)) + 1e-3
+    def own(x):
+        return torch.relu((x.flatten(1) * model.filters).sum(1)) + 1e-3
+
     via_own = mei_mod.mei(respond_own=own, init=init, **kw)
     torch.testing.assert_close(via_own.images, batched.images, atol=1e-4, rtol=1e-4)
 

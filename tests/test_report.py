@@ -32,7 +32,7 @@ def synthetic_neurons(n_clusters=6, per_cluster=15, seed=0) -> pd.DataFrame:
             tsne_y=centres[cluster, 1] + rng.normal(size=n),
         )
     )
-    for i, index in enumerate(pop.INDICES):
+    for index in pop.INDICES:
         df[index] = rng.normal(size=n_clusters)[cluster] + rng.normal(scale=0.3, size=n)
     df.loc[0, "nonlinearity_index"] = np.nan
     return df
@@ -178,7 +178,8 @@ def test_cli_registration_is_light():
         "import argparse, sys; from v1twin import export; p = argparse.ArgumentParser(); "
         "export.add_subcommands(p.add_subparsers(), lambda: None); "
         "a = p.parse_args(['report', '--out', 'x', '--where', 'seed=1']); "
-        "assert a.where == ['seed=1']; assert 'torch' not in sys.modules and 'schemas' not in sys.modules"
+        "assert a.where == ['seed=1']; assert 'torch' not in sys.modules and 'schemas' not in "
+        "sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

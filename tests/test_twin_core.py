@@ -79,7 +79,8 @@ def test_core_is_equivariant_to_90_degree_rotation(orientations, dilations, sigm
     # 'same' padding; F_last * O channels, plus F_hidden * O per surround sigma
     assert (c, h, w) == ((2 + 4 * len(sigmas)) * orientations, 19, 19) == (core.out_channels, h, w)
     k = orientations // 4  # 90 degrees counter-clockwise = k steps of 2*pi/O
-    # out(rot x)[:, f, o] == rot(out(x))[:, f, (o - k) % O]: roll forward along the orientation axis.
+    # out(rot x)[:, f, o] == rot(out(x))[:, f, (o - k) % O]: roll forward along the orientation
+    # axis.
     expected = torch.roll(
         torch.rot90(out, 1, dims=(-2, -1)).view(b, -1, orientations, h, w), k, dims=2
     )

@@ -110,7 +110,8 @@ class HermiteRotConv2d(nn.Module):
         )
 
     def rotated_coefficients(self) -> torch.Tensor:
-        """Hermite coefficients of all filters (F_out*O, F_in*O_in, K), both channel axes feature-major."""
+        """Hermite coefficients of all filters (F_out*O, F_in*O_in, K), both channel axes
+        feature-major."""
         w = torch.einsum(
             "oKk,fiqk->foiqK", self.rotations, self.coefficients
         )  # (F_out, O, F_in, O_in, K)

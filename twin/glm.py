@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from .data import ScanData
 
+ALPHAS = tuple(np.geomspace(10.0, 1e4, 7))  # default ridge strengths, log-spaced
+
 __all__ = ["PoissonGLM"]
 
 
@@ -38,7 +40,7 @@ class PoissonGLM:
 
     def __init__(
         self,
-        alphas=tuple(np.geomspace(10.0, 1e4, 7)),
+        alphas=ALPHAS,
         downsample: int = 4,
         max_iter: int = 100,
         max_elements: int = 10_000_000,

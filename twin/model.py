@@ -52,7 +52,8 @@ class Twin(nn.Module):
         self.downsample = int(downsample)
         if self.downsample < 1 or any(s % self.downsample for s in self.image_shape):
             raise ValueError(
-                f"downsample={downsample} must be >= 1 and divide the image shape {self.image_shape}"
+                f"downsample={downsample} must be >= 1 and divide the image shape "
+                f"{self.image_shape}"
             )
         h, w = (s // self.downsample for s in self.image_shape)
         f, o = self.core.out_features, self.core.orientations
@@ -70,7 +71,8 @@ class Twin(nn.Module):
 
     @property
     def config(self) -> dict:
-        """JSON-serializable constructor arguments: `Twin.from_config(config)` rebuilds the model."""
+        """JSON-serializable constructor arguments: `Twin.from_config(config)` rebuilds the
+        model."""
         first = next(iter(self.readouts.values()))
         return {
             "core": self.core.config,
@@ -151,7 +153,8 @@ class Twin(nn.Module):
 
     @torch.no_grad()
     def predict(self, images_standardized, scan: str, batch_size: int = 256) -> np.ndarray:
-        """Rates (B, N) float32 for standardized images (B, 1, H, W), numpy or torch, in eval mode."""
+        """Rates (B, N) float32 for standardized images (B, 1, H, W), numpy or torch, in eval
+        mode."""
         was_training = self.training
         self.eval()
         x = torch.as_tensor(

@@ -64,8 +64,8 @@ class TrainConfig:
 
 @dataclass
 class Preset:
-    """core: RotationEquivariantCore kwargs; readout: {"type", **readout kwargs}; train: TrainConfig;
-    downsample, output: `Twin` arguments."""
+    """core: RotationEquivariantCore kwargs; readout: {"type", **readout kwargs}; train:
+    TrainConfig; downsample, output: `Twin` arguments."""
 
     core: dict
     readout: dict

@@ -177,7 +177,8 @@ class GaussianReadout(_Readout):
         return torch.einsum("bcn,nc->bn", sampled, self.features.to(sampled.dtype)) + self.bias
 
     def own(self, core_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Drive (M,) of neuron idx[m] to image m, read at mu (eval): core_out (M, C, H, W), idx (M,)."""
+        """Drive (M,) of neuron idx[m] to image m, read at mu (eval): core_out (M, C, H, W), idx
+        (M,)."""
         mu = self.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
         sampled = self._read(core_out, mu[:, None, :])[..., 0]  # (M, C)
         return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
@@ -254,7 +255,8 @@ class NormalizedGaussianReadout(GaussianReadout):
         return 4.3 * self.log_widths[:, 1].exp().max().item()
 
     def _annulus(self, centres: torch.Tensor, idx=None) -> torch.Tensor:
-        """Pool weights (M, H*W) of neurons idx (default all) around centres (M, 2), unit coordinates."""
+        """Pool weights (M, H*W) of neurons idx (default all) around centres (M, 2), unit
+        coordinates."""
         widths = self.log_widths.exp() if idx is None else self.log_widths[idx].exp()
         si, so = (v.view(-1, 1, 1) for v in widths.unbind(1))
         xy = self._unit_to_pixel(centres)

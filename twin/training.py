@@ -34,8 +34,9 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     """A Twin for `scans`, initialised with `seed`.
 
     preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core", "readout" and
-    optionally "downsample" and "output" (e.g. a `Twin.config`). Sets input_mean/std from the train-tier pixels of all scans and
-    each readout's bias so that the initial mean rate matches the neuron's train mean.
+    optionally "downsample" and "output" (e.g. a `Twin.config`). Sets input_mean/std from the
+    train-tier pixels of all scans and each readout's bias so that the initial mean rate matches the
+    neuron's train mean.
     """
     if isinstance(preset, str):
         preset = get_preset(preset)

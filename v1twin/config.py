@@ -146,7 +146,8 @@ def _checked(path: Path, section: str, key: str, value, default):
         )
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(
-            f"{path}: {section}.{key} = {value!r} is a {type(value).__name__}, expected {expected.__name__}"
+            f"{path}: {section}.{key} = {value!r} is a {type(value).__name__}, expected "
+            f"{expected.__name__}"
         )
     return value
 

@@ -77,7 +77,8 @@ def parse_restriction(items) -> dict:
 
 
 def resolve_key(restriction: dict | None = None) -> dict:
-    """One Clustering key (+ ``insilico_hash`` where tuning results exist) matching `restriction`."""
+    """One Clustering key (+ ``insilico_hash`` where tuning results exist) matching
+    `restriction`."""
     an, clustering, insilico = _modules()
     restriction = dict(restriction or {})
     known = set(clustering.Clustering.heading.names) | {"insilico_hash"}
@@ -87,7 +88,8 @@ def resolve_key(restriction: dict | None = None) -> dict:
     keys = an._restrict(clustering.Clustering, restriction).keys(order_by="KEY")
     if not keys:
         raise KeyError(
-            f"no Clustering matches {restriction or 'the database'}: populate the clustering stage first"
+            f"no Clustering matches {restriction or 'the database'}: populate the clustering stage "
+            f"first"
         )
     key = dict(keys[0])
     if len(keys) > 1:
@@ -214,7 +216,8 @@ def write_export(
 
 
 def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
-    """neurons.csv, clusters.csv and tuning_curves.nc of one clustering (see :func:`resolve_key`)."""
+    """neurons.csv, clusters.csv and tuning_curves.nc of one clustering (see
+    :func:`resolve_key`)."""
     an, clustering, insilico = _modules()
     key = resolve_key(restriction)
     neurons = an.fetch_neurons(key)

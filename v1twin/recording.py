@@ -106,7 +106,8 @@ class Recording:
         missing = np.setdiff1d(self.image_ids, self.image_index)
         if missing.size:
             raise RecordingError(
-                f"{self._where('image_ids')}: trials show image ids {missing[:5].tolist()} with no image"
+                f"{self._where('image_ids')}: trials show image ids {missing[:5].tolist()} with no "
+                f"image"
             )
 
     def _check_repeats(self) -> None:
@@ -119,7 +120,8 @@ class Recording:
         single = ids[counts < 2]
         if single.size:
             raise RecordingError(
-                f"{self._where('image_ids')}: test images {single[:5].tolist()} are shown only once; "
+                f"{self._where('image_ids')}: test images {single[:5].tolist()} are shown only "
+                f"once; "
                 "test images need at least two repeats"
             )
 
@@ -128,7 +130,8 @@ class Recording:
         flat = np.flatnonzero(train.std(axis=0) == 0)
         if flat.size:
             raise RecordingError(
-                f"{self._where('responses')}: neurons with unit_id {self.unit_ids[flat[:5]].tolist()} "
+                f"{self._where('responses')}: neurons with unit_id "
+                f"{self.unit_ids[flat[:5]].tolist()} "
                 "have zero variance over the train tier"
             )
 

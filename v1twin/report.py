@@ -100,7 +100,8 @@ def _message(fig_or_ax, text):
 
 
 def fig_tsne_clusters(neurons: pd.DataFrame) -> Figure | None:
-    """t-SNE of the aligned bar codes coloured by cluster, each cluster's centre (median) labelled."""
+    """t-SNE of the aligned bar codes coloured by cluster, each cluster's centre (median)
+    labelled."""
     if not _has_tsne(neurons):
         return None
     fig = Figure(figsize=(7, 6), layout="constrained")
@@ -471,9 +472,12 @@ def _tables_html(neurons: pd.DataFrame) -> str:
     summary = pop.ks_summary(ks)
     control = pop.control_ks(neurons, indices, n_repeats=5)
     parts.append(
-        f"<h2>KS tests (two-sided, alpha = {pop.ALPHA})</h2><p>{summary['n_any']} of {summary['n_clusters']} clusters "
-        f"differ from the population on at least one index, {summary['n_all']} on all {len(indices)}; "
-        f"random cluster assignments: {control['n_any'].mean():.1f} and {control['n_all'].mean():.1f} "
+        f"<h2>KS tests (two-sided, alpha = {pop.ALPHA})</h2><p>{summary['n_any']} of "
+        f"{summary['n_clusters']} clusters "
+        f"differ from the population on at least one index, {summary['n_all']} on all "
+        f"{len(indices)}; "
+        f"random cluster assignments: {control['n_any'].mean():.1f} and "
+        f"{control['n_all'].mean():.1f} "
         f"(mean of {len(control)}).</p>"
     )
     parts.append(
@@ -529,7 +533,8 @@ def write_report(
     body = "\n".join(sections) + "\n" + _tables_html(neurons)
     index = out / "index.html"
     index.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<!doctype html><html><head><meta "
+        f"charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1><p>{len(neurons)} neurons, "
         f"{neurons['cluster'].nunique()} clusters</p>\n{body}\n</body></html>\n"
     )

@@ -108,7 +108,8 @@ def _trial_files(tree: _Tree, key: str, n_trials: int) -> list[str]:
     if stems != expected:
         extra, missing = sorted(stems - expected)[:3], sorted(expected - stems, key=int)[:3]
         raise RecordingError(
-            f"{tree.name(f'data/{key}')}: {len(stems)} files but meta/trials lists {n_trials} trials"
+            f"{tree.name(f'data/{key}')}: {len(stems)} files but meta/trials lists {n_trials} "
+            f"trials"
             + (f"; missing {[m + '.npy' for m in missing]}" if missing else "")
             + (f"; unexpected {[e + '.npy' for e in extra]}" if extra else "")
         )
@@ -137,7 +138,8 @@ def read_sensorium(path: str | Path) -> Recording:
     n_trials = len(tiers)
     if len(frame_ids) != n_trials:
         raise RecordingError(
-            f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, tiers.npy has {n_trials}"
+            f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, tiers.npy "
+            f"has {n_trials}"
         )
     present = [k for k in DATA_KEYS if k in REQUIRED_DATA or tree.exists(f"data/{k}")]
     files = {k: _trial_files(tree, k, n_trials) for k in present}
@@ -197,7 +199,8 @@ def _scan_key(tree: _Tree) -> tuple[int, int, int]:
         )
     except RecordingError as err:
         raise RecordingError(
-            f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) nor in meta/neurons"
+            f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) nor in "
+            f"meta/neurons"
         ) from err
 
 

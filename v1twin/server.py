@@ -51,7 +51,8 @@ def find_binaries() -> Path:
             return path
     raise FileNotFoundError(
         "No PostgreSQL server binaries found (looked in $V1TWIN_PG_BIN, /usr/lib/postgresql/*/bin, "
-        "PATH, and the pgserver package). Install Debian's postgresql, or: pip install 'v1twin[pgserver]'"
+        "PATH, and the pgserver package). Install Debian's postgresql, or: pip install "
+        "'v1twin[pgserver]'"
     )
 
 
@@ -117,7 +118,8 @@ class LocalServer:
         result = subprocess.run(cmd, capture_output=True, text=True)
         if check and result.returncode != 0:
             raise RuntimeError(
-                f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+                f"{args[0]} failed ({result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}"
             )
         return result
 
@@ -214,7 +216,8 @@ class LocalServer:
             )
             if result.returncode != 0:
                 raise RuntimeError(
-                    f"PostgreSQL did not start (see {self.log_file}):\n{result.stdout}{result.stderr}"
+                    f"PostgreSQL did not start (see "
+                    f"{self.log_file}):\n{result.stdout}{result.stderr}"
                 )
         self.wait_until_answering(creds)
         return creds
