@@ -20,12 +20,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-# benchmarks/insilico.py would shadow the insilico package: the repository root goes first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_barcodes(n, features=16, orientations=8, n_types=10, noise=0.1, seed=0):

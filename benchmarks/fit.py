@@ -22,21 +22,17 @@ non-linear types (complex, simple_surround, complex_cross, contrast_energy).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simulator import TYPES, simulate_scans  # noqa: E402
-from twin.data import ScanData  # noqa: E402
-from twin.glm import PoissonGLM  # noqa: E402
-from twin.metrics import correlation, correlation_to_average, evaluate, feve  # noqa: E402
-from twin.presets import get_preset  # noqa: E402
-from twin.training import build_model, fit, resolve_device  # noqa: E402
+from simulator import TYPES, simulate_scans
+from twin.data import ScanData
+from twin.glm import PoissonGLM
+from twin.metrics import correlation, correlation_to_average, evaluate, feve
+from twin.presets import get_preset
+from twin.training import build_model, fit, resolve_device
 
 NONLINEAR = ("complex", "simple_surround", "complex_cross", "contrast_energy")
 FEVE_TARGET = 0.7

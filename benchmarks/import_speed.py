@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-# benchmarks/insilico.py would shadow the insilico package: the repository root goes first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_recording(n_neurons: int, n_trials: int, seed: int = 0):

@@ -38,24 +38,19 @@ Saves the size-tuning curves of four surround cells as ``surround.png``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import architecture, ideal_twins, suppression_by_type, surround_probe, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from insilico.indices import suppression_index  # noqa: E402
-from insilico.stimuli import gabor  # noqa: E402
-from insilico.twin_adapter import TwinResponseModel  # noqa: E402
+from insilico.indices import suppression_index
+from insilico.stimuli import gabor
+from insilico.twin_adapter import TwinResponseModel
+from simulator.recovery import SimSubset, battery, centred_grid, index_spearman
 
 SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
-TWIN_SOURCES = Path(__file__).resolve().parents[1] / "twin"  # part of the cache key
 DEFAULT_VARIANTS = (
     '{"core": {"surround_sigmas": [3.0, 6.0]}}',
     '{"core": {"features": [4, 4], "kernel_sizes": [9, 5], "dilations": [1, 1], '
@@ -65,55 +60,6 @@ DEFAULT_VARIANTS = (
 
 def log(*a):
     print(*a, flush=True)
-
-
-def architecture(variant: dict) -> dict:
-    """The cpu preset's architecture with ``variant`` merged in."""
-    from twin.presets import get_preset
-
-    p = get_preset("cpu")
-    arch = dict(
-        core=dict(p.core), readout=dict(p.readout), downsample=p.downsample, output=p.output
-    )
-    for k, v in variant.items():
-        arch[k] = {**arch[k], **v} if isinstance(v, dict) else v
-    return arch
-
-
-def train(arch: dict, sims, epochs: int, seed: int, noiseless: bool = False, init_seed=None):
-    """A twin of ``arch`` fitted to ``sims`` (on their noiseless rates if ``noiseless``), with
-    the cpu preset's training settings for ``epochs``, its initialisation and batch order seeded
-    by ``init_seed`` (default ``seed``); weights cached in the temp folder, keyed by all of it
-    and by the source of ``twin/``. Returns (twin in eval mode, best validation corr, training
-    seconds (0: cached))."""
-    from twin.data import ScanData
-    from twin.presets import get_preset
-    from twin.training import build_model, fit
-
-    init_seed = seed if init_seed is None else int(init_seed)
-    data = [
-        ScanData(s.name, s.images, s.rates if noiseless else s.responses, s.tiers, s.image_ids)
-        for s in sims
-    ]
-    twin = build_model(arch, data, seed=init_seed)
-    digest = hashlib.sha1(b"".join(d.responses[:50].tobytes() for d in data)).hexdigest()
-    code = hashlib.sha1(
-        b"".join(p.read_bytes() for p in sorted(TWIN_SOURCES.glob("*.py")))
-    ).hexdigest()
-    key = hashlib.sha1(
-        json.dumps([arch, epochs, seed, init_seed, digest, code], default=list).encode()
-    ).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"v1twin_bench_twin_{key}.pt"
-    if path.exists():
-        state = torch.load(path, map_location="cpu")
-        twin.load_state_dict(state["weights"])
-        return twin.eval(), state["val"], 0.0
-    cfg = get_preset("cpu").train
-    cfg.max_epochs, cfg.device, cfg.seed = epochs, "cpu", init_seed
-    t0 = time.perf_counter()
-    hist = fit(twin, data, cfg, progress=False)
-    torch.save({"weights": twin.state_dict(), "val": hist["best_val_corr"]}, path)
-    return twin.eval(), hist["best_val_corr"], time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -129,74 +75,6 @@ def size_tuning(respond, sim, neurons, contrast: float) -> np.ndarray:
         stimuli = torch.cat([gabor(x, y, s, sf, contrast, th, 0.0) for s in SIZES])
         out.append(respond(stimuli)[:, k].numpy())
     return np.array(out)
-
-
-@torch.no_grad()
-def ring_ratio(respond, sim, neurons, baseline=None) -> np.ndarray:
-    """(Gabor + ring of the same grating) / Gabor, contrast 1, per neuron (baseline subtracted)."""
-    ii, jj = np.mgrid[: sim.height, : sim.width]
-    out = []
-    for k in neurons:
-        (x, y), th, sf, size = (
-            sim.rf_positions[k],
-            sim.preferred_orientations[k],
-            sim.spatial_frequencies[k],
-            sim.sizes[k],
-        )
-        r = np.hypot(ii - y, jj - x)
-        centre = gabor(x, y, size, sf, 1.0, th, 0.0)
-        ring = gabor(x, y, 1e3, sf, 1.0, th, 0.0) * torch.tensor(
-            (r > 1.2 * size) & (r < 2.5 * size)
-        )
-        resp = respond(torch.cat([centre, centre + ring]))[:, k] - (
-            0.0 if baseline is None else float(baseline[k])
-        )
-        out.append(float(resp[1] / resp[0]))
-    return np.array(out)
-
-
-def surround_probe(respond, sim_scan, neurons) -> list:
-    """Ring probe and natural-image correlations for the surround cells among ``neurons``."""
-    sim = sim_scan.model
-    cells = [k for k in neurons if sim.types[k] == "simple_surround"]
-    images = torch.tensor(sim_scan.standardized()[sim_scan.tiers == "validation"][:500])
-    with torch.no_grad():
-        twin_r, true_r, flat_r = (
-            respond(images).numpy(),
-            sim(images).numpy(),
-            sim(images, surround=False).numpy(),
-        )
-
-    def corr(a, b):
-        return np.median([np.corrcoef(a[:, k], b[:, k])[0, 1] for k in cells])
-
-    return [
-        (
-            f"ring probe (Gabor + ring) / Gabor, simulator (median of {len(cells)})",
-            f"{np.median(ring_ratio(sim, sim, cells, sim.baseline)):.2f}",
-        ),
-        (
-            "ring probe (Gabor + ring) / Gabor, twin",
-            f"{np.median(ring_ratio(respond, sim, cells)):.2f}",
-        ),
-        ("natural images: corr(twin, surround cell)", f"{corr(twin_r, true_r):.3f}"),
-        ("natural images: corr(twin, same cell without surround)", f"{corr(twin_r, flat_r):.3f}"),
-    ]
-
-
-class SimSubset:
-    """Some of the simulator's neurons as a ResponseModel (insilico.model)."""
-
-    def __init__(self, sim, idx):
-        self.sim, self.idx = sim, torch.as_tensor(idx)
-        self.rf_positions = np.asarray(sim.rf_positions)[idx]
-        self.preferred_orientations = np.asarray(sim.preferred_orientations)[idx]
-
-    def parameters(self):
-        return self.sim.parameters()
-
-    def __call__(self, images):
-        return self.sim(images)[:, self.idx]
 
 
 class MeanRate:
@@ -215,97 +93,9 @@ class MeanRate:
         return torch.stack([m(images) for m in self.members]).mean(0)
 
 
-BATTERY_INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
-
-
-@torch.no_grad()
-def battery(model):
-    """Index table (pandas, one row per neuron) of ``model``'s battery at its own optimal Gabor
-    (centred grid: 2 sizes x 3 sfs x 8 orientations x 4 phases, contrast 4), direct path."""
-    from insilico import experiments, search
-
-    grid = search.GaborGrid(
-        offsets=(0.0,),
-        sizes=(6.0, 12.0),
-        sfs=(1 / 16, 1 / 10, 1 / 6),
-        contrasts=(4.0,),
-        orientations=tuple(np.arange(8) * np.pi / 8),
-        phases=tuple(np.arange(4) * np.pi / 2),
-    )
-    return experiments.run_battery(model, search.optimal_gabor(model, grid))[1]
-
-
-def index_spearman(twin_idx, sim_idx) -> dict:
-    """{index: (Spearman twin vs simulator, number of neurons)} of the four battery indices
-    (index tables with rows in the same neuron order; NaNs dropped)."""
-    from scipy.stats import spearmanr
-
-    out = {}
-    for c in BATTERY_INDICES:
-        ok = np.isfinite(twin_idx[c].values) & np.isfinite(sim_idx[c].values)
-        out[c] = (
-            spearmanr(twin_idx[c].values[ok], sim_idx[c].values[ok]).correlation,
-            int(ok.sum()),
-        )
-    return out
-
-
 def battery_spearman(twin_idx, sim_idx) -> str:
     """'o / p / s / x': Spearman twin vs simulator of the four indices (NaNs dropped)."""
     return " / ".join(f"{rho:.2f}" for rho, _ in index_spearman(twin_idx, sim_idx).values())
-
-
-def suppression_by_type(twin_si, sim_si, types, label="twin") -> list:
-    """Table rows: per type, the mean suppression index of simulator and twin and their Spearman
-    within the type; and the AUC of the twin's index for surround cells against the others.
-    (n,) arrays; NaNs dropped."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
-
-    ok = np.isfinite(twin_si) & np.isfinite(sim_si)
-    tw, sm, ty = twin_si[ok], sim_si[ok], np.asarray(types)[ok]
-    rows = []
-    for t in np.unique(ty):
-        m = ty == t
-        varied = m.sum() > 2 and np.ptp(tw[m]) > 0 and np.ptp(sm[m]) > 0
-        rho = spearmanr(tw[m], sm[m]).correlation if varied else np.nan  # nan: a constant index
-        rows.append(
-            (
-                f"[{label}] suppression, {t} (n={m.sum()}): simulator / twin / Spearman within",
-                f"{sm[m].mean():.3f} / {tw[m].mean():.3f} / {rho:.2f}",
-            )
-        )
-    auc = roc_auc_score(ty == "simple_surround", tw)
-    return rows + [
-        (f"[{label}] suppression: AUC of the twin's index, surround cells vs others", f"{auc:.3f}")
-    ]
-
-
-def ideal_twins(sim_si, types, seed=0) -> list:
-    """Table rows: the suppression-index Spearman that two ideal twins score against the simulator.
-    "surround exact": the simulator's own index for surround cells, the others ranked at random
-    below them; "nonzero exact": the simulator's index wherever it is > 0, the neurons at exactly 0
-    ranked at random below. They show how much of the Spearman rests on the weak indices of the
-    non-surround cells and how much the ties at 0 cap it. (n,) arrays; NaNs dropped."""
-    from scipy.stats import spearmanr
-
-    ok = np.isfinite(sim_si)
-    sm, sur = sim_si[ok], np.asarray(types)[ok] == "simple_surround"
-    rng = np.random.default_rng(seed)
-    floor = sm[sm > 0].min() if (sm > 0).any() else 1.0
-    ideal_sur = np.where(sur, sm, rng.uniform(0, min(floor, sm[sur].min()) / 2, len(sm)))
-    ideal_nonzero = np.where(sm > 0, sm, rng.uniform(0, floor / 2, len(sm)))
-    return [
-        ("simulator: share of suppression indices exactly 0", f"{np.mean(sm == 0):.2f}"),
-        (
-            "ideal twin, surround cells exact and others random: Spearman",
-            f"{spearmanr(ideal_sur, sm).correlation:.3f}",
-        ),
-        (
-            "ideal twin, nonzero indices exact and zeros random: Spearman",
-            f"{spearmanr(ideal_nonzero, sm).correlation:.3f}",
-        ),
-    ]
 
 
 def suppression(curves: np.ndarray) -> np.ndarray:
@@ -368,7 +158,7 @@ def main():
     ]
     rows += ideal_twins(si_sim, sim.types[interior])
     curves = {"simulator": truth}
-    sim_battery = battery(SimSubset(sim, interior))
+    sim_battery = battery(SimSubset(sim, interior), centred_grid())
     for v, spec in enumerate(["{}"] + list(args.variant or DEFAULT_VARIANTS)):
         arch = architecture(json.loads(spec))
         base = "cpu preset" if spec == "{}" else f"variant {v}"
@@ -393,7 +183,7 @@ def main():
             ]
             rows += suppression_by_type(si, si_sim, sim.types[interior], label)
             members.append(TwinResponseModel(twin, sc.name).subset(interior))
-            owns.append(battery(members[-1]))
+            owns.append(battery(members[-1], centred_grid()))
             rows.append(
                 (
                     f"[{label}] battery at own optimal Gabor, Spearman orientation / phase / "
@@ -408,7 +198,7 @@ def main():
                 (
                     f"[{base}] {len(members)} seeds: battery of the mean rate (ensemble), Spearman "
                     "o / p / s / x",
-                    battery_spearman(battery(MeanRate(members)), sim_battery),
+                    battery_spearman(battery(MeanRate(members), centred_grid()), sim_battery),
                 ),
                 (
                     f"[{base}] {len(members)} seeds: mean of the members' indices, Spearman o / p "

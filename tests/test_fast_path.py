@@ -14,7 +14,7 @@ Tolerances (stated; see insilico/twin_adapter.py for why):
   sub-pixel phase frac(mu) vs 0.5), so they differ by a second-order interpolation error. For
   this untrained core (white-noise Hermite filters: the roughest feature maps a twin can have) we
   state |diff| <= 0.15 x the neuron's largest response over the grid (measured up to 0.073);
-  a trained, smoother core does better (benchmarks/insilico.py prints it).
+  a trained, smoother core does better (benchmarks/fast_path.py prints it).
 """
 
 import math

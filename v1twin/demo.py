@@ -15,48 +15,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-
-INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
-
-
-def true_indices(scans) -> pd.DataFrame:
-    """The in-silico battery run on the simulator itself: one row per neuron (scan, unit_id)."""
-    from insilico import experiments, search
-
-    frames = []
-    for scan in scans:
-        best = search.optimal_gabor(scan.model, search.GaborGrid.cpu())
-        _, indices = experiments.run_battery(scan.model, search.params_of(best))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "scan": scan.name,
-                    "unit_id": scan.unit_ids,
-                    "type": scan.model.types,
-                    **{k: indices[k].to_numpy() for k in INDICES},
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def recovery(neurons: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    """ARI of clusters vs types, Spearman of each index (twin vs simulator), median FEVE."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import adjusted_rand_score
-
-    both = neurons.merge(truth, on=["scan", "unit_id"], suffixes=("", "_true"))
-    out = {
-        "neurons": int(len(both)),
-        "ari_clusters_vs_types": float(adjusted_rand_score(both["type"], both["cluster"])),
-        "median_feve": float(np.nanmedian(both["feve"])),
-    }
-    for index in INDICES:
-        ok = both[[index, index + "_true"]].dropna()
-        out[f"spearman_{index}"] = float(spearmanr(ok[index], ok[index + "_true"]).statistic)
-    return out
 
 
 def run(
@@ -65,6 +24,7 @@ def run(
     """The demo; returns the recovery figures (also written to ``out/recovery.json``)."""
     import schemas
     from simulator import simulate_scans, write_simulation
+    from simulator.recovery import recovery, true_indices
 
     from . import config, export, pipeline
     from .sensorium import read_sensorium
@@ -95,6 +55,8 @@ def run(
 
 
 def summary(result: dict) -> str:
+    from simulator.recovery import INDICES
+
     lines = [
         "How well the pipeline recovered the virtual V1's truth:",
         f"  clusters vs true types (adjusted Rand index): {result['ari_clusters_vs_types']:.2f}",

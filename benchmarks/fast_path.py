@@ -13,37 +13,23 @@
    its largest Gabors reach the canvas edge), batched MEIs vs one neuron at a time, and the
    Spearman correlation of each index between the twin and the simulator (ground truth).
 
-    python benchmarks/insilico.py --quick
+    python benchmarks/fast_path.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import architecture, ideal_twins, suppression_by_type, surround_probe, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-# benchmarks/surround.py
-from surround import (  # noqa: E402
-    SimSubset,
-    architecture,
-    battery,
-    ideal_twins,
-    index_spearman,
-    suppression_by_type,
-    surround_probe,
-    train,
-)
-
-from insilico import experiments, search, twin_adapter  # noqa: E402
-from insilico.mei import mei  # noqa: E402
-from insilico.twin_adapter import TwinResponseModel  # noqa: E402
+from insilico import experiments, search, twin_adapter
+from insilico.mei import mei
+from insilico.twin_adapter import TwinResponseModel
+from simulator.recovery import SimSubset, battery, centred_grid, index_spearman
 
 
 def log(*a):
@@ -51,7 +37,7 @@ def log(*a):
 
 
 def get_twin(args):
-    """The simulated scans and a cpu-preset twin fitted to them (cached; see surround.train)."""
+    """The simulated scans and a cpu-preset twin fitted to them (cached; see common.train)."""
     from simulator import simulate_scans
 
     t0 = time.perf_counter()
@@ -254,7 +240,7 @@ def main():
         for m, s, ds in zip(models, sims, refined):
             sel = np.flatnonzero(~m.border_mask())[:n_index]
             twin_idx.append(twin_adapter.run_battery(m.subset(sel), ds.isel(neuron=sel))[1])
-            sim_idx.append(battery(SimSubset(s.model, sel)))
+            sim_idx.append(battery(SimSubset(s.model, sel), centred_grid()))
             types.append(s.model.types[sel])
     import pandas as pd
 
