@@ -338,8 +338,7 @@ def _search(fn, model: TwinResponseModel, grid, margin, extent, refine, **kw):
 
 
 # Candidates per neuron that the fast search hands to the direct path (``search.optimal_gabor``'s
-# ``refine``). On the insilico benchmark's twin the fast path alone picked the direct path's
-# optimum for 8 of 12 neurons.
+# ``refine``): the fast path's ranking is close to, not the same as, the direct path's.
 REFINE = 4
 
 

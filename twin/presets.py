@@ -5,24 +5,8 @@
 "cpu": a small core for 2 CPU cores: 3 layers of 4 features x 8 orientations, kernels 9, 5, 5,
 the last dilated 3x, on the input average-pooled 2x; exponential output; gray padding.
 
-Why these choices (measured on this 2-core machine):
-
-* Pooling 2x makes a training step ~4x cheaper and doubles the core's reach in canvas pixels.
-* Reach 24 px (4 + 2 + 3 * 2 grid pixels, x 2) and ``output="exp"`` together let the twin learn
-  the virtual V1's surround (13-25 px from the RF), which neither gives alone: the previous
-  preset (kernels 9, 5; reach 12 px; ELU + 1) had a suppression index of 0 for every neuron
-  (benchmarks/surround.py). Dilating the LAST layer keeps the hidden layers' reach at 12 px,
-  which with gray padding (`twin.core`) is what the equivariant fast path's border rule uses.
-* Up to 40 epochs: with 20 the demo's twin was still improving at the last epoch, before any
-  learning-rate decay; with 40 it stops after two decays (epoch ~37), and the demo's median
-  FEVE rose from 0.83 to 0.88 and the suppression-index Spearman from 0.36 to 0.46.
-* Surround pooling (`twin.core`, ``surround_sigmas``) is not in the preset: it raised the
-  validation correlation and the insilico benchmark's suppression Spearman, but in the demo it
-  left the suppression Spearman at 0.28 and cost clusters (ARI 0.57 against 0.70 without).
-* The demo's twin (2 scans x 300 neurons, 4,000 trials each) trains in 7-15 min (37 epochs; the
-  seconds per epoch varied twofold between runs on 2-core machines).
-* With batch 32 rather than 64 a simulated scan reached a higher validation correlation at
-  equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.
+The reach of 24 px and ``output="exp"`` let the twin learn a divisive surround; the measurements
+behind the cpu preset's choices are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
