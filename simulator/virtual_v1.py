@@ -41,10 +41,13 @@ over natural images equals the neuron's ``target_mean`` (log-uniform in [1, 4] s
 ``exp(-r^2 / 2(3 s)^2) (1 - exp(-r^2 / 2(2 s)^2))^2`` and ``wc`` a Gaussian of std ``0.5 s``, with
 ``s = size / 2`` the RF envelope std.
 
-Types (equal numbers; 6 types)
-------------------------------
-A type is ONE response function up to RF position and orientation (and small jitter), namely the
-formula above with a type-specific filter and type-specific ranges of the graded strengths:
+Types
+-----
+Which types a population holds, in what proportions, and every range quoted below come from a
+``simulator.population.Population`` (the numbers below are the ``"default"`` population's: six
+types in equal numbers; ``POPULATIONS`` names others). A type is ONE response function up to RF
+position and orientation (and small jitter), namely the formula above with a type-specific filter
+and type-specific ranges of the graded strengths:
 
 ================  ========  =============  ============  ============  ===========
 type              filter    energy mix m   untuned u     k_sur         k_cross
@@ -110,6 +113,8 @@ import torch.nn.functional as F
 from insilico.stimuli import dog as dog_stimulus
 from insilico.stimuli import gabor
 
+from .population import TYPES, Population, load_population
+
 __all__ = [
     "TYPES",
     "VirtualV1",
@@ -119,28 +124,10 @@ __all__ = [
     "write_simulation",
 ]
 
-TYPES = ("simple", "complex", "simple_surround", "complex_cross", "dog", "contrast_energy")
 HEIGHT, WIDTH = 36, 64
-BASE_SF = 0.07  # cycles / pixel
-SIZE_TIMES_SF = 0.9  # paper sigma = 0.9 / sf: envelope std = 0.45 wavelength
 N_ENERGY_ORIENTATIONS = 8
 EXPONENT = 1.5
 _EPS = 1e-6
-
-# (lo, hi) ranges of the graded strengths
-_MIX_WEAK, _MIX_STRONG = (0.0, 0.2), (0.8, 1.0)
-_UNT_WEAK, _UNT_STRONG = (0.0, 0.1), (0.8, 0.95)
-_K_WEAK, _K_STRONG = (0.1, 0.8), (2.0, 6.0)  # log-uniform
-
-# which strengths are strong, per type: (energy_mix, untuned_mix, surround, cross)
-_STRONG = {
-    "simple": (False, False, False, False),
-    "complex": (True, False, False, False),
-    "simple_surround": (False, False, True, False),
-    "complex_cross": (True, False, False, True),
-    "dog": (False, False, False, False),
-    "contrast_energy": (True, True, False, False),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,22 +260,18 @@ class VirtualV1(torch.nn.Module):
         seed: int = 0,
         height: int = HEIGHT,
         width: int = WIDTH,
-        types: tuple[str, ...] = TYPES,
-        margin: float = 10.0,
+        population: Population | str | dict = "default",
         calibration_images: np.ndarray | torch.Tensor | None = None,
     ):
         super().__init__()
         if n_neurons < 1:
             raise ValueError(f"VirtualV1: n_neurons must be >= 1, got {n_neurons}")
-        unknown = set(types) - set(TYPES)
-        if unknown:
-            raise ValueError(f"VirtualV1: unknown types {sorted(unknown)}; known: {TYPES}")
+        pop = self.population = load_population(population)
         self.n_neurons, self.height, self.width, self.seed = int(n_neurons), height, width, seed
         rng = np.random.default_rng(seed)
         N = self.n_neurons
-        # equal numbers per type (differ by at most one if N is not a multiple), shuffled order
-        t = np.array([types[k % len(types)] for k in range(N)], dtype=object)
-        self.types = rng.permutation(t).astype(str)
+        self.types = pop.draw_types(N, rng)
+        margin = pop.margin
 
         self.rf_positions = np.stack(
             [
@@ -298,28 +281,21 @@ class VirtualV1(torch.nn.Module):
             1,
         )
         self.preferred_orientations = rng.uniform(0.0, math.pi, N)
-        sf = BASE_SF * rng.uniform(0.87, 1.15, N)
-        size = SIZE_TIMES_SF / sf * rng.uniform(0.9, 1.1, N)
+        sf = pop.base_sf * rng.uniform(*pop.sf_jitter, N)
+        size = pop.size_times_sf / sf * rng.uniform(*pop.size_jitter, N)
         self.phases = np.zeros(N)
 
-        def draw(strong_mask, weak, strong, log=False):
-            lo = np.where(strong_mask, strong[0], weak[0])
-            hi = np.where(strong_mask, strong[1], weak[1])
-            if log:
-                return np.exp(rng.uniform(np.log(lo), np.log(hi)))
-            return rng.uniform(lo, hi)
-
-        strong = np.array([_STRONG[ty] for ty in self.types]).reshape(N, 4)
-        self.energy_mix = draw(strong[:, 0], _MIX_WEAK, _MIX_STRONG)
-        self.untuned_mix = draw(strong[:, 1], _UNT_WEAK, _UNT_STRONG)
-        self.surround_strength = draw(strong[:, 2], _K_WEAK, _K_STRONG, log=True)
-        self.cross_strength = draw(strong[:, 3], _K_WEAK, _K_STRONG, log=True)
-        self.target_mean = np.exp(rng.uniform(np.log(1.0), np.log(4.0), N))
-        self.baseline = self.target_mean * rng.uniform(0.15, 0.35, N)
+        strengths = pop.draw_strengths(self.types, rng)
+        self.energy_mix, self.untuned_mix = strengths["energy_mix"], strengths["untuned_mix"]
+        self.surround_strength, self.cross_strength = strengths["surround"], strengths["cross"]
+        self.target_mean = np.exp(rng.uniform(*np.log(pop.target_mean), N))
+        self.baseline = self.target_mean * rng.uniform(*pop.baseline_fraction, N)
 
         # DoG cells
         is_dog = self.types == "dog"
-        self.dog_sigma_center = np.where(is_dog, 2.5 * rng.uniform(0.9, 1.1, N), np.nan)
+        self.dog_sigma_center = np.where(
+            is_dog, pop.dog_sigma_center * rng.uniform(0.9, 1.1, N), np.nan
+        )
         self.dog_sigma_surround = 3.0 * self.dog_sigma_center
         # surround integral = 0.9 x centre integral:  a_sur * 9 = 0.9 (1 + a_sur)
         a_sur = 0.9 / (9.0 - 0.9)
@@ -333,8 +309,10 @@ class VirtualV1(torch.nn.Module):
         x = torch.tensor(self.rf_positions[:, 0], dtype=torch.float32)
         y = torch.tensor(self.rf_positions[:, 1], dtype=torch.float32)
         th = torch.tensor(self.preferred_orientations, dtype=torch.float32)
-        sft = torch.tensor(np.where(is_dog, BASE_SF, sf), dtype=torch.float32)
-        szt = torch.tensor(np.where(is_dog, SIZE_TIMES_SF / BASE_SF, size), dtype=torch.float32)
+        sft = torch.tensor(np.where(is_dog, pop.base_sf, sf), dtype=torch.float32)
+        szt = torch.tensor(
+            np.where(is_dog, pop.size_times_sf / pop.base_sf, size), dtype=torch.float32
+        )
         env = gabor(x, y, szt, 0.0, 2.0, th, 0.0, height, width)[:, 0]
         filt = []
         for dth, tau in [
@@ -365,7 +343,9 @@ class VirtualV1(torch.nn.Module):
         # ---- pooling weights on the energy map: centre Gaussian and surround annulus ----
         s = torch.tensor(size / 2.0, dtype=torch.float32).view(-1, 1, 1)
         s = torch.where(
-            torch.from_numpy(is_dog).view(-1, 1, 1), torch.tensor(SIZE_TIMES_SF / BASE_SF / 2.0), s
+            torch.from_numpy(is_dog).view(-1, 1, 1),
+            torch.tensor(pop.size_times_sf / pop.base_sf / 2.0),
+            s,
         )
         # the energy map is evaluated on the stride-2 grid (rows 0, 2, ..., cols 0, 2, ...)
         ii = torch.arange(0, height, 2, dtype=torch.float32).view(1, -1, 1)
@@ -379,7 +359,7 @@ class VirtualV1(torch.nn.Module):
         ws = ws / ws.sum((1, 2), keepdim=True)
         self.register_buffer("pool_weights", torch.cat([wc, ws]).reshape(2 * N, -1).contiguous())
 
-        # ---- energy-map kernels (FFT of complex Gabors at BASE_SF, 8 orientations) ----
+        # ---- energy-map kernels (FFT of complex Gabors at pop.base_sf, 8 orientations) ----
         # padded grid 72 x 96 (fast FFT sizes, zero padding = gray); the filtered images are
         # band-limited (|f| < 0.13 c/px) so they are computed on the stride-2 grid exactly by
         # keeping the central half of the spectrum.
@@ -393,12 +373,17 @@ class VirtualV1(torch.nn.Module):
             / N_ENERGY_ORIENTATIONS
         )
         cx, cy = float(Wp // 2), float(Hp // 2)
-        e_env = gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, 0.0, 2.0, 0.0, 0.0, Hp, Wp)[:, 0]
+        e_env = gabor(cx, cy, pop.size_times_sf / pop.base_sf, 0.0, 2.0, 0.0, 0.0, Hp, Wp)[:, 0]
         ge = _dc_free_unit(
-            gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, 0.0, Hp, Wp)[:, 0], e_env
+            gabor(cx, cy, pop.size_times_sf / pop.base_sf, pop.base_sf, 2.0, ths, 0.0, Hp, Wp)[
+                :, 0
+            ],
+            e_env,
         )
         go = _dc_free_unit(
-            gabor(cx, cy, SIZE_TIMES_SF / BASE_SF, BASE_SF, 2.0, ths, math.pi / 2, Hp, Wp)[:, 0],
+            gabor(
+                cx, cy, pop.size_times_sf / pop.base_sf, pop.base_sf, 2.0, ths, math.pi / 2, Hp, Wp
+            )[:, 0],
             e_env,
         )
         h = torch.fft.ifftshift(torch.complex(ge, go), dim=(-2, -1))
@@ -558,12 +543,15 @@ def simulate_scans(
     n_repeats: int = 10,
     seed: int = 0,
     device=None,
+    population: Population | str | dict = "default",
 ) -> list[SimulatedScan]:
     """Simulate ``n_scans`` scans of a virtual V1 (see the module docstring).
 
     Per scan: ``n_train + n_validation + n_test_images * n_repeats`` trials, shuffled; its own
-    images and its own population of ``n_neurons`` (equal numbers per type).
+    images and its own ``n_neurons`` neurons drawn from ``population`` (a ``Population``, a name
+    in ``simulator.population.POPULATIONS`` or a TOML file; default: six types in equal numbers).
     """
+    population = load_population(population)
     scans = []
     for s in range(n_scans):
         rng = np.random.default_rng([int(seed), s, 1])
@@ -574,7 +562,7 @@ def simulate_scans(
         )
         pixel_mean = float(raw[:n_train].mean()) if n_train else float(raw.mean())
         pixel_std = float(raw[:n_train].std()) if n_train else float(raw.std())
-        model = VirtualV1(n_neurons, seed=int(seed) * 1000 + s)
+        model = VirtualV1(n_neurons, seed=int(seed) * 1000 + s, population=population)
         if device is not None:
             model = model.to(device)
         rates_u = model.rates((raw - pixel_mean) / pixel_std)

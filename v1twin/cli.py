@@ -1,7 +1,7 @@
 """The ``v1twin`` command: database, simulation, import, and the pipeline's stages.
 
     v1twin db start|stop|status
-    v1twin simulate --out DIR [--seed S] [--neurons N] [--scans K] [--trials T]
+    v1twin simulate --out DIR [--seed S] [--neurons N] [--scans K] [--trials T] [--population P]
     v1twin import sensorium PATH...      (folders or zips)
     v1twin import netcdf PATH...
     v1twin populate [STAGE...] [--preset cpu|paper] [--config FILE]
@@ -77,6 +77,7 @@ def cmd_simulate(args) -> int:
         n_neurons=args.neurons,
         n_train=args.trials,
         seed=args.seed,
+        population=args.population,
     )
     folders = write_simulation(args.out, scans)
     print(f"wrote {len(folders)} scans to {args.out} in {time.perf_counter() - t0:.1f} s:")
@@ -175,6 +176,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from simulator.population import POPULATIONS
+
     parser = argparse.ArgumentParser(prog="v1twin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -188,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--neurons", type=int, default=300, help="neurons per scan")
     sim.add_argument("--scans", type=int, default=2)
     sim.add_argument("--trials", type=int, default=4000, help="train-tier trials per scan")
+    sim.add_argument(
+        "--population",
+        default="default",
+        help="cell types and tuning ranges: a name ("
+        + ", ".join(POPULATIONS)
+        + ") or a TOML file (see simulator.population)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     imp = sub.add_parser("import", help="import recordings into the database")
@@ -241,13 +251,22 @@ def _config_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from simulator.population import PopulationError
+
     from .config import ConfigError
     from .recording import RecordingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecordingError, ConfigError, FileNotFoundError, KeyError, PermissionError) as err:
+    except (
+        RecordingError,
+        ConfigError,
+        PopulationError,
+        FileNotFoundError,
+        KeyError,
+        PermissionError,
+    ) as err:
         print(f"v1twin {args.command}: error: {err}", file=sys.stderr)
         return 2
 
