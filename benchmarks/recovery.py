@@ -33,7 +33,7 @@ import pandas as pd
 
 from simulator import simulate_scans
 from simulator.population import POPULATIONS
-from v1twin.demo import INDICES, recovery, true_indices
+from simulator.recovery import INDICES, recovery, true_indices
 
 TARGETS = {"ari_clusters_vs_types": 0.85, **{f"spearman_{k}": 0.8 for k in INDICES}}
 QUICK = dict(neurons=24, scans=1, trials=300)
