@@ -663,26 +663,36 @@ def cluster_optimal_gabor(
     Gabors' x, y, orientation). The grid's positional offsets are not used. Maximises the mean
     response over each cluster's neurons; all clusters at once (one-hot matrix product).
 
+    Orientation sign: a preferred orientation is known mod pi only, and rotating a Gabor by pi
+    turns phase tau into -tau, so with one shared phase, neurons of a cluster whose orientations
+    differ by pi would need opposite phases. Each neuron therefore sees the shared Gabor at
+    ``orientations[n] + offset`` or at that + pi, whichever drives it more (as DT Eq. 7 and
+    :func:`insilico.cluster_mei.cluster_mei` do); the cluster mean is over these per-neuron maxima.
+
     Direct path (default): pairs rendered exactly. With ``respond``/``center`` (centred path), the
-    shared grid is rendered once per absolute orientation of ``grid.orientations`` and each neuron
-    reads the orientation nearest (mod pi) to its own preferred orientation + offset.
+    shared grid is rendered once per absolute orientation of ``grid.orientations`` and of
+    ``grid.orientations + pi``, and each neuron reads the orientation nearest (mod 2 pi) to its own
+    preferred orientation + offset (+ pi).
 
     Returns an xr.Dataset with dims ``cluster`` (label coordinate; cluster_size, cluster_sf,
     cluster_contrast, cluster_phase, cluster_orientation_offset, cluster_response = the mean) and
     ``neuron`` (cluster_label, and the full per-neuron parameters x, y, size, sf, contrast,
-    orientation, phase and response) -- the Dataset can be handed straight to the experiments.
+    orientation (the chosen sign included), phase and response) -- the Dataset can be handed
+    straight to the experiments.
     """
     grid = GaborGrid() if grid is None else grid
     pos = rf_positions(model, positions)
     n = len(pos)
     pref = preferred_orientations(model, orientations, n)
     uniq, inv, avg = _cluster_matrix(clusters, n)
+    offsets = np.asarray(orientation_offsets, dtype=np.float64).ravel()
+    signed = (offsets[:, None] + np.array([0.0, math.pi])).ravel()  # (n_off * 2,) off, off + pi
     shared = dict(
         size=grid.sizes,
         sf=grid.sfs,
         contrast=grid.contrasts,
         phase=grid.phases,
-        orientation=tuple(orientation_offsets),
+        orientation=signed,
     )
     sp, _ = product(**shared)
     b = len(sp["size"])
@@ -700,7 +710,8 @@ def cluster_optimal_gabor(
             width=width,
         )  # (B, N)
     else:
-        abs_o = np.asarray(grid.orientations, dtype=np.float64)
+        base_o = np.asarray(grid.orientations, dtype=np.float64)
+        abs_o = np.concatenate([base_o, base_o + math.pi])
         full, _ = product(
             x=(0.0,),
             y=(0.0,),
@@ -722,14 +733,17 @@ def cluster_optimal_gabor(
             height=height,
             width=width,
         )  # (B0 * O, N)
-        b0 = b // len(orientation_offsets)
+        b0 = b // len(signed)
         resp_full = resp_full.reshape(b0, len(abs_o), n)
-        tgt = pref[None, :] + np.asarray(orientation_offsets)[:, None]  # (n_off, N)
-        nearest = torch.as_tensor(_circ_nearest(tgt, abs_o, math.pi))  # (n_off, N)
-        # resp[b0, off, n] = resp_full[b0, nearest[off, n], n]
+        tgt = pref[None, :] + signed[:, None]  # (n_off * 2, N)
+        nearest = torch.as_tensor(_circ_nearest(tgt, abs_o, 2 * math.pi))  # (n_off * 2, N)
+        # resp[b0, s, n] = resp_full[b0, nearest[s, n], n]
         idx = nearest[None].expand(b0, -1, -1)
-        resp = resp_full.gather(1, idx).reshape(b0 * len(orientation_offsets), n)
-    mean = resp @ avg  # (B, K)
+        resp = resp_full.gather(1, idx).reshape(b, n)
+    # each neuron's better sign: (B / 2, N); flip = 1 where orientation + pi drives it more
+    resp, flip = resp.reshape(-1, 2, n).max(1)
+    sp = {k: v.reshape(-1, 2)[:, 0] for k, v in sp.items()}  # shared parameters, sign dropped
+    mean = resp @ avg  # (B / 2, K)
     val, best = mean.max(0)
     best = best.numpy()
     cl = {
@@ -746,7 +760,8 @@ def cluster_optimal_gabor(
         k: ("neuron", sp[k].numpy()[bn].astype(np.float64))
         for k in ("size", "sf", "contrast", "phase")
     }
-    neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn])
+    sign = math.pi * flip.numpy()[bn, np.arange(n)]
+    neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn] + sign)
     neu["x"] = ("neuron", pos[:, 0].copy())
     neu["y"] = ("neuron", pos[:, 1].copy())
     neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))

@@ -110,30 +110,45 @@ def test_centred_path_matches_direct_path():
 
 
 def test_cluster_optimal_gabor_shares_parameters():
-    # two clusters; within each, same sf and phase, different positions and orientations
+    # two clusters; within each, same sf and phase, different positions and orientations over
+    # [0, 2 pi). Cluster 3 is odd-phase: its neurons at theta and theta + pi are the same cell type
+    # rotated, so one shared Gabor must drive all four once each neuron may take its sign.
     tr = dict(
-        x=[15.0, 45.0, 20.0, 40.0],
-        y=[10.0, 25.0, 24.0, 12.0],
-        size=[8.0] * 4,
-        sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6],
-        orientation=[0.0, math.pi / 2, math.pi / 4, 3 * math.pi / 4],
-        phase=[0.0, 0.0, math.pi / 2, math.pi / 2],
+        x=[15.0, 45.0, 20.0, 40.0, 30.0, 52.0],
+        y=[10.0, 25.0, 24.0, 12.0, 18.0, 20.0],
+        size=[8.0] * 6,
+        sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6, 1 / 6, 1 / 6],
+        orientation=[
+            0.0,
+            3 * math.pi / 2,
+            math.pi / 4,
+            3 * math.pi / 4,
+            5 * math.pi / 4,
+            7 * math.pi / 4,
+        ],
+        phase=[0.0, 0.0, math.pi / 2, math.pi / 2, math.pi / 2, math.pi / 2],
     )
     model = GaborFilterModel(**tr)
-    clusters = np.array([7, 7, 3, 3])
-    ds = search.cluster_optimal_gabor(model, clusters, GRID)
+    folded = np.mod(tr["orientation"], math.pi)  # what a per-neuron search reports: [0, pi)
+    clusters = np.array([7, 7, 3, 3, 3, 3])
+    ds = search.cluster_optimal_gabor(model, clusters, GRID, orientations=folded)
     assert list(ds.cluster.values) == [3, 7]
     np.testing.assert_allclose(ds.cluster_sf.sel(cluster=7), 1 / 8)
     np.testing.assert_allclose(ds.cluster_sf.sel(cluster=3), 1 / 6)
-    np.testing.assert_allclose(ds.cluster_phase.sel(cluster=7), 0.0, atol=1e-6)
-    np.testing.assert_allclose(ds.cluster_phase.sel(cluster=3), math.pi / 2, atol=1e-6)
+    assert _ang(ds.cluster_phase.sel(cluster=7), 0.0, math.pi) < 1e-6  # even: sign-free
     np.testing.assert_allclose(ds.sf.values, tr["sf"])
-    # per-neuron view: own position and orientation, cluster's shared parameters
-    np.testing.assert_allclose(ds.orientation.values, tr["orientation"])
+    # per-neuron view: own position and orientation (its sign chosen), the cluster's shared phase
+    odd = slice(2, 6)
+    assert np.all(_ang(ds.orientation.values[odd], tr["orientation"][odd], 2 * math.pi) < 1e-6)
+    assert np.all(_ang(ds.orientation.values, tr["orientation"], math.pi) < 1e-6)
+    r = ds.response.values  # nobody silenced by the anti-phase Gabor: all equal up to float error
+    np.testing.assert_allclose(r, r.max(), rtol=1e-2)
     np.testing.assert_allclose(ds.x.values, tr["x"])
     np.testing.assert_array_equal(ds.cluster_label.values, clusters)
     # centred path (orientations snapped to the grid, which contains them) agrees
-    dc = search.cluster_optimal_gabor(model, clusters, GRID, center=canvas_center())
+    dc = search.cluster_optimal_gabor(
+        model, clusters, GRID, orientations=folded, center=canvas_center()
+    )
     for k in ("cluster_sf", "cluster_phase", "cluster_size", "sf", "phase", "orientation"):
         np.testing.assert_allclose(dc[k].values, ds[k].values)
     np.testing.assert_allclose(dc.cluster_response.values, ds.cluster_response.values, rtol=1e-3)
