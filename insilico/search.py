@@ -149,7 +149,7 @@ class GaborGrid:
 
 @dataclass(frozen=True)
 class DoGGrid:
-    """Search grid for optimal DoGs (DT Eq. 9-10): x = a_c (1 + a_s) g(sigma_c) - a_s g(sigma_s).
+    """Search grid for optimal DoGs (DT Eq. 9-10): a_c [(1 + a_s) g(sigma_c) - a_s g(sigma_s)].
 
     Default 3,888 stimuli (GPU); ``DoGGrid.cpu()`` 20 stimuli.
 

@@ -154,21 +154,25 @@ def test_cluster_optimal_gabor_shares_parameters():
     np.testing.assert_allclose(dc.cluster_response.values, ds.cluster_response.values, rtol=1e-3)
 
 
-def test_optimal_dog_finds_centre_sign():
-    # a centre-surround "neuron": filter = ON DoG at (20, 10), OFF DoG at (45, 25)
-    from insilico.stimuli import dog
+def _dog_filter(x, y, sc, ss, ac, asur):
+    """DT Eq. 9-10 written out independently of insilico.stimuli: (H*W,) numpy."""
+    i, j = np.mgrid[0:H, 0:W].astype(float)
+    r2 = (i - y) ** 2 + (j - x) ** 2
+    g = lambda s: np.exp(-r2 / (2 * s**2))  # noqa: E731
+    return (ac * ((1 + asur) * g(sc) - asur * g(ss))).ravel()
 
+
+def test_optimal_dog_finds_centre_sign():
+    # centre-surround "neurons": filter = ON DoG at (20, 10), OFF-centre / ON-surround at (45, 25)
     class DoGModel:
         rf_positions = np.array([[20.0, 10.0], [45.0, 25.0]])
         preferred_orientations = None
-        f = dog(
-            torch.tensor([20.0, 45.0]),
-            torch.tensor([10.0, 25.0]),
-            2.0,
-            6.0,
-            torch.tensor([1.0, -1.0]),
-            0.5,
-        ).flatten(1)
+        f = torch.as_tensor(
+            np.stack(
+                [_dog_filter(20, 10, 2.0, 6.0, 1.0, 0.5), _dog_filter(45, 25, 2.0, 6.0, -1.0, 0.5)]
+            ),
+            dtype=torch.float32,
+        )
 
         def __call__(self, images):
             return torch.relu(images.flatten(1) @ self.f.T) + EPS
@@ -184,8 +188,13 @@ def test_optimal_dog_finds_centre_sign():
     np.testing.assert_allclose(ds.x.values, [20.0, 45.0])
     np.testing.assert_allclose(ds.y.values, [10.0, 25.0])
     np.testing.assert_array_equal(np.sign(ds.a_center.values), [1.0, -1.0])
+    # both find their own antagonistic surround (the filter itself is on the grid)
+    np.testing.assert_allclose(ds.a_surround.values, [0.5, 0.5])
+    np.testing.assert_allclose(ds.sigma_center.values, [2.0, 2.0])
+    np.testing.assert_allclose(ds.sigma_surround.values, [6.0, 6.0])
     dc = search.cluster_optimal_dog(DoGModel(), np.array([0, 1]), g)
     np.testing.assert_array_equal(np.sign(dc.a_center.values), [1.0, -1.0])
+    np.testing.assert_allclose(dc.a_surround.values, [0.5, 0.5])
 
 
 def _params(**over):
