@@ -259,7 +259,7 @@ class OrientationTuning(_Battery, dj.Computed):
         -> OptimalGabor.Unit
         ---
         curve               : <array>   # (K,) predicted rates
-        orientation_index   : float32   # F2/F0
+        orientation_index   : float32   # F2/F0 (DT Eq. 11) = 1 - circular variance
         """
 
     coords = {"orientations": "orientation"}
@@ -274,7 +274,7 @@ class OrientationTuning(_Battery, dj.Computed):
 @schema
 class PhaseTuning(_Battery, dj.Computed):
     definition = """
-    # responses to the optimal Gabor at every phase; F1/F0 (DT Eq. 11)
+    # responses to the optimal Gabor at every phase; F1/F0 (DT Eq. 11 literal, and textbook)
     -> OptimalGabor
     ---
     phases          : <array>       # (K,) radians
@@ -286,11 +286,15 @@ class PhaseTuning(_Battery, dj.Computed):
         -> OptimalGabor.Unit
         ---
         curve           : <array>   # (K,) predicted rates
-        phase_index     : float32   # F1/F0
+        phase_index     : float32   # |F1|/F0 as DT Eq. 11 writes it (pi/4: half-rectified)
+        phase_f1f0      : float32   # 2|F1|/F0, textbook (pi/2: half-rectified; > 1: simple)
         """
 
     coords = {"phases": "phase"}
-    indices = {"phase_index": lambda c: insilico.indices.phase_index(c)}
+    indices = {
+        "phase_index": lambda c: insilico.indices.phase_index(c),
+        "phase_f1f0": lambda c: insilico.indices.phase_f1f0(c),
+    }
 
     def _experiment(self, key, scan, rm):
         return twin_adapter.per_neuron_experiment(
