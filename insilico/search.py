@@ -842,3 +842,63 @@ def params_of(ds, keys=GABOR_KEYS) -> dict[str, np.ndarray]:
         v = ds[k]
         out[k] = np.asarray(getattr(v, "values", v), dtype=np.float64).reshape(-1)
     return out
+
+
+def greedy_gabor_set(
+    models: Sequence,
+    optimal,
+    grid: GaborGrid | None = None,
+    *,
+    fraction: float = 0.5,
+    n_select: int = 20,
+    center=None,
+    chunk_size: int = 256,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.Dataset:
+    """A few screen-centred Gabors that drive many neurons (DT "Selection of suboptimal stimuli",
+    Fig. 5D-E): every Gabor of ``grid`` (its positional offsets ignored) is shown at ``center``
+    (default the canvas centre), NOT moved onto the RFs, to every neuron of every model in
+    ``models`` (ResponseModels, e.g. one per scan); then
+    :func:`insilico.indices.greedy_stimulus_set` picks up to ``n_select`` of them, each covering the
+    most not-yet-covered neurons at >= ``fraction`` of their optimum.
+
+    optimal: (N,) each neuron's optimal-Gabor response, neurons of ``models`` concatenated.
+    Returns an xr.Dataset over ``rank`` (selection order): x, y (absolute, pixels), size, sf,
+    contrast, orientation, phase, n_covered (neurons first covered by this stimulus) and coverage
+    (fraction of all N neurons covered by stimuli 0..rank); attrs fraction, n_neurons.
+    """
+    from .indices import greedy_stimulus_set
+
+    grid = GaborGrid() if grid is None else grid
+    params = product(**dict(grid.axes(), x=(0.0,), y=(0.0,)))[0]
+    cx, cy = canvas_center(height, width) if center is None else center
+    resp = torch.cat(
+        [
+            centred_responses(
+                m,
+                "gabor",
+                params,
+                center=(cx, cy),
+                chunk_size=chunk_size,
+                progress=progress,
+                height=height,
+                width=width,
+                device=model_device(m),
+            )
+            for m in models
+        ],
+        1,
+    )  # (B, N)
+    opt = np.asarray(optimal, dtype=np.float64)
+    chosen, coverage = greedy_stimulus_set(resp.numpy(), opt, fraction=fraction, n_select=n_select)
+    data = {k: ("rank", params[k].numpy()[chosen].astype(np.float64)) for k in GABOR_KEYS}
+    data["x"] = ("rank", data["x"][1] + cx)
+    data["y"] = ("rank", data["y"][1] + cy)
+    data["coverage"] = ("rank", coverage)
+    counts = np.diff(np.concatenate([[0.0], coverage]) * len(opt))
+    data["n_covered"] = ("rank", np.rint(counts).astype(np.int64))
+    ds = xr.Dataset(data, coords={"rank": np.arange(len(chosen))})
+    ds.attrs.update(fraction=float(fraction), n_neurons=len(opt))
+    return ds

@@ -286,3 +286,25 @@ def test_direct_respond_moves_images_onto_rf():
     torch.testing.assert_close(r[0, 0], direct[0, 0], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError):
         search.cluster_optimal_gabor(model, np.array([0, 1]), GRID)
+
+
+def test_greedy_gabor_set_covers_centred_neurons():
+    # five linear neurons at the canvas centre: three share one Gabor, two share another; one
+    # neuron far from the centre is never driven by a screen-centred Gabor.
+    cx, cy = canvas_center()
+    tr = dict(
+        x=[cx] * 5 + [8.0],
+        y=[cy] * 5 + [8.0],
+        size=[8.0] * 6,
+        sf=[1 / 8] * 3 + [1 / 6] * 2 + [1 / 8],
+        orientation=[0.0] * 3 + [math.pi / 2] * 2 + [0.0],
+        phase=[0.0] * 6,
+    )
+    model = GaborFilterModel(**tr)
+    optimal = search.optimal_gabor(model, GRID).response.values
+    ds = search.greedy_gabor_set([model], optimal, GRID, fraction=0.8, n_select=5)
+    assert ds.sizes["rank"] == 2  # nothing covers the off-centre neuron: selection stops
+    assert np.all(_ang(ds.orientation.values, [0.0, math.pi / 2], math.pi) < 1e-6)
+    np.testing.assert_allclose(ds.x.values, cx)
+    np.testing.assert_array_equal(ds.n_covered.values, [3, 2])
+    np.testing.assert_allclose(ds.coverage.values, [3 / 6, 5 / 6])
