@@ -425,18 +425,14 @@ class NonlinearityIndex(dj.Computed):
     @property
     def key_source(self):
         """Trained models all of whose scans have a GLM fitted at the twin's input resolution."""
-        need = (model.Dataset.Member * model.input_downsample()).proj()
-        missing = need - model.GLM.proj()
+        missing = (model.Dataset.Member * model.ModelConfig).proj() - model.GLM.proj()
         return model.TrainedModel.proj() - (model.TrainedModel.proj() * missing.proj())
 
     def make(self, key):
         cnn = (model.TrainedModel.Unit & key).to_dicts(order_by=("scan_key", "unit_id"))
-        resolution = model.input_downsample(key).fetch1("downsample")
-        glm = {
+        glm = {  # the GLM of the twin's own ModelConfig: fitted at the twin's input resolution
             (r["scan_key"], r["unit_id"]): r["test_corr"]
-            for r in (
-                model.GLM.Unit * model.Dataset.Member & key & {"downsample": resolution}
-            ).to_dicts()
+            for r in (model.GLM.Unit * model.Dataset.Member & key).to_dicts()
         }
         self.insert1(key)
         self.Unit.insert(

@@ -199,25 +199,15 @@ def load_model(key: dict, device: str | None = None) -> Twin:
     return model.to(device).eval()
 
 
-def input_downsample(config=None):
-    """``ModelConfig`` with a ``downsample`` attribute: the twin's input pooling (1 if unset),
-    read from the config JSON (of every row, or restricted by `config`, a key)."""
-    table = ModelConfig & (config or {})
-    return table.proj(downsample="COALESCE((config->>'downsample')::int, 1)")
-
-
 @schema
 class GLM(dj.Computed):
     definition = """
     # per-neuron Poisson GLM on the pixels (log link, L2 chosen by cross-validation)
     -> recording.Scan
-    downsample      : int32         # input pooling: the twin's (ModelConfig's) downsample
+    -> ModelConfig
+    ---
+    downsample      : int32         # input pooling: the twin's (the ModelConfig's) downsample
     """
-
-    @property
-    def key_source(self):
-        """Every scan at every input resolution that a ModelConfig uses."""
-        return recording.Scan.proj() * (dj.U("downsample") & input_downsample())
 
     class Unit(dj.Part):
         definition = """
@@ -225,16 +215,17 @@ class GLM(dj.Computed):
         -> recording.Scan.Neuron
         ---
         test_corr       : float32   # single-trial test correlation
-        alpha           : float32   # L2 penalty chosen by cross-validation
+        alpha           : float32   # L2 penalty chosen by cross-validation (per-trial loss)
         """
 
     def make(self, key):
         arrays = recording.load_scan(key["scan_key"])
         scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
-        glm = PoissonGLM(downsample=key["downsample"]).fit(scan)
+        config = (ModelConfig & key).fetch1("config")
+        glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
-        self.insert1(key)
+        self.insert1(dict(key, downsample=glm.downsample))
         self.Unit.insert(
             dict(key, unit_id=int(u), test_corr=c, alpha=a)
             for u, c, a in zip(arrays["unit_ids"], corr, glm.alpha_)
