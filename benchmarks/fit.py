@@ -137,7 +137,7 @@ def main(argv=None):
     glms, glm_seconds = [], 0.0
     for d in data:
         t0 = time.perf_counter()
-        glms.append(PoissonGLM().fit(d))
+        glms.append(PoissonGLM(downsample=model.downsample).fit(d))
         glm_seconds += time.perf_counter() - t0
     alphas = np.concatenate([g.alpha_ for g in glms])
     log(

@@ -336,6 +336,7 @@ def battery_indices(
         )
     if "phase_tuning" in curves:
         df["phase_index"] = np.asarray(indices.phase_index(curves["phase_tuning"]))
+        df["phase_f1f0"] = np.asarray(indices.phase_f1f0(curves["phase_tuning"]))
     if "size_contrast" in curves:
         g = curves["size_contrast"]
         df["suppression_index"] = np.asarray(indices.suppression_index(g))

@@ -68,18 +68,31 @@ def fourier_ratio(responses, values=None, k: int = 1, axis: int = -1, dim: str |
 
 
 def orientation_index(tuning, orientations=None, axis: int = -1, dim: str = "orientation"):
-    """F2/F0 over orientation (radians): 0 untuned, larger = sharper orientation tuning."""
+    """F2/F0 over orientation (radians): 0 untuned, larger = sharper orientation tuning.
+
+    Eq. 11 over orientation is already the conventional measure: |sum_j r_j exp(2 i s_j)| /
+    sum_j r_j is 1 - circular variance (the global orientation selectivity index), in [0, 1];
+    no factor 2 applies (unlike :func:`phase_f1f0`)."""
     if _is_da(tuning):
         return fourier_ratio(tuning, orientations, k=2, dim=dim)
     return fourier_ratio(tuning, orientations, k=2, axis=axis)
 
 
 def phase_index(tuning, phases=None, axis: int = -1, dim: str = "phase"):
-    """F1/F0 over phase (radians): ~0 for a complex cell, up to pi/4 for a half-rectified simple
-    cell."""
+    """F1/F0 over phase (radians) as DT Eq. 11 writes it: |sum_j r_j exp(i s_j)| / sum_j r_j.
+
+    Half the textbook modulation ratio (:func:`phase_f1f0`): ~0 for a complex cell, pi/4 for a
+    half-wave rectified simple cell, at most 1."""
     if _is_da(tuning):
         return fourier_ratio(tuning, phases, k=1, dim=dim)
     return fourier_ratio(tuning, phases, k=1, axis=axis)
+
+
+def phase_f1f0(tuning, phases=None, axis: int = -1, dim: str = "phase"):
+    """The textbook F1/F0 over phase: 2 |F1| / F0 = first-harmonic amplitude / mean response
+    (Skottun et al. 1991), i.e. 2 x :func:`phase_index`. ~0 complex, pi/2 for a half-wave
+    rectified simple cell, at most 2; F1/F0 > 1 is the usual "simple cell" criterion."""
+    return 2 * phase_index(tuning, phases, axis=axis, dim=dim)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class GaborGrid:
 
 @dataclass(frozen=True)
 class DoGGrid:
-    """Search grid for optimal DoGs (DT Eq. 9-10): x = a_c (1 + a_s) g(sigma_c) - a_s g(sigma_s).
+    """Search grid for optimal DoGs (DT Eq. 9-10): a_c [(1 + a_s) g(sigma_c) - a_s g(sigma_s)].
 
     Default 3,888 stimuli (GPU); ``DoGGrid.cpu()`` 20 stimuli.
 
@@ -666,26 +666,36 @@ def cluster_optimal_gabor(
     Gabors' x, y, orientation). The grid's positional offsets are not used. Maximises the mean
     response over each cluster's neurons; all clusters at once (one-hot matrix product).
 
+    Orientation sign: a preferred orientation is known mod pi only, and rotating a Gabor by pi
+    turns phase tau into -tau, so with one shared phase, neurons of a cluster whose orientations
+    differ by pi would need opposite phases. Each neuron therefore sees the shared Gabor at
+    ``orientations[n] + offset`` or at that + pi, whichever drives it more (as DT Eq. 7 and
+    :func:`insilico.cluster_mei.cluster_mei` do); the cluster mean is over these per-neuron maxima.
+
     Direct path (default): pairs rendered exactly. With ``respond``/``center`` (centred path), the
-    shared grid is rendered once per absolute orientation of ``grid.orientations`` and each neuron
-    reads the orientation nearest (mod pi) to its own preferred orientation + offset.
+    shared grid is rendered once per absolute orientation of ``grid.orientations`` and of
+    ``grid.orientations + pi``, and each neuron reads the orientation nearest (mod 2 pi) to its own
+    preferred orientation + offset (+ pi).
 
     Returns an xr.Dataset with dims ``cluster`` (label coordinate; cluster_size, cluster_sf,
     cluster_contrast, cluster_phase, cluster_orientation_offset, cluster_response = the mean) and
     ``neuron`` (cluster_label, and the full per-neuron parameters x, y, size, sf, contrast,
-    orientation, phase and response) -- the Dataset can be handed straight to the experiments.
+    orientation (the chosen sign included), phase and response) -- the Dataset can be handed
+    straight to the experiments.
     """
     grid = GaborGrid() if grid is None else grid
     pos = rf_positions(model, positions)
     n = len(pos)
     pref = preferred_orientations(model, orientations, n)
     uniq, inv, avg = _cluster_matrix(clusters, n)
+    offsets = np.asarray(orientation_offsets, dtype=np.float64).ravel()
+    signed = (offsets[:, None] + np.array([0.0, math.pi])).ravel()  # (n_off * 2,) off, off + pi
     shared = dict(
         size=grid.sizes,
         sf=grid.sfs,
         contrast=grid.contrasts,
         phase=grid.phases,
-        orientation=tuple(orientation_offsets),
+        orientation=signed,
     )
     sp, _ = product(**shared)
     b = len(sp["size"])
@@ -703,7 +713,8 @@ def cluster_optimal_gabor(
             width=width,
         )  # (B, N)
     else:
-        abs_o = np.asarray(grid.orientations, dtype=np.float64)
+        base_o = np.asarray(grid.orientations, dtype=np.float64)
+        abs_o = np.concatenate([base_o, base_o + math.pi])
         full, _ = product(
             x=(0.0,),
             y=(0.0,),
@@ -725,14 +736,17 @@ def cluster_optimal_gabor(
             height=height,
             width=width,
         )  # (B0 * O, N)
-        b0 = b // len(orientation_offsets)
+        b0 = b // len(signed)
         resp_full = resp_full.reshape(b0, len(abs_o), n)
-        tgt = pref[None, :] + np.asarray(orientation_offsets)[:, None]  # (n_off, N)
-        nearest = torch.as_tensor(_circ_nearest(tgt, abs_o, math.pi))  # (n_off, N)
-        # resp[b0, off, n] = resp_full[b0, nearest[off, n], n]
+        tgt = pref[None, :] + signed[:, None]  # (n_off * 2, N)
+        nearest = torch.as_tensor(_circ_nearest(tgt, abs_o, 2 * math.pi))  # (n_off * 2, N)
+        # resp[b0, s, n] = resp_full[b0, nearest[s, n], n]
         idx = nearest[None].expand(b0, -1, -1)
-        resp = resp_full.gather(1, idx).reshape(b0 * len(orientation_offsets), n)
-    mean = resp @ avg  # (B, K)
+        resp = resp_full.gather(1, idx).reshape(b, n)
+    # each neuron's better sign: (B / 2, N); flip = 1 where orientation + pi drives it more
+    resp, flip = resp.reshape(-1, 2, n).max(1)
+    sp = {k: v.reshape(-1, 2)[:, 0] for k, v in sp.items()}  # shared parameters, sign dropped
+    mean = resp @ avg  # (B / 2, K)
     val, best = mean.max(0)
     best = best.numpy()
     cl = {
@@ -749,7 +763,8 @@ def cluster_optimal_gabor(
         k: ("neuron", sp[k].numpy()[bn].astype(np.float64))
         for k in ("size", "sf", "contrast", "phase")
     }
-    neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn])
+    sign = math.pi * flip.numpy()[bn, np.arange(n)]
+    neu["orientation"] = ("neuron", pref + sp["orientation"].numpy()[bn] + sign)
     neu["x"] = ("neuron", pos[:, 0].copy())
     neu["y"] = ("neuron", pos[:, 1].copy())
     neu["response"] = ("neuron", resp.numpy()[bn, np.arange(n)].astype(np.float64))
@@ -830,3 +845,63 @@ def params_of(ds, keys=GABOR_KEYS) -> dict[str, np.ndarray]:
         v = ds[k]
         out[k] = np.asarray(getattr(v, "values", v), dtype=np.float64).reshape(-1)
     return out
+
+
+def greedy_gabor_set(
+    models: Sequence,
+    optimal,
+    grid: GaborGrid | None = None,
+    *,
+    fraction: float = 0.5,
+    n_select: int = 20,
+    center=None,
+    chunk_size: int = 256,
+    progress: bool = False,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+) -> xr.Dataset:
+    """A few screen-centred Gabors that drive many neurons (DT "Selection of suboptimal stimuli",
+    Fig. 5D-E): every Gabor of ``grid`` (its positional offsets ignored) is shown at ``center``
+    (default the canvas centre), NOT moved onto the RFs, to every neuron of every model in
+    ``models`` (ResponseModels, e.g. one per scan); then
+    :func:`insilico.indices.greedy_stimulus_set` picks up to ``n_select`` of them, each covering the
+    most not-yet-covered neurons at >= ``fraction`` of their optimum.
+
+    optimal: (N,) each neuron's optimal-Gabor response, neurons of ``models`` concatenated.
+    Returns an xr.Dataset over ``rank`` (selection order): x, y (absolute, pixels), size, sf,
+    contrast, orientation, phase, n_covered (neurons first covered by this stimulus) and coverage
+    (fraction of all N neurons covered by stimuli 0..rank); attrs fraction, n_neurons.
+    """
+    from .indices import greedy_stimulus_set
+
+    grid = GaborGrid() if grid is None else grid
+    params = product(**dict(grid.axes(), x=(0.0,), y=(0.0,)))[0]
+    cx, cy = canvas_center(height, width) if center is None else center
+    resp = torch.cat(
+        [
+            centred_responses(
+                m,
+                "gabor",
+                params,
+                center=(cx, cy),
+                chunk_size=chunk_size,
+                progress=progress,
+                height=height,
+                width=width,
+                device=model_device(m),
+            )
+            for m in models
+        ],
+        1,
+    )  # (B, N)
+    opt = np.asarray(optimal, dtype=np.float64)
+    chosen, coverage = greedy_stimulus_set(resp.numpy(), opt, fraction=fraction, n_select=n_select)
+    data = {k: ("rank", params[k].numpy()[chosen].astype(np.float64)) for k in GABOR_KEYS}
+    data["x"] = ("rank", data["x"][1] + cx)
+    data["y"] = ("rank", data["y"][1] + cy)
+    data["coverage"] = ("rank", coverage)
+    counts = np.diff(np.concatenate([[0.0], coverage]) * len(opt))
+    data["n_covered"] = ("rank", np.rint(counts).astype(np.int64))
+    ds = xr.Dataset(data, coords={"rank": np.arange(len(chosen))})
+    ds.attrs.update(fraction=float(fraction), n_neurons=len(opt))
+    return ds

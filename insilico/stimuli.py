@@ -34,7 +34,10 @@ Gabor (DT Eq. 1-2), written with our position convention::
 DoG (DT Eq. 9-10), centre and surround at the same position::
 
     g(sigma)[i, j] = exp(-((i - y)^2 + (j - x)^2) / (2 sigma^2))     (sigma = Gaussian std, px)
-    D = a_cen (1 + a_sur) g(sigma_cen) - a_sur g(sigma_sur)
+    D = a_cen [(1 + a_sur) g(sigma_cen) - a_sur g(sigma_sur)]
+
+  so a negative ``a_cen`` negates the whole profile: an OFF centre with an antagonistic (ON)
+  surround, and the peak value is ``a_cen`` for every ``a_sur``.
 
 Plaid (DT "Plaid stimuli"): the Gabor plus the orthogonal Gabor (``orientation + pi/2``, same
 position, size, sf and phase) at ``orthogonal_contrast``, superimposed (summed).
@@ -168,8 +171,9 @@ def dog(
 ) -> torch.Tensor:
     """Difference of Gaussians, DT Eq. 9-10, centre and surround at the same position (x, y).
 
-    ``a_center * (1 + a_surround) * g(sigma_center) - a_surround * g(sigma_surround)`` where g is
-    an unnormalised Gaussian with standard deviation sigma (pixels). Returns (B, 1, H, W) float32.
+    ``a_center * [(1 + a_surround) * g(sigma_center) - a_surround * g(sigma_surround)]`` where g
+    is an unnormalised Gaussian with standard deviation sigma (pixels): a_center < 0 is an OFF
+    centre with an ON surround. Returns (B, 1, H, W) float32.
     """
     x, y, sc, ss, ac, asur = broadcast_params(
         x, y, sigma_center, sigma_surround, a_center, a_surround, device=device
@@ -178,7 +182,8 @@ def dog(
     r2 = (i - y.view(-1, 1, 1)) ** 2 + (j - x.view(-1, 1, 1)) ** 2
     gc = torch.exp(-r2 / (2.0 * sc.view(-1, 1, 1) ** 2))
     gs = torch.exp(-r2 / (2.0 * ss.view(-1, 1, 1) ** 2))
-    out = (ac * (1.0 + asur)).view(-1, 1, 1) * gc - asur.view(-1, 1, 1) * gs
+    asur = asur.view(-1, 1, 1)
+    out = ac.view(-1, 1, 1) * ((1.0 + asur) * gc - asur * gs)
     return out.unsqueeze(1)
 
 

@@ -33,6 +33,7 @@ NEURON_COLUMNS = (
     "rf_y",
     "preferred_orientation",
     *pop.INDICES,
+    "phase_f1f0",  # 2 x phase_index: the textbook F1/F0 (see insilico.indices.phase_f1f0)
 )
 
 # (table, {column in the table: column of the neurons frame}), left-joined onto Clustering.Unit
@@ -50,7 +51,7 @@ _SOURCES = (
     ("clustering.Alignment.Unit", {"angle": "alignment_angle"}),
     ("insilico.OptimalGabor.Unit", {"orientation": "preferred_orientation"}),
     ("insilico.OrientationTuning.Unit", {"orientation_index": "orientation_index"}),
-    ("insilico.PhaseTuning.Unit", {"phase_index": "phase_index"}),
+    ("insilico.PhaseTuning.Unit", {"phase_index": "phase_index", "phase_f1f0": "phase_f1f0"}),
     (
         "insilico.SizeContrastTuning.Unit",
         {"suppression_index": "suppression_index", "contrast_index": "contrast_index"},

@@ -259,7 +259,7 @@ class OrientationTuning(_Battery, dj.Computed):
         -> OptimalGabor.Unit
         ---
         curve               : <array>   # (K,) predicted rates
-        orientation_index   : float32   # F2/F0
+        orientation_index   : float32   # F2/F0 (DT Eq. 11) = 1 - circular variance
         """
 
     coords = {"orientations": "orientation"}
@@ -274,7 +274,7 @@ class OrientationTuning(_Battery, dj.Computed):
 @schema
 class PhaseTuning(_Battery, dj.Computed):
     definition = """
-    # responses to the optimal Gabor at every phase; F1/F0 (DT Eq. 11)
+    # responses to the optimal Gabor at every phase; F1/F0 (DT Eq. 11 literal, and textbook)
     -> OptimalGabor
     ---
     phases          : <array>       # (K,) radians
@@ -286,11 +286,15 @@ class PhaseTuning(_Battery, dj.Computed):
         -> OptimalGabor.Unit
         ---
         curve           : <array>   # (K,) predicted rates
-        phase_index     : float32   # F1/F0
+        phase_index     : float32   # |F1|/F0 as DT Eq. 11 writes it (pi/4: half-rectified)
+        phase_f1f0      : float32   # 2|F1|/F0, textbook (pi/2: half-rectified; > 1: simple)
         """
 
     coords = {"phases": "phase"}
-    indices = {"phase_index": lambda c: insilico.indices.phase_index(c)}
+    indices = {
+        "phase_index": lambda c: insilico.indices.phase_index(c),
+        "phase_f1f0": lambda c: insilico.indices.phase_f1f0(c),
+    }
 
     def _experiment(self, key, scan, rm):
         return twin_adapter.per_neuron_experiment(
@@ -420,13 +424,13 @@ class NonlinearityIndex(dj.Computed):
 
     @property
     def key_source(self):
-        """Trained models all of whose scans have a fitted GLM."""
-        missing = model.Dataset.Member - model.GLM
+        """Trained models all of whose scans have a GLM fitted at the twin's input resolution."""
+        missing = (model.Dataset.Member * model.ModelConfig).proj() - model.GLM.proj()
         return model.TrainedModel.proj() - (model.TrainedModel.proj() * missing.proj())
 
     def make(self, key):
         cnn = (model.TrainedModel.Unit & key).to_dicts(order_by=("scan_key", "unit_id"))
-        glm = {
+        glm = {  # the GLM of the twin's own ModelConfig: fitted at the twin's input resolution
             (r["scan_key"], r["unit_id"]): r["test_corr"]
             for r in (model.GLM.Unit * model.Dataset.Member & key).to_dicts()
         }
@@ -514,6 +518,63 @@ class ClusterOptimalGabor(dj.Computed):
                 },
             )
             for i, c in enumerate(best.cluster.values)
+        )
+
+
+@schema
+class GaborSet(dj.Computed):
+    """Scored by plain model evaluation: the stimuli stay at the screen centre (DT Fig. 5D-E)."""
+
+    definition = """
+    # up to 20 screen-centred Gabors chosen greedily to drive most neurons (DT Fig. 5D-E)
+    -> OptimalGabor
+    ---
+    fraction        : float32   # a neuron is covered at >= fraction x its optimal-Gabor response
+    n_neurons       : int32     # neurons of all scans of the model
+    """
+
+    class Stimulus(dj.Part):
+        definition = """
+        -> master
+        rank            : int32     # selection order
+        ---
+        x               : float32   # screen centre, canvas pixels (column)
+        y               : float32   # (row)
+        size            : float32   # sigma of DT Eq. 1, pixels
+        sf              : float32   # cycles / pixel
+        contrast        : float32
+        orientation     : float32   # radians
+        phase           : float32   # radians
+        n_covered       : int32     # neurons first covered by this stimulus
+        coverage        : float32   # fraction of all neurons covered by stimuli 0..rank
+        """
+
+    fraction = 0.5
+    n_select = 20
+
+    def make(self, key):
+        grid, _ = _grids(_params(key))
+        models, optimal = [], []
+        for scan, _, rm in scan_models(key):
+            models.append(rm)
+            optimal.append(
+                (OptimalGabor.Unit * recording.Scan.Neuron & key & {"scan_key": scan}).to_arrays(
+                    "response", order_by="neuron_idx"
+                )
+            )
+        best = search.greedy_gabor_set(
+            models,
+            np.concatenate(optimal),
+            grid,
+            fraction=self.fraction,
+            n_select=self.n_select,
+            progress=True,
+        )
+        self.insert1(dict(key, fraction=self.fraction, n_neurons=best.attrs["n_neurons"]))
+        columns = search.GABOR_KEYS + ("n_covered", "coverage")
+        self.Stimulus.insert(
+            dict(key, rank=int(r), **{c: best[c].values[r].item() for c in columns})
+            for r in best["rank"].values
         )
 
 

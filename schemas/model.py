@@ -204,8 +204,9 @@ class GLM(dj.Computed):
     definition = """
     # per-neuron Poisson GLM on the pixels (log link, L2 chosen by cross-validation)
     -> recording.Scan
+    -> ModelConfig
     ---
-    downsample      : int32         # image downsampling factor before the GLM
+    downsample      : int32         # input pooling: the twin's (the ModelConfig's) downsample
     """
 
     class Unit(dj.Part):
@@ -214,13 +215,14 @@ class GLM(dj.Computed):
         -> recording.Scan.Neuron
         ---
         test_corr       : float32   # single-trial test correlation
-        alpha           : float32   # L2 penalty chosen by cross-validation
+        alpha           : float32   # L2 penalty chosen by cross-validation (per-trial loss)
         """
 
     def make(self, key):
         arrays = recording.load_scan(key["scan_key"])
         scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
-        glm = PoissonGLM().fit(scan)
+        config = (ModelConfig & key).fetch1("config")
+        glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
         self.insert1(dict(key, downsample=glm.downsample))

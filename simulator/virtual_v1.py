@@ -233,9 +233,10 @@ def _dc_free_unit(f: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
 
 def _dog_peak_sf(sc: float, ss: float, a_cen: float, a_sur: float) -> float:
     f = np.linspace(0.0, 0.5, 5001)
-    amp = a_cen * (1 + a_sur) * sc**2 * np.exp(
-        -2 * np.pi**2 * sc**2 * f**2
-    ) - a_sur * ss**2 * np.exp(-2 * np.pi**2 * ss**2 * f**2)
+    amp = a_cen * (
+        (1 + a_sur) * sc**2 * np.exp(-2 * np.pi**2 * sc**2 * f**2)
+        - a_sur * ss**2 * np.exp(-2 * np.pi**2 * ss**2 * f**2)
+    )
     return float(f[np.argmax(np.abs(amp))])
 
 

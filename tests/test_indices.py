@@ -34,6 +34,11 @@ def test_orientation_and_phase_index_dataarray_and_axis():
     ph = np.arange(16) * 2 * np.pi / 16
     half = np.maximum(np.cos(ph - 1.0), 0)  # half-wave rectified simple cell: pi/4
     np.testing.assert_allclose(indices.phase_index(half[None], ph), [np.pi / 4], atol=1e-2)
+    # textbook F1/F0 = first-harmonic amplitude / mean: pi/2 for the half-rectified cell, so
+    # "F1/F0 > 1 = simple" holds; m for r = 1 + m cos(s) (DT Eq. 11 literally: m / 2)
+    np.testing.assert_allclose(indices.phase_f1f0(half[None], ph), [np.pi / 2], atol=2e-2)
+    lin = 1 + 0.8 * np.cos(ph - 0.3)
+    np.testing.assert_allclose(indices.phase_f1f0(lin, ph), 0.8, atol=1e-12)
 
 
 def test_suppression_and_contrast_index():

@@ -113,50 +113,69 @@ def test_centred_path_matches_direct_path():
 
 
 def test_cluster_optimal_gabor_shares_parameters():
-    # two clusters; within each, same sf and phase, different positions and orientations
+    # two clusters; within each, same sf and phase, different positions and orientations over
+    # [0, 2 pi). Cluster 3 is odd-phase: its neurons at theta and theta + pi are the same cell type
+    # rotated, so one shared Gabor must drive all four once each neuron may take its sign.
     tr = dict(
-        x=[15.0, 45.0, 20.0, 40.0],
-        y=[10.0, 25.0, 24.0, 12.0],
-        size=[8.0] * 4,
-        sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6],
-        orientation=[0.0, math.pi / 2, math.pi / 4, 3 * math.pi / 4],
-        phase=[0.0, 0.0, math.pi / 2, math.pi / 2],
+        x=[15.0, 45.0, 20.0, 40.0, 30.0, 52.0],
+        y=[10.0, 25.0, 24.0, 12.0, 18.0, 20.0],
+        size=[8.0] * 6,
+        sf=[1 / 8, 1 / 8, 1 / 6, 1 / 6, 1 / 6, 1 / 6],
+        orientation=[
+            0.0,
+            3 * math.pi / 2,
+            math.pi / 4,
+            3 * math.pi / 4,
+            5 * math.pi / 4,
+            7 * math.pi / 4,
+        ],
+        phase=[0.0, 0.0, math.pi / 2, math.pi / 2, math.pi / 2, math.pi / 2],
     )
     model = GaborFilterModel(**tr)
-    clusters = np.array([7, 7, 3, 3])
-    ds = search.cluster_optimal_gabor(model, clusters, GRID)
+    folded = np.mod(tr["orientation"], math.pi)  # what a per-neuron search reports: [0, pi)
+    clusters = np.array([7, 7, 3, 3, 3, 3])
+    ds = search.cluster_optimal_gabor(model, clusters, GRID, orientations=folded)
     assert list(ds.cluster.values) == [3, 7]
     np.testing.assert_allclose(ds.cluster_sf.sel(cluster=7), 1 / 8)
     np.testing.assert_allclose(ds.cluster_sf.sel(cluster=3), 1 / 6)
-    np.testing.assert_allclose(ds.cluster_phase.sel(cluster=7), 0.0, atol=1e-6)
-    np.testing.assert_allclose(ds.cluster_phase.sel(cluster=3), math.pi / 2, atol=1e-6)
+    assert _ang(ds.cluster_phase.sel(cluster=7), 0.0, math.pi) < 1e-6  # even: sign-free
     np.testing.assert_allclose(ds.sf.values, tr["sf"])
-    # per-neuron view: own position and orientation, cluster's shared parameters
-    np.testing.assert_allclose(ds.orientation.values, tr["orientation"])
+    # per-neuron view: own position and orientation (its sign chosen), the cluster's shared phase
+    odd = slice(2, 6)
+    assert np.all(_ang(ds.orientation.values[odd], tr["orientation"][odd], 2 * math.pi) < 1e-6)
+    assert np.all(_ang(ds.orientation.values, tr["orientation"], math.pi) < 1e-6)
+    r = ds.response.values  # nobody silenced by the anti-phase Gabor: all equal up to float error
+    np.testing.assert_allclose(r, r.max(), rtol=1e-2)
     np.testing.assert_allclose(ds.x.values, tr["x"])
     np.testing.assert_array_equal(ds.cluster_label.values, clusters)
     # centred path (orientations snapped to the grid, which contains them) agrees
-    dc = search.cluster_optimal_gabor(model, clusters, GRID, center=canvas_center())
+    dc = search.cluster_optimal_gabor(
+        model, clusters, GRID, orientations=folded, center=canvas_center()
+    )
     for k in ("cluster_sf", "cluster_phase", "cluster_size", "sf", "phase", "orientation"):
         np.testing.assert_allclose(dc[k].values, ds[k].values)
     np.testing.assert_allclose(dc.cluster_response.values, ds.cluster_response.values, rtol=1e-3)
 
 
-def test_optimal_dog_finds_centre_sign():
-    # a centre-surround "neuron": filter = ON DoG at (20, 10), OFF DoG at (45, 25)
-    from insilico.stimuli import dog
+def _dog_filter(x, y, sc, ss, ac, asur):
+    """DT Eq. 9-10 written out independently of insilico.stimuli: (H*W,) numpy."""
+    i, j = np.mgrid[0:H, 0:W].astype(float)
+    r2 = (i - y) ** 2 + (j - x) ** 2
+    g = lambda s: np.exp(-r2 / (2 * s**2))  # noqa: E731
+    return (ac * ((1 + asur) * g(sc) - asur * g(ss))).ravel()
 
+
+def test_optimal_dog_finds_centre_sign():
+    # centre-surround "neurons": filter = ON DoG at (20, 10), OFF-centre / ON-surround at (45, 25)
     class DoGModel:
         rf_positions = np.array([[20.0, 10.0], [45.0, 25.0]])
         preferred_orientations = None
-        f = dog(
-            torch.tensor([20.0, 45.0]),
-            torch.tensor([10.0, 25.0]),
-            2.0,
-            6.0,
-            torch.tensor([1.0, -1.0]),
-            0.5,
-        ).flatten(1)
+        f = torch.as_tensor(
+            np.stack(
+                [_dog_filter(20, 10, 2.0, 6.0, 1.0, 0.5), _dog_filter(45, 25, 2.0, 6.0, -1.0, 0.5)]
+            ),
+            dtype=torch.float32,
+        )
 
         def __call__(self, images):
             return torch.relu(images.flatten(1) @ self.f.T) + EPS
@@ -172,8 +191,13 @@ def test_optimal_dog_finds_centre_sign():
     np.testing.assert_allclose(ds.x.values, [20.0, 45.0])
     np.testing.assert_allclose(ds.y.values, [10.0, 25.0])
     np.testing.assert_array_equal(np.sign(ds.a_center.values), [1.0, -1.0])
+    # both find their own antagonistic surround (the filter itself is on the grid)
+    np.testing.assert_allclose(ds.a_surround.values, [0.5, 0.5])
+    np.testing.assert_allclose(ds.sigma_center.values, [2.0, 2.0])
+    np.testing.assert_allclose(ds.sigma_surround.values, [6.0, 6.0])
     dc = search.cluster_optimal_dog(DoGModel(), np.array([0, 1]), g)
     np.testing.assert_array_equal(np.sign(dc.a_center.values), [1.0, -1.0])
+    np.testing.assert_allclose(dc.a_surround.values, [0.5, 0.5])
 
 
 def _params(**over):
@@ -265,3 +289,25 @@ def test_direct_respond_moves_images_onto_rf():
     torch.testing.assert_close(r[0, 0], direct[0, 0], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError):
         search.cluster_optimal_gabor(model, np.array([0, 1]), GRID)
+
+
+def test_greedy_gabor_set_covers_centred_neurons():
+    # five linear neurons at the canvas centre: three share one Gabor, two share another; one
+    # neuron far from the centre is never driven by a screen-centred Gabor.
+    cx, cy = canvas_center()
+    tr = dict(
+        x=[cx] * 5 + [8.0],
+        y=[cy] * 5 + [8.0],
+        size=[8.0] * 6,
+        sf=[1 / 8] * 3 + [1 / 6] * 2 + [1 / 8],
+        orientation=[0.0] * 3 + [math.pi / 2] * 2 + [0.0],
+        phase=[0.0] * 6,
+    )
+    model = GaborFilterModel(**tr)
+    optimal = search.optimal_gabor(model, GRID).response.values
+    ds = search.greedy_gabor_set([model], optimal, GRID, fraction=0.8, n_select=5)
+    assert ds.sizes["rank"] == 2  # nothing covers the off-centre neuron: selection stops
+    assert np.all(_ang(ds.orientation.values, [0.0, math.pi / 2], math.pi) < 1e-6)
+    np.testing.assert_allclose(ds.x.values, cx)
+    np.testing.assert_array_equal(ds.n_covered.values, [3, 2])
+    np.testing.assert_allclose(ds.coverage.values, [3 / 6, 5 / 6])

@@ -79,6 +79,9 @@ def test_every_stage_populates(db, tiny, tmp_path):
         ins.NonlinearityIndex.Unit,
     ):
         assert len(part()) == n_neurons, part.__name__
+    # the GLM baseline sees the twin's input resolution (DT Eq. 18 compares like with like)
+    twin_down = {a["downsample"] for a in db["model"].TrainedModel().to_arrays("architecture")}
+    assert set(db["model"].GLM().to_arrays("downsample")) == twin_down
     phase = ins.PhaseTuning.Unit().to_arrays("phase_index")
     assert np.all(np.isfinite(phase)) and np.all((phase >= 0) & (phase <= 1))
     # A second populate finds nothing to do.

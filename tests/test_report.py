@@ -34,6 +34,7 @@ def synthetic_neurons(n_clusters=6, per_cluster=15, seed=0) -> pd.DataFrame:
     )
     for index in pop.INDICES:
         df[index] = rng.normal(size=n_clusters)[cluster] + rng.normal(scale=0.3, size=n)
+    df["phase_f1f0"] = 2 * df["phase_index"]
     df.loc[0, "nonlinearity_index"] = np.nan
     return df
 
@@ -221,6 +222,7 @@ def test_export_column_set_and_files(tmp_path, inputs):
         "gabor_vs_mei",
         "dog_vs_mei",
         "nonlinearity_index",
+        "phase_f1f0",
     ]
     from schemas import analysis
 
@@ -364,6 +366,7 @@ def _insert_fake_pipeline(modules) -> dict:
     ikey.update(ins.InSilicoParams.add())
     shift = rng.normal(size=(N_CLUSTERS, 9))
     idx = {name: shift[cluster, j] + 0.1 * rng.normal(size=n) for j, name in enumerate(pop.INDICES)}
+    idx["phase_f1f0"] = 2 * idx["phase_index"]
     orient = rng.uniform(0, np.pi, n)
     ins.OptimalGabor.insert1(ikey, **direct)
     ins.OptimalGabor.Unit.insert(
@@ -421,7 +424,7 @@ def _insert_fake_pipeline(modules) -> dict:
             ins.PhaseTuning,
             dict(phases=np.linspace(0, 2 * np.pi, 8, endpoint=False)),
             (8,),
-            ["phase_index"],
+            ["phase_index", "phase_f1f0"],
         ),
         (
             ins.SizeContrastTuning,

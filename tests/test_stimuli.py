@@ -81,9 +81,18 @@ def test_dog_sum_matches_gaussian_integrals():
         height=201,
         width=201,
     )
-    analytic = ac * (1 + asur) * 2 * math.pi * sc**2 - asur * 2 * math.pi * ss**2
+    analytic = ac * ((1 + asur) * 2 * math.pi * sc**2 - asur * 2 * math.pi * ss**2)
     assert d.double().sum().item() == pytest.approx(analytic, rel=1e-4)
-    assert d[0, 0, 100, 100].item() == pytest.approx(ac * (1 + asur) - asur, abs=1e-6)
+    assert d[0, 0, 100, 100].item() == pytest.approx(ac, abs=1e-6)  # DT Eq. 9: peak a_c
+
+
+def test_off_centre_dog_is_the_negated_on_centre_dog():
+    # DT Eq. 9: a_c scales the whole centre-surround profile, so an OFF centre (a_c < 0) keeps an
+    # antagonistic (here ON) surround: dark centre, bright ring.
+    kw = dict(x=30.0, y=15.0, sigma_center=2.0, sigma_surround=6.0, a_surround=0.5)
+    on, off = dog(a_center=1.5, **kw), dog(a_center=-1.5, **kw)
+    torch.testing.assert_close(off, -on, atol=1e-6, rtol=0)
+    assert off[0, 0, 15, 30] < 0 < off[0, 0, 15, 37]  # 7 px out: surround dominates
 
 
 def test_plaid_is_sum_of_two_gabors():

@@ -60,3 +60,49 @@ def test_fitting_neurons_jointly_equals_fitting_them_in_chunks(glm_scan):
     )
     np.testing.assert_allclose(chunked.coef_, joint.coef_, atol=2e-3)
     np.testing.assert_allclose(chunked.intercept_, joint.intercept_, atol=2e-3)
+
+
+def test_linear_high_sf_neurons_are_linear_at_the_twins_resolution():
+    """DT Eq. 18: linear neurons get a non-linearity index (C_twin / C_GLM) near 1 when the GLM
+    sees the twin's input resolution; pooled 4x it cannot see a 4-px period and calls them
+    non-linear. The ideal twin (the true rates) stands in for the CNN."""
+    from insilico.indices import nonlinearity_index
+    from insilico.stimuli import gabor
+
+    rng = np.random.default_rng(1)
+    n, t = 5, 3800
+    filters = (
+        gabor(
+            x=np.linspace(8, 15, n),
+            y=8.0,
+            size=6.0,
+            sf=0.25,
+            contrast=1.0,
+            orientation=np.linspace(0, 2.5, n),
+            phase=0.0,
+            height=H,
+            width=W,
+        )[:, 0]
+        .numpy()
+        .astype(np.float64)
+    )
+    filters /= np.linalg.norm(filters.reshape(n, -1), axis=1)[:, None, None]
+    x = rng.normal(size=(t, H, W))
+    rates = np.exp(0.8 * np.einsum("thw,nhw->tn", x, filters) + 0.5)
+    tiers = np.array(["train"] * 3000 + ["validation"] * 400 + ["test"] * 400)
+    scan = ScanData(
+        "hf",
+        (128 + 30 * x[:, None]).astype(np.float32),
+        rng.poisson(rates).astype(np.float32),
+        tiers,
+        np.arange(t),
+    )
+    test = scan.select("test")
+    twin = correlation(rates[scan.mask("test")], test.responses)
+    glm = PoissonGLM(downsample=1).fit(scan)
+    assert len(glm.alphas) == 48 and glm.alphas.min() == pytest.approx(0.1)
+    ni = nonlinearity_index(twin, correlation(glm.predict(test.images), test.responses))
+    assert np.all(np.abs(ni - 1) < 0.1), (ni, glm.alpha_)
+    pooled = PoissonGLM(downsample=4).fit(scan)
+    ni4 = nonlinearity_index(twin, correlation(pooled.predict(test.images), test.responses))
+    assert np.all(np.abs(ni4) > 2), ni4

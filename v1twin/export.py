@@ -3,6 +3,11 @@
     v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc
     v1twin report --out DIR     the figures of v1twin.report as PNGs, with index.html
 
+neurons.csv holds two phase indices: ``phase_index`` = |F1|/F0 as DT Eq. 11 writes it (a
+half-wave rectified simple cell scores pi/4) and ``phase_f1f0`` = 2|F1|/F0, the textbook
+modulation ratio (pi/2 for that cell; > 1 = simple). ``orientation_index`` (F2/F0 of Eq. 11) is
+1 - circular variance, the conventional global orientation selectivity, with no factor 2.
+
 A *restriction* (dict) picks what to export; attributes it names that a table lacks are ignored.
 :func:`resolve_key` turns it into one full key: the first ``Clustering`` that matches (ordered by
 its key; a warning names the attributes to restrict on when several match) and the first
@@ -39,6 +44,7 @@ NEURON_COLUMNS = (
     "gabor_vs_mei",
     "dog_vs_mei",
     "nonlinearity_index",
+    "phase_f1f0",
 )
 #: (Dataset variable, tuning table, {master coordinate attribute: dim}); curve dims follow `neuron`.
 CURVES = (

@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "insilico.PlaidTuning",
         "insilico.StimulusComparison",
         "insilico.NonlinearityIndex",
+        "insilico.GaborSet",
         "insilico.ClusterOptimalGabor",
         "insilico.ClusterMEI",
     ),

@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 LABELS = {
-    "orientation_index": "orientation (F2/F0)",
-    "phase_index": "phase (F1/F0)",
+    "orientation_index": "orientation (F2/F0 = 1 - circ. var.)",
+    "phase_index": "phase (|F1|/F0, DT Eq. 11 = half textbook F1/F0)",
+    "phase_f1f0": "phase (textbook 2|F1|/F0; > 1 simple)",
     "suppression_index": "surround suppression",
     "contrast_index": "contrast",
     "plaid_index": "cross-orientation (plaid)",
