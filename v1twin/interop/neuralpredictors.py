@@ -16,6 +16,12 @@ neuralpredictors 0.3.0 (the last release, 2022) does two things at import that f
    any use, so every part of neuralpredictors except ``TransferLearningCore`` works. A real,
    importable torchvision is always used when there is one.
 
+And one at construction: ``layers/hermite.py`` (the Hermite filters of
+``RotationEquivariant2dCore``) calls ``math.factorial`` on integral numpy floats, which Python
+3.10 stopped accepting. :func:`load` gives that one module (``neuralpredictors.layers.hermite``,
+its global ``math``) a copy of :mod:`math` whose ``factorial`` takes integral floats; the
+:mod:`math` module itself is untouched.
+
 Nothing in site-packages is edited. Call :func:`load` before importing any neuralpredictors
 module; it returns the package, or raises ImportError with the reason.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import importlib
+import math
 import sys
 import types
 
@@ -59,6 +66,24 @@ def _stub_torchvision(reason: str) -> None:
     sys.modules["torchvision.models"] = models
 
 
+def _factorial(n):
+    """math.factorial that also takes integral floats (Python < 3.10 did)."""
+    if isinstance(n, float) or hasattr(n, "is_integer"):
+        if not float(n).is_integer():
+            raise ValueError(f"factorial() only accepts integral values, got {n!r}")
+        n = int(n)
+    return math.factorial(n)
+
+
+def _patch_hermite() -> None:
+    hermite = importlib.import_module("neuralpredictors.layers.hermite")
+    if hermite.math is math:
+        patched = types.ModuleType("math", "math with a factorial that takes integral floats")
+        patched.__dict__.update(math.__dict__)
+        patched.factorial = _factorial
+        hermite.math = patched
+
+
 def load() -> types.ModuleType:
     """The ``neuralpredictors`` package, importable (see the module docstring); ImportError if
     it is not installed (``pip install 'v1twin[neuralpredictors]'``) or still fails to import."""
@@ -72,10 +97,12 @@ def load() -> types.ModuleType:
     ) as err:  # ImportError, or RuntimeError from a torchvision built for another torch
         _stub_torchvision(f"{type(err).__name__}: {err}")
     try:
-        return importlib.import_module("neuralpredictors")
+        package = importlib.import_module("neuralpredictors")
     except ModuleNotFoundError as err:
         if err.name != "neuralpredictors":
             raise
         raise ImportError(
             "neuralpredictors is not installed: pip install 'v1twin[neuralpredictors]'"
         ) from err
+    _patch_hermite()
+    return package
