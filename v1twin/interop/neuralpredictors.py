@@ -35,7 +35,12 @@ import math
 import sys
 import types
 
-__all__ = ["load", "TORCHVISION_STUB"]
+__all__ = ["load", "NotInstalled", "TORCHVISION_STUB"]
+
+
+class NotInstalled(ImportError):
+    """neuralpredictors is not installed (any other import failure is raised as it is)."""
+
 
 #: Set on the stub module (``sys.modules["torchvision"].__v1twin_stub__``) when it is in use.
 TORCHVISION_STUB = "__v1twin_stub__"
@@ -101,7 +106,7 @@ def load() -> types.ModuleType:
     except ModuleNotFoundError as err:
         if err.name != "neuralpredictors":
             raise
-        raise ImportError(
+        raise NotInstalled(
             "neuralpredictors is not installed: pip install 'v1twin[neuralpredictors]'"
         ) from err
     _patch_hermite()
