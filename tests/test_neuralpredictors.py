@@ -19,6 +19,7 @@ from v1twin.sensorium import read_sensorium
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:The averaged value of regularizer:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Readout is NOT initialized:UserWarning"),
 ]
 O, F = 8, 3  # noqa: E741 -- orientations (neuralpredictors' num_rotations), features (hidden_channels)
 
@@ -249,3 +250,87 @@ def test_read_sensorium_reads_a_folder_neuralpredictors_wrote(npred, tmp_path):
     np.testing.assert_array_equal(rec.area, a["area"])
     np.testing.assert_array_equal(rec.motor_coordinates, a["cell_motor_coordinates"])
     np.testing.assert_array_equal(rec.pupil_center, a["pupil_center"])
+
+
+def _encoder(npred, n_neurons, pad_input):
+    """A neuralpredictors FiringRateEncoder (rotation-equivariant core, a FullGaussian2d per
+    scan) on the 36 x 64 canvas; pad_input=False crops the map by 6 px (the Sensorium baseline's
+    geometry)."""
+    from neuralpredictors.layers.cores import RotationEquivariant2dCore
+    from neuralpredictors.layers.encoders import FiringRateEncoder
+    from neuralpredictors.layers.readouts import FullGaussian2d, MultiReadoutBase
+
+    torch.manual_seed(0)
+    core = RotationEquivariant2dCore(
+        input_channels=1,
+        hidden_channels=F,
+        input_kern=7,
+        hidden_kern=5,
+        layers=2,
+        num_rotations=O,
+        pad_input=pad_input,
+        gamma_input=0.0,
+        gamma_hidden=0.0,
+        stack=-1,
+    )
+    with torch.no_grad():
+        shape = tuple(core(torch.zeros(1, 1, 36, 64)).shape[1:])
+    readout = MultiReadoutBase(
+        {k: shape for k in n_neurons}, n_neurons, base_readout=FullGaussian2d, bias=True
+    )
+    return FiringRateEncoder(core, readout).eval()
+
+
+def _place(readout, canvas_xy, crop):
+    """Set mu so that each neuron reads canvas pixel (x, y); map = canvas cropped by ``crop``."""
+    _, h, w = readout.in_shape
+    grid = (np.asarray(canvas_xy, float) - crop / 2) / np.array([w - 1, h - 1]) * 2 - 1
+    with torch.no_grad():
+        readout.mu.copy_(torch.tensor(grid, dtype=torch.float32)[None, :, None])
+
+
+def test_external_model_rf_positions_come_from_the_readout_mu(npred):
+    """RF positions from mu (cropped map, as the Sensorium baseline's unpadded first layer):
+    each neuron's response depends on a window of canvas pixels centred on its RF position."""
+    from twin.external import ExternalResponseModel
+
+    enc = _encoder(npred, {"a": 2, "b": 3}, pad_input=False)
+    rfs = np.array([[20.0, 12.0], [41.0, 25.0], [9.0, 8.0]])
+    _place(enc.readout["b"], rfs, crop=6)
+    model = ExternalResponseModel(enc, "b", (36, 64))
+    np.testing.assert_allclose(model.rf_positions, rfs, atol=1e-4)
+    x = torch.randn(1, 1, 36, 64, requires_grad=True)
+    for n, (cx, cy) in enumerate(rfs):
+        (grad,) = torch.autograd.grad(model(x)[0, n], x)
+        g = grad[0, 0].abs().numpy()
+        rows, cols = np.nonzero(g > 1e-4 * g.max())  # not the float32 rounding of mu
+        assert (rows.min() + rows.max()) / 2 == cy and (cols.min() + cols.max()) / 2 == cx
+    assert model(x).shape == (1, 3) and ExternalResponseModel(enc, "a", (36, 64)).n_neurons == 2
+    with pytest.raises(KeyError, match="unknown data_key"):
+        ExternalResponseModel(enc, "c", (36, 64))
+
+
+def test_insilico_orientation_tuning_runs_on_a_neuralpredictors_model(npred):
+    """The direct path of insilico on a neuralpredictors model, with a known answer: a neuron
+    whose readout is another's with the rotation blocks rolled by O/4 is that neuron rotated by
+    90 degrees, so its orientation tuning curve is the other's shifted by half a period."""
+    from insilico import model as protocol
+    from insilico.experiments import orientation_tuning
+    from twin.external import ExternalResponseModel
+
+    enc = _encoder(npred, {"s": 2}, pad_input=True)
+    readout = enc.readout["s"]
+    _place(readout, [[20.0, 15.0], [20.0, 15.0]], crop=0)
+    with torch.no_grad():
+        w = torch.randn(O, F)  # neuron 0; the initial features are all equal
+        readout.features[0, :, 0, 0] = w.reshape(-1)
+        readout.features[0, :, 0, 1] = w.roll(-(O // 4), 0).reshape(-1)
+        readout.bias.zero_()
+    model = ExternalResponseModel(enc, "s", (36, 64))
+    assert isinstance(model, protocol.ResponseModel)
+    params = dict(x=model.rf_positions[:, 0], y=model.rf_positions[:, 1], size=np.full(2, 4.0))
+    params.update(sf=np.full(2, 0.15), contrast=np.full(2, 2.0), orientation=np.zeros(2))
+    params.update(phase=np.zeros(2))
+    curves = orientation_tuning(model, params, 16).values  # (neuron, orientation)
+    assert curves.std(1).min() > 1e-3 * curves.mean()  # tuned: the comparison means something
+    np.testing.assert_allclose(curves[1], np.roll(curves[0], 8), rtol=1e-4)
