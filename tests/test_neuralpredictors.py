@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from clustering import CyclicAligner, as_barcodes, fit_clusters
 from twin import metrics
-from v1twin.interop.neuralpredictors import NotInstalled, load
+from v1twin.interop.neuralpredictors import TORCHVISION_STUB, NotInstalled, load
 from v1twin.sensorium import read_sensorium
 
 pytestmark = [
@@ -53,7 +53,7 @@ def _core(npred):
 def test_shim_leaves_a_clear_error_for_the_only_torchvision_use(npred):
     import torchvision
 
-    if not hasattr(torchvision, "__v1twin_stub__"):
+    if not hasattr(torchvision, TORCHVISION_STUB):
         pytest.skip("a real torchvision is importable here")
     with pytest.raises(ImportError, match="TransferLearningCore"):
         torchvision.models.vgg16  # noqa: B018
