@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch from this machine's disk; never a multi-GB CUDA build on a CPU box.
 	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.3,<2.15"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	# neuralpredictors: the interop tests run in CI (tests/test_neuralpredictors.py).
+	$(BIN)/python -m pip install -q -e ".[test,neuralpredictors]"
 	touch $(STAMP)
 
 install: $(STAMP)

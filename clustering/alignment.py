@@ -235,10 +235,11 @@ class CyclicAligner:
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def fit(self, barcodes, orientations=None):
-        """Fit angles. barcodes: (N, F, O), or (N, F*O) with ``orientations``. Returns self."""
+    def fit(self, barcodes, orientations=None, order=None):
+        """Fit angles. barcodes: (N, F, O), or flat (N, F*O) with ``orientations`` and the
+        channel ``order`` (see :func:`clustering.rotation.as_barcodes`). Returns self."""
         x = torch.as_tensor(
-            np.asarray(as_barcodes(barcodes, orientations)),
+            np.asarray(as_barcodes(barcodes, orientations, order)),
             dtype=torch.float32,
             device=self._device(),
         )
@@ -366,14 +367,15 @@ class CyclicAligner:
         for p, s in zip(params, state):
             p.copy_(s)
 
-    def transform(self, barcodes, orientations=None):
-        """Exact rotation (Eq. 2) by ``angles_``. barcodes: (N, F, O) -> (N, F, O), same kind."""
-        x = as_barcodes(barcodes, orientations)
+    def transform(self, barcodes, orientations=None, order=None):
+        """Exact rotation (Eq. 2) by ``angles_``. barcodes as for :meth:`fit`; returns
+        (N, F, O), same kind."""
+        x = as_barcodes(barcodes, orientations, order)
         if x.shape[0] != self.angles_.shape[0]:
             raise ValueError(f"fitted on {self.angles_.shape[0]} bar codes, got {x.shape[0]}")
         angles = self.angles_ if not isinstance(x, torch.Tensor) else torch.as_tensor(self.angles_)
         return rotate(x, angles)
 
-    def fit_transform(self, barcodes, orientations=None):
-        """fit then transform; (N, F, O) -> (N, F, O)."""
-        return self.fit(barcodes, orientations).transform(barcodes, orientations)
+    def fit_transform(self, barcodes, orientations=None, order=None):
+        """fit then transform; barcodes as for :meth:`fit` -> (N, F, O)."""
+        return self.fit(barcodes, orientations, order).transform(barcodes, orientations, order)

@@ -135,20 +135,37 @@ def relaxed_rotate(barcodes, alpha, temperature):
     return out.numpy() if was_numpy else out
 
 
-def as_barcodes(x, orientations=None):
-    """Bar codes as (N, F, O): pass (N, F, O) through, reshape (N, F*O) given ``orientations``.
+#: Channel orders of a flat (N, C) bar code, C = F*O: "feature-major" (v1twin's core: channel
+#: k = f*O + o) or "rotation-major" (neuralpredictors' rotation-equivariant core: k = o*F + f, as
+#: its ``view(B, O, F, H, W)``).
+ORDERS = ("feature-major", "rotation-major")
 
-    Flattening is feature-major (k = f*O + o).
+
+def as_barcodes(x, orientations=None, order=None):
+    """Bar codes as (N, F, O), same kind as ``x`` (numpy or torch).
+
+    x: (N, F, O), passed through; or flat (N, F*O), which needs ``orientations`` (O) and the
+    channel ``order`` ("feature-major": k = f*O + o, v1twin's; "rotation-major": k = o*F + f,
+    neuralpredictors'): there is no default, since both orders give valid-looking bar codes.
+    ``order="rotation-major"`` with a 3-d ``x`` reads it as (N, O, F).
     """
     shape = tuple(x.shape)
-    if len(shape) == 3:
-        if orientations is not None and shape[2] != orientations:
-            raise ValueError(f"barcodes have {shape[2]} orientations, expected {orientations}")
-        return x
-    if len(shape) == 2 and orientations is not None:
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if len(shape) == 2:
+        if orientations is None or order is None:
+            raise ValueError(
+                f"flat barcodes {shape} need orientations= (O) and order= (one of {ORDERS})"
+            )
         if shape[1] % orientations:
             raise ValueError(f"cannot split {shape[1]} features into {orientations} orientations")
-        return x.reshape(shape[0], shape[1] // orientations, orientations)
-    raise ValueError(
-        f"barcodes must be (N, F, O), or (N, F*O) with orientations=; got shape {shape}"
-    )
+        if order == "feature-major":
+            return x.reshape(shape[0], shape[1] // orientations, orientations)
+        x = x.reshape(shape[0], orientations, shape[1] // orientations)
+    elif len(shape) != 3:
+        raise ValueError(f"barcodes must be (N, F, O) or flat (N, F*O); got shape {shape}")
+    if order == "rotation-major":
+        x = x.swapaxes(1, 2)
+    if orientations is not None and x.shape[2] != orientations:
+        raise ValueError(f"barcodes have {x.shape[2]} orientations, expected {orientations}")
+    return x

@@ -146,8 +146,8 @@ def test_transform_accepts_flat_input_and_checks_n():
     x, _, _ = gp_readouts(n=6, n_types=1, features=2)
     al = CyclicAligner(betas=[1.0], max_iter=20, refine_iter=0, progress=False)
     with pytest.warns(RuntimeWarning, match="no fit reached"):  # 20 steps from T = 1 cannot reach 5
-        al.fit(x.reshape(6, -1), orientations=O)
-    assert al.transform(x.reshape(6, -1), orientations=O).shape == (6, 2, O)
+        al.fit(x.reshape(6, -1), orientations=O, order="feature-major")
+    assert al.transform(x.reshape(6, -1), O, "feature-major").shape == (6, 2, O)
     assert al.losses_.shape == (1,) and al.angles_.shape == (6,)
     with pytest.raises(ValueError, match="fitted on 6"):
         al.transform(x[:3])

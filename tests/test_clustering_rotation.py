@@ -77,9 +77,15 @@ def test_torch_matches_numpy_and_has_gradients(barcodes):
     )
 
 
-def test_as_barcodes_is_feature_major():
+def test_as_barcodes_takes_the_channel_order_and_refuses_to_guess():
     flat = np.arange(2 * 3 * O).reshape(2, 3 * O)
-    x = as_barcodes(flat, orientations=O)
+    x = as_barcodes(flat, orientations=O, order="feature-major")
     assert x.shape == (2, 3, O) and x[1, 2, 5] == flat[1, 2 * O + 5]
-    with pytest.raises(ValueError, match="orientations"):
-        as_barcodes(flat)
+    r = as_barcodes(torch.tensor(flat), orientations=O, order="rotation-major")
+    assert r.shape == (2, 3, O) and r[1, 2, 5] == flat[1, 5 * 3 + 2]  # k = o*F + f
+    np.testing.assert_array_equal(as_barcodes(np.swapaxes(x, 1, 2), order="rotation-major"), x)
+    for kw in ({}, {"orientations": O}, {"order": "feature-major"}):
+        with pytest.raises(ValueError, match="order="):
+            as_barcodes(flat, **kw)
+    with pytest.raises(ValueError, match="order must be one of"):
+        as_barcodes(flat, orientations=O, order="rotation")

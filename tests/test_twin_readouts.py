@@ -170,3 +170,20 @@ def test_border_rule_widens_by_the_normalisation_pool():
     assert plain.twin.pool_reach("s") == 0 and dn.twin.pool_reach("s") == pytest.approx(6.45)
     assert not plain.border_mask().any()  # hidden reach 2 px, RFs >= 6 px from the edge
     np.testing.assert_array_equal(dn.border_mask(), [True, True, True, True, False])
+
+
+def test_forward_takes_the_scan_as_data_key_like_neuralpredictors():
+    """``twin(x, data_key=scan)`` (neuralpredictors' keyword) equals ``twin(x, scan)``; None
+    selects the only scan, and is refused when there are several."""
+    torch.manual_seed(0)
+    core = {"features": (2,), "orientations": 4, "kernel_sizes": (5,)}
+    x = torch.randn(3, 1, SIZE_H, SIZE_W)
+    two = Twin(core, {"type": "gaussian"}, {"a": 2, "b": 3}, (SIZE_H, SIZE_W)).eval()
+    with torch.no_grad():
+        assert two(x, data_key="b").shape == (3, 3)
+        torch.testing.assert_close(two(x, data_key="b"), two(x, "b"))
+        assert not torch.allclose(two(x, data_key="a"), two(x, "b")[:, :2])
+        with pytest.raises(ValueError, match="pass data_key"):
+            two(x)
+        one = Twin(core, {"type": "gaussian"}, {"a": 2}, (SIZE_H, SIZE_W)).eval()
+        torch.testing.assert_close(one(x), one(x, data_key="a"))

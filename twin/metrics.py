@@ -3,6 +3,14 @@
 Shapes: predictions and responses (T, N) (trials x neurons); image_ids (T,) groups the
 repeats of one image. Every measure returns (N,). Correlations are 0 where either side is
 constant.
+
+Agreement with ``neuralpredictors.measures`` (checked in tests/test_neuralpredictors.py): on
+data where every image has at least 2 repeats, :func:`single_trial_correlation` equals
+``corr(pred, resp, axis=0)``, :func:`correlation_to_average` ``corr`` of the per-image means,
+:func:`oracle_correlation` ``oracle_corr_jackknife`` and :func:`feve` ``fev``, to 1e-6: the only
+difference there is the eps = 1e-8 that neuralpredictors adds to each standard deviation (with
+eps=0 its ``corr`` equals :func:`correlation` to float precision). Images shown once differ:
+see :func:`oracle_correlation` and :func:`feve`.
 """
 
 from __future__ import annotations
@@ -51,7 +59,11 @@ def correlation_to_average(predictions, responses, image_ids) -> np.ndarray:
 
 def oracle_correlation(responses, image_ids) -> np.ndarray:
     """Leave-one-out oracle: correlate each trial with the mean of the other repeats of its
-    image, over all trials of images with at least 2 repeats: (N,)."""
+    image, over all trials of images with at least 2 repeats: (N,).
+
+    Images shown once are left out. neuralpredictors' ``oracle_corr_jackknife`` instead counts
+    their trials with an oracle of 0 (after a 0/0 warning); on the other images both agree.
+    """
     r = np.asarray(responses, dtype=np.float64)
     _, inverse, means, counts = _group(r, image_ids)
     keep = counts[inverse] >= 2
@@ -68,6 +80,9 @@ def feve(predictions, responses, image_ids) -> np.ndarray:
     1 - (MSE - noise_var) / (total_var - noise_var), with MSE the mean squared error over
     trials, total_var the variance of responses over trials and noise_var the mean over
     images of the unbiased variance across that image's repeats (images with >= 2 repeats).
+
+    Images shown once count in MSE and total_var but not in noise_var; neuralpredictors' ``fev``
+    is NaN for every neuron as soon as one image has a single repeat (its ddof=1 variance).
     """
     p = np.asarray(predictions, dtype=np.float64)
     r = np.asarray(responses, dtype=np.float64)

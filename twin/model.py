@@ -117,9 +117,20 @@ class Twin(nn.Module):
             x = F.avg_pool2d(x, self.downsample)
         return self.core(x)
 
-    def forward(self, x: torch.Tensor, scan: str) -> torch.Tensor:
-        """Standardized images (B, 1, H, W) -> positive rates (B, N) of `scan`'s neurons."""
-        return self.output(self._readout(scan)(self.features(x)))
+    def forward(self, x: torch.Tensor, data_key: str | None = None) -> torch.Tensor:
+        """Standardized images (B, 1, H, W) -> positive rates (B, N) of one scan's neurons.
+
+        data_key: the scan (readout) name, as in neuralpredictors' ``model(x, data_key=...)``;
+        ``twin(x, scan)`` is the same call. None selects the only scan of a one-scan twin.
+        """
+        if data_key is None:
+            if len(self.readouts) != 1:
+                raise ValueError(
+                    f"this twin has {len(self.readouts)} scans {sorted(self.readouts)}; "
+                    "pass data_key= (the scan name)"
+                )
+            data_key = next(iter(self.readouts))
+        return self.output(self._readout(data_key)(self.features(x)))
 
     def at_rf(self, x_centred: torch.Tensor, scan: str) -> torch.Tensor:
         """Rates (B, N) for standardized stimuli centred at `center`, each moved onto each

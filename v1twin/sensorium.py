@@ -12,7 +12,11 @@ Layout of one scan (T trials, N neurons)::
         meta/trials/trial_idx.npy    (T,) int
         meta/neurons/{unit_ids,animal_ids,sessions,scan_idx,area,layer}.npy  (N,)
         meta/neurons/cell_motor_coordinates.npy  (N, 3)
+        meta/statistics/{key}/all/{mean,std,min,max,median}.npy   written, not read (below)
 
+:func:`write_sensorium` also writes the statistics over all trials that neuralpredictors'
+``NeuroNormalizer`` (the Sensorium loaders' default transform) reads: scalars for images,
+per-channel (N,) / (B,) / (2,) for responses, behavior and pupil_center.
 :func:`read_sensorium` checks every file before it returns; errors name the file.
 """
 
@@ -204,6 +208,19 @@ def _scan_key(tree: _Tree) -> tuple[int, int, int]:
         ) from err
 
 
+STATISTICS = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max, "median": np.median}
+
+
+def _write_statistics(folder: Path, key: str, arr: np.ndarray) -> None:
+    """meta/statistics/{key}/all/*.npy over all trials: scalars for images (T, 1, H, W),
+    per channel for (T, C) arrays."""
+    axis = None if key == "images" else 0
+    out = folder / "meta" / "statistics" / key / "all"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fn in STATISTICS.items():
+        np.save(out / f"{name}.npy", np.asarray(fn(arr, axis=axis), dtype=np.float32))
+
+
 def write_sensorium(
     folder: str | Path,
     *,
@@ -244,6 +261,7 @@ def write_sensorium(
         (folder / "data" / key).mkdir(parents=True, exist_ok=True)
         for i, row in enumerate(arr):
             np.save(folder / "data" / key / f"{i}.npy", np.asarray(row, dtype=np.float32))
+        _write_statistics(folder, key, np.asarray(arr, dtype=np.float32))
     meta = folder / "meta"
     (meta / "trials").mkdir(parents=True, exist_ok=True)
     (meta / "neurons").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Working with the field's tools (neuralpredictors / nnfabrik models, loaders and metrics)."""
