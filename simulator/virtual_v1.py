@@ -109,6 +109,7 @@ import torch.nn.functional as F
 
 from insilico.stimuli import dog as dog_stimulus
 from insilico.stimuli import gabor
+from insilico.units import sensorium_pixels_per_degree
 
 __all__ = [
     "TYPES",
@@ -284,6 +285,7 @@ class VirtualV1(torch.nn.Module):
         if unknown:
             raise ValueError(f"VirtualV1: unknown types {sorted(unknown)}; known: {TYPES}")
         self.n_neurons, self.height, self.width, self.seed = int(n_neurons), height, width, seed
+        self.image_shape = (int(height), int(width))
         rng = np.random.default_rng(seed)
         N = self.n_neurons
         # equal numbers per type (differ by at most one if N is not a multiple), shuffled order
@@ -422,6 +424,11 @@ class VirtualV1(torch.nn.Module):
         self.calibrate(torch.as_tensor(np.asarray(calibration_images), dtype=torch.float32))
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def pixels_per_degree(self) -> float:
+        """Canvas pixels per degree: the images fill the Sensorium screen (`insilico.units`)."""
+        return sensorium_pixels_per_degree(self.image_shape, "VirtualV1 canvas")
+
     def energy_map(self, x: torch.Tensor) -> torch.Tensor:
         """Orientation-untuned local energy ``sum_theta |x * h_theta|^2`` of images (B, 1, H, W)
         on the stride-2 grid: ``(B, (H/2) * (W/2))`` (rows 0, 2, ..., columns 0, 2, ...)."""

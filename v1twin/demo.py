@@ -27,7 +27,7 @@ def true_indices(scans) -> pd.DataFrame:
 
     frames = []
     for scan in scans:
-        best = search.optimal_gabor(scan.model, search.GaborGrid.cpu())
+        best = search.optimal_gabor(scan.model, search.GaborGrid.cpu(scan.model.pixels_per_degree))
         _, indices = experiments.run_battery(scan.model, search.params_of(best))
         frames.append(
             pd.DataFrame(
