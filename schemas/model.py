@@ -218,6 +218,12 @@ def load_model(key: dict, device: str | None = None) -> Twin:
     return model.to(device).eval()
 
 
+#: Columns of the GLM's pooled input, whatever the stored image size: 16 (4 x 4 pooling of 36 x 64,
+#: 16 x 16 of Sensorium's 144 x 256), so that the baseline sees the same field at the same
+#: resolution for every scan.
+GLM_WIDTH = 16
+
+
 @schema
 class GLM(dj.Computed):
     definition = """
@@ -239,7 +245,7 @@ class GLM(dj.Computed):
     def make(self, key):
         arrays = recording.load_scan(key["scan_key"])
         scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
-        glm = PoissonGLM().fit(scan)
+        glm = PoissonGLM(downsample=max(1, round(scan.image_shape[1] / GLM_WIDTH))).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
         self.insert1(dict(key, downsample=glm.downsample))
