@@ -78,7 +78,7 @@ def test_a_canvas_the_images_cannot_make_is_refused_before_anything_is_written(
     cfg = config.load()
     cfg["model"]["canvas"] = [36, 36]
     cfg["model"]["max_epochs"] = 1
-    trained = db["model"].TrainedModel
+    trained = db["model"].TrainedModel()
     before = len(trained)
     with pytest.raises(ValueError, match=r"static90001-1-1-VirtualV1.*144 x 256.*36 x 36"):
         pipeline.populate(cfg, stages=["model"])
