@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from twin.model import canvas_center
+from twin.model import canvas_center  # noqa: F401  (re-exported: the one canvas centre)
 
 #: ``respond(stimuli_centred (B, 1, H, W)) -> (B, N)``: response of every neuron ``n`` to stimulus
 #: ``b`` moved onto neuron ``n``'s own RF. The direct path shifts and evaluates (see
