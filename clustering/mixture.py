@@ -42,7 +42,7 @@ def fit_clusters(x, method="gmm", n_clusters=2, random_state=0, n_init=5):
 
 
 def heldout_scores(x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=4):
-    """Held-out log-likelihood of every test neuron under spherical GMMs, one per number of clusters.
+    """Held-out log-likelihood of each test neuron under a spherical GMM per number of clusters.
 
     x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM is
     fitted on the training neurons (best of ``n_init`` k-means initialisations: with one, a fit

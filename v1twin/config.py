@@ -87,7 +87,7 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
         "pixels_per_degree": (
             0.0,
             0.0,
-            "stored-image pixels per degree of visual angle; 0: the Sensorium screen's (insilico.units)",
+            "stored-image pixels per degree of visual angle; 0: Sensorium's (insilico.units)",
         ),
         "refine": (4, 4, "per neuron, the fast search's best stimuli re-scored directly (0: none)"),
         "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
