@@ -245,7 +245,8 @@ def stimulus_comparison(
     Each neuron's stimulus of each kind is rescaled to L2 norm = energy (over the whole canvas,
     standardized units; default ``ENERGIES_DEG`` x the model's pixels per degree) for every
     energy, shown on the canvas as rendered (Gabor / DoG at their own x, y; ``meis``
-    (N,1,H,W) as optimised), and only that neuron's response is kept. Kinds that are not given (dog_params / meis None) are left out of the ``stimulus`` dim.
+    (N,1,H,W) as optimised), and only that neuron's response is kept. Kinds that are not given
+    (dog_params / meis None) are left out of the ``stimulus`` dim.
     """
     height, width = image_shape(model)
     if energies is None:
