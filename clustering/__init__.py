@@ -5,7 +5,7 @@ scikit-learn, openTSNE."""
 from .alignment import CyclicAligner, energy_angles, pairwise_mean, select_fit
 from .confusion import cluster_confusion, elu1, greedy_blocks
 from .embedding import tsne_embedding
-from .mixture import fit_clusters, heldout_likelihood
+from .mixture import K_RULE, choose_k, fit_clusters, heldout_likelihood, heldout_scores
 from .rotation import as_barcodes, relaxed_rotate, relaxed_rotation_matrix, rotate, rotation_matrix
 
 __all__ = [
@@ -17,8 +17,11 @@ __all__ = [
     "elu1",
     "greedy_blocks",
     "tsne_embedding",
+    "K_RULE",
+    "choose_k",
     "fit_clusters",
     "heldout_likelihood",
+    "heldout_scores",
     "as_barcodes",
     "relaxed_rotate",
     "relaxed_rotation_matrix",

@@ -45,16 +45,21 @@ import torch
 
 from twin import hermite
 
+from .mei import NORM_DEG
 from .model import (
-    HEIGHT,
-    WIDTH,
     RespondFn,
     canvas_center,
+    image_shape,
     model_device,
     own_responses,
+    pixels_per_degree,
     preferred_orientations,
     rf_positions,
 )
+
+#: Default reach of the Hermite basis's highest order from its centre, degrees (12 px of the
+#: 36 x 64 canvas at its default 0.305 px / deg, :mod:`insilico.units`).
+EXTENT_DEG = 40.0
 
 __all__ = [
     "ClusterMEIResult",
@@ -69,14 +74,12 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Basis and exact rotations
 # ---------------------------------------------------------------------------------------------
-def default_sigma(n_orders: int, extent: float = 12.0) -> float:
+def default_sigma(n_orders: int, extent: float) -> float:
     """Hermite width (px) whose highest order reaches ``extent`` px from the centre."""
     return extent / math.sqrt(2 * (n_orders - 1) + 1) if n_orders > 1 else extent / 2
 
 
-def canvas_basis(
-    positions, n_orders: int, sigma: float, height: int = HEIGHT, width: int = WIDTH
-) -> torch.Tensor:
+def canvas_basis(positions, n_orders: int, sigma: float, height: int, width: int) -> torch.Tensor:
     """Hermite functions centred at each (x, y) of ``positions`` (P, 2) on the canvas:
     (P, K_b, H, W) float32. Coordinates as :mod:`twin.hermite` (x rightwards, y upwards)."""
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
@@ -144,7 +147,7 @@ class ClusterMEIResult:
     neuron_labels (N,), neuron_responses (N,), neuron_offsets (N,): each neuron's cluster, its
     response and the chosen angle offset phi_i (radians); orientations (N,), positions (N, 2): the
     theta_i and RFs used; history (steps,): mean over clusters of the objective per step;
-    n_orders, sigma, center: the basis."""
+    n_orders, sigma, center: the basis; image_shape: the canvas (H, W)."""
 
     labels: np.ndarray
     coefficients: torch.Tensor
@@ -159,15 +162,16 @@ class ClusterMEIResult:
     n_orders: int
     sigma: float
     center: tuple
+    image_shape: tuple
 
-    def neuron_stimuli(self, height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
+    def neuron_stimuli(self) -> torch.Tensor:
         """Each neuron's stimulus (N, 1, H, W): its cluster MEI at its exact angle
         theta_i + phi_i, at its RF (e.g. for ``experiments.stimulus_comparison``)."""
         inv = np.searchsorted(self.labels, self.neuron_labels)
         beta = rotate_coefficients(
             self.coefficients.cpu()[inv], self.orientations + self.neuron_offsets, self.n_orders
         )
-        basis = canvas_basis(self.positions, self.n_orders, self.sigma, height, width)
+        basis = canvas_basis(self.positions, self.n_orders, self.sigma, *self.image_shape)
         return synthesize(beta, basis)
 
 
@@ -188,7 +192,7 @@ def cluster_mei(
     center=None,
     n_orders: int = 9,
     sigma: float | None = None,
-    norm: float = 10.0,
+    norm: float | None = None,
     steps: int = 100,
     lr: float = 0.1,
     orientation_offsets: Sequence[float] = (0.0, math.pi),
@@ -196,8 +200,6 @@ def cluster_mei(
     seed: int = 0,
     init=None,
     chunk_size: int = 256,
-    height: int = HEIGHT,
-    width: int = WIDTH,
     device=None,
 ) -> ClusterMEIResult:
     """Cluster MEIs (DT Eq. 4-8); see the module docstring.
@@ -206,8 +208,9 @@ def cluster_mei(
     clusters (N,): a label per neuron; positions (N, 2), orientations (N,): RFs and preferred
     orientations theta_i (defaults: the model's; for the twin the optimal Gabors' x, y,
     orientation); respond / center: the fast path (``respond.center`` is used if center is None);
-    n_orders, sigma: the Hermite basis (sigma default :func:`default_sigma`: the highest order
-    reaches 12 px); norm: L2 norm of the canonical image (standardized units); steps, lr:
+    n_orders, sigma: the Hermite basis, pixels (sigma default :func:`default_sigma`: the highest
+    order reaches ``EXTENT_DEG``); norm: L2 norm of the canonical image (standardized units,
+    canvas pixels; default ``mei.NORM_DEG`` x pixels per degree); steps, lr:
     x-space normalised gradient steps of lr_t * norm, lr_t cosine-decaying from lr to lr / 10;
     orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start.
 
@@ -224,10 +227,14 @@ def cluster_mei(
     uniq, inv = np.unique(labels, return_inverse=True)
     kc = len(uniq)
     device = torch.device(device) if device is not None else model_device(model)
-    sigma = default_sigma(n_orders) if sigma is None else float(sigma)
+    height, width = image_shape(model)
+    if sigma is None or norm is None:
+        ppd = pixels_per_degree(model)
+        sigma = default_sigma(n_orders, EXTENT_DEG * ppd) if sigma is None else float(sigma)
+        norm = NORM_DEG * ppd if norm is None else float(norm)
     if respond is not None and center is None:
         center = getattr(respond, "center", None)
-    center = canvas_center(height, width) if center is None else tuple(float(c) for c in center)
+    center = canvas_center((height, width)) if center is None else tuple(float(c) for c in center)
     offsets = np.asarray(orientation_offsets, dtype=np.float64).ravel()
     n_off = len(offsets)
     w = torch.as_tensor(1.0 / np.bincount(inv)[inv], dtype=torch.float32, device=device)  # (N,)
@@ -363,4 +370,5 @@ def cluster_mei(
         n_orders=n_orders,
         sigma=sigma,
         center=center,
+        image_shape=(height, width),
     )

@@ -25,7 +25,7 @@ import torch
 import xarray as xr
 
 from . import indices
-from .model import HEIGHT, WIDTH, RespondFn, model_device, own_responses
+from .model import RespondFn, image_shape, model_device, own_responses, pixels_per_degree
 from .search import (
     DOG_KEYS,
     GABOR_KEYS,
@@ -65,8 +65,6 @@ def orientation_tuning(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.DataArray:
     """Orientation tuning: each neuron's optimal Gabor at every orientation -> (neuron,
     orientation).
@@ -88,8 +86,6 @@ def orientation_tuning(
         anchors=anchors,
         chunk_size=chunk_size,
         progress=progress,
-        height=height,
-        width=width,
     )
     return _curve(
         resp,
@@ -112,8 +108,6 @@ def phase_tuning(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.DataArray:
     """Phase tuning: each neuron's optimal Gabor at every phase -> (neuron, phase).
 
@@ -132,8 +126,6 @@ def phase_tuning(
         anchors=anchors,
         chunk_size=chunk_size,
         progress=progress,
-        height=height,
-        width=width,
     )
     return _curve(
         resp,
@@ -145,7 +137,12 @@ def phase_tuning(
     )
 
 
-DEFAULT_SIZES = (2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+#: Default sizes (the paper's sigma) of size tuning, degrees: 2 to 32 px of the 36 x 64 canvas at
+#: its default 0.305 px / deg (insilico.units), rounded.
+SIZES_DEG = (6.5, 13.0, 20.0, 26.0, 40.0, 52.0, 80.0, 105.0)
+#: Default L2 norms of the Gabor vs DoG vs MEI comparison, standardized units x degrees (norm in
+#: pixels = this x pixels per degree): 4, 8, 16 on the 36 x 64 canvas.
+ENERGIES_DEG = (13.0, 26.0, 52.0)
 # Top contrast 4 = peak amplitude 2 standard deviations: about the full range of an 8-bit display
 # for natural-image statistics (Sensorium and the virtual V1: mean ~113, s.d. ~55 -> at most 2.07
 # s.d. below the mean). Higher contrasts are images no screen shows and the twin never saw.
@@ -155,7 +152,7 @@ DEFAULT_CONTRASTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def size_contrast_tuning(
     model,
     gabor_params,
-    sizes: Sequence[float] = DEFAULT_SIZES,
+    sizes: Sequence[float] | None = None,
     contrasts: Sequence[float] = DEFAULT_CONTRASTS,
     *,
     respond: RespondFn | None = None,
@@ -163,14 +160,15 @@ def size_contrast_tuning(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.DataArray:
     """Size x contrast tuning of each neuron's optimal Gabor -> (neuron, contrast, size).
 
-    sizes: the paper's sigma (pixels, envelope s.d. = size / 2); contrasts: a (standardized
-    units). Absolute values shared by all neurons, so population averages line up.
+    sizes: the paper's sigma (pixels, envelope s.d. = size / 2; default ``SIZES_DEG`` x the
+    model's pixels per degree); contrasts: a (standardized units). Absolute values shared by all
+    neurons, so population averages line up.
     """
+    if sizes is None:
+        sizes = np.asarray(SIZES_DEG) * pixels_per_degree(model)
     s = np.asarray(sizes, dtype=np.float64)
     c = np.asarray(contrasts, dtype=np.float64)
     cc, ss = np.meshgrid(c, s, indexing="ij")
@@ -185,8 +183,6 @@ def size_contrast_tuning(
         anchors=anchors,
         chunk_size=chunk_size,
         progress=progress,
-        height=height,
-        width=width,
     )
     return _curve(
         resp, (len(c), len(s)), ("contrast", "size"), {"contrast": c, "size": s}, len(p["x"])
@@ -207,8 +203,6 @@ def plaid_tuning(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.DataArray:
     """Plaids: optimal Gabor + orthogonal Gabor (same position, size, sf, phase), both contrasts
     varied -> (neuron, optimal_contrast, orthogonal_contrast). Contrasts absolute (a of Eq. 1)."""
@@ -226,8 +220,6 @@ def plaid_tuning(
         anchors=anchors,
         chunk_size=chunk_size,
         progress=progress,
-        height=height,
-        width=width,
     )
     return _curve(
         resp,
@@ -244,20 +236,22 @@ def stimulus_comparison(
     gabor_params,
     dog_params=None,
     meis=None,
-    energies: Sequence[float] = (4.0, 8.0, 16.0),
+    energies: Sequence[float] | None = None,
     *,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.DataArray:
     """Optimal Gabor vs DoG vs MEI at matched energy (DT Eq. 15-17) -> (neuron, stimulus, energy).
 
     Each neuron's stimulus of each kind is rescaled to L2 norm = energy (over the whole canvas,
-    standardized units) for every energy, shown on the canvas as rendered (Gabor / DoG at their
-    own x, y; ``meis`` (N,1,H,W) as optimised), and only that neuron's response is kept. Kinds
-    that are not given (dog_params / meis None) are left out of the ``stimulus`` dim.
+    standardized units; default ``ENERGIES_DEG`` x the model's pixels per degree) for every
+    energy, shown on the canvas as rendered (Gabor / DoG at their own x, y; ``meis``
+    (N,1,H,W) as optimised), and only that neuron's response is kept. Kinds that are not given
+    (dog_params / meis None) are left out of the ``stimulus`` dim.
     """
+    height, width = image_shape(model)
+    if energies is None:
+        energies = np.asarray(ENERGIES_DEG) * pixels_per_degree(model)
     device = model_device(model)
     gp = params_of(gabor_params, GABOR_KEYS)
     n = len(gp["x"])
@@ -366,10 +360,10 @@ def run_battery(
     *,
     orientations=16,
     phases=16,
-    sizes: Sequence[float] = DEFAULT_SIZES,
+    sizes: Sequence[float] | None = None,
     contrasts: Sequence[float] = DEFAULT_CONTRASTS,
     plaid_contrasts: Sequence[float] = DEFAULT_PLAID_CONTRASTS,
-    energies: Sequence[float] = (4.0, 8.0, 16.0),
+    energies: Sequence[float] | None = None,
     cnn_corr=None,
     glm_corr=None,
     respond: RespondFn | None = None,
@@ -377,8 +371,6 @@ def run_battery(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> tuple[xr.Dataset, pd.DataFrame]:
     """All experiments for every neuron -> (curves, indices).
 
@@ -396,8 +388,6 @@ def run_battery(
         anchors=anchors,
         chunk_size=chunk_size,
         progress=progress,
-        height=height,
-        width=width,
     )
     curves = {
         "orientation_tuning": orientation_tuning(model, gabor_params, orientations, **kw),
@@ -414,8 +404,6 @@ def run_battery(
             energies,
             chunk_size=chunk_size,
             progress=progress,
-            height=height,
-            width=width,
         )
     ds = xr.Dataset(curves)
     return ds, battery_indices(ds, cnn_corr, glm_corr)

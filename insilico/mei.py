@@ -23,7 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import HEIGHT, WIDTH, RespondOwnFn, model_device, own_responses
+from .model import RespondOwnFn, image_shape, model_device, own_responses, pixels_per_degree
+
+#: Default L2 norm of an MEI, standardized units x degrees (pixels: this x pixels per degree,
+#: :mod:`insilico.units`): 10 on the 36 x 64 canvas at its default 0.305 px / deg.
+NORM_DEG = 33.0
 
 
 @dataclass
@@ -62,12 +66,27 @@ def project(images: torch.Tensor, norm: float, constraint: str = "sphere") -> to
     raise ValueError(f"constraint must be 'sphere' or 'ball'; got {constraint!r}")
 
 
+def _canvas_and_norm(model, init, norm) -> tuple[int, int, float]:
+    """(H, W) from the model (else from init) and the norm (default from the model's ppd)."""
+    if model is not None:
+        height, width = image_shape(model)
+    elif init is not None:
+        height, width = (int(s) for s in init.shape[-2:])
+    else:
+        raise ValueError("mei with respond_own alone needs init= (K, 1, H, W): it names the canvas")
+    if norm is None:
+        if model is None:
+            raise ValueError("mei with respond_own alone needs norm= (L2 norm, canvas pixels)")
+        norm = NORM_DEG * pixels_per_degree(model)
+    return height, width, float(norm)
+
+
 def mei(
     model=None,
     neurons: Sequence[int] | None = None,
     *,
     respond_own: RespondOwnFn | None = None,
-    norm: float = 10.0,
+    norm: float | None = None,
     constraint: str = "sphere",
     steps: int = 200,
     lr: float = 0.1,
@@ -75,8 +94,6 @@ def mei(
     jitter: int = 0,
     init: torch.Tensor | None = None,
     seed: int = 0,
-    height: int = HEIGHT,
-    width: int = WIDTH,
     device=None,
 ) -> MEIResult:
     """MEIs of many neurons at once: one image per neuron, one batch.
@@ -85,12 +102,13 @@ def mei(
         ``neurons[k]`` (default: all neurons of the model, N_all = len(model.rf_positions)).
     respond_own: alternatively / for efficiency, ``respond_own(images (K,1,H,W)) -> (K,)`` giving
         neuron k's response to image k (e.g. the twin evaluating only the readout of neuron k).
-    norm, constraint: L2 norm of each MEI (standardized units over the whole canvas), 'sphere'
-        (= norm) or 'ball' (<= norm).
+    norm, constraint: L2 norm of each MEI (standardized units over the whole canvas; default
+        ``NORM_DEG`` x the model's pixels per degree), 'sphere' (= norm) or 'ball' (<= norm).
     steps, lr: projected, per-image normalised gradient ascent:
         x <- P(x + lr_t * norm * g / ||g||), lr_t decaying from lr to lr / 10 (cosine).
     smooth_sigma: Gaussian blur of the gradient (pixels); jitter: max random shift (pixels).
     init: (K,1,H,W) starting images (default white noise from ``seed``), projected first.
+    The canvas (H, W) is the model's ``image_shape`` (with respond_own alone: init's).
 
     Returns :class:`MEIResult`. Never loops over neurons: loops over steps only.
     """
@@ -114,6 +132,7 @@ def mei(
                 "mei with respond_own needs init= or neurons= (to know how many images)"
             )
         device = device or (init.device if init is not None else torch.device("cpu"))
+    height, width, norm = _canvas_and_norm(model, init, norm)
     k = len(init) if init is not None else len(neurons)
     gen = torch.Generator().manual_seed(seed)
     regen = torch.Generator().manual_seed(seed + 1)

@@ -4,12 +4,15 @@ A *response model* maps a batch of images on the canvas to non-negative rates of
 
     model(images (B, 1, H, W) float32) -> (B, N)
 
-and carries two numpy attributes:
+and carries these attributes:
 
+- ``image_shape`` (H, W): its canvas, pixels. Every stimulus is rendered on it;
+- ``pixels_per_degree``: canvas pixels per degree of visual angle (:mod:`insilico.units`);
+  read only where a default is given in degrees (grids, sizes, norms);
 - ``rf_positions`` (N, 2): receptive-field centres, columns ``(x, y)`` = (column, row), pixels;
 - ``preferred_orientations`` (N,): radians, or ``None`` (the twin, before it has been estimated).
 
-Stimuli are in standardized units (0 = mean gray). Canvas H = 36 x W = 64.
+Stimuli are in standardized units (0 = mean gray). "Centred" means at :func:`canvas_center`.
 
 Helpers here keep the rest of ``insilico`` free of model specifics: ``own_responses`` evaluates
 images that each belong to one neuron and keeps only that neuron's output (the "diagonal").
@@ -23,8 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-HEIGHT = 36
-WIDTH = 64
+from twin.model import canvas_center  # noqa: F401  (re-exported: the one canvas centre)
 
 #: ``respond(stimuli_centred (B, 1, H, W)) -> (B, N)``: response of every neuron ``n`` to stimulus
 #: ``b`` moved onto neuron ``n``'s own RF. The direct path shifts and evaluates (see
@@ -37,8 +39,10 @@ RespondOwnFn = Callable[[torch.Tensor], torch.Tensor]
 
 @runtime_checkable
 class ResponseModel(Protocol):
-    """Anything with ``__call__(images (B,1,H,W)) -> (B,N)`` and the two RF attributes."""
+    """Anything with ``__call__(images (B,1,H,W)) -> (B,N)``, its canvas and the RF attributes."""
 
+    image_shape: tuple[int, int]  # (H, W) pixels
+    pixels_per_degree: float  # canvas pixels per degree of visual angle
     rf_positions: np.ndarray  # (N, 2) x = column, y = row, pixels
     preferred_orientations: np.ndarray | None  # (N,) radians, or None
 
@@ -46,13 +50,25 @@ class ResponseModel(Protocol):
         ...
 
 
-def canvas_center(height: int = HEIGHT, width: int = WIDTH) -> tuple[float, float]:
-    """The position ``(x, y)`` at which "centred" stimuli are rendered: ``(width // 2, height //
-    2)``.
+def image_shape(model) -> tuple[int, int]:
+    """The model's canvas ``(H, W)`` (``model.image_shape``); a clear error if it has none."""
+    shape = getattr(model, "image_shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(
+            f"{type(model).__name__} has no image_shape (H, W): a ResponseModel names its canvas"
+        )
+    return int(shape[0]), int(shape[1])
 
-    Integer, so that a shift onto an integer RF position is an integer shift.
-    """
-    return float(width // 2), float(height // 2)
+
+def pixels_per_degree(model) -> float:
+    """The model's canvas pixels per degree of visual angle; a clear error if it has none."""
+    ppd = getattr(model, "pixels_per_degree", None)
+    if ppd is None or not ppd > 0:
+        raise ValueError(
+            f"{type(model).__name__} has no pixels_per_degree (got {ppd!r}): give the model one "
+            "(insilico.units) or pass the stimulus sizes in canvas pixels"
+        )
+    return float(ppd)
 
 
 def model_device(model) -> torch.device:

@@ -19,7 +19,11 @@ Two ways to get the response of every neuron to every stimulus of a grid:
 
 Nothing loops over neurons: loops run over chunks of stimuli (or stimulus-neuron pairs).
 
-Conventions: canvas H=36 x W=64; x = column, y = row (pixels); standardized units; radians.
+Conventions: the model's canvas ``image_shape`` (H, W); x = column, y = row (canvas pixels);
+standardized units; radians. Grids are in canvas pixels; the named grids (:meth:`GaborGrid.cpu`,
+:meth:`GaborGrid.paper`, and DoGGrid's) are defined in degrees of visual angle and converted with
+the canvas's pixels per degree (:mod:`insilico.units`), so that they cover the same part of the
+visual field on any canvas.
 Gabor parameters follow DT Eq. 1-2 (``size`` = sigma of Eq. 1, so the envelope's standard
 deviation is size / 2; ``sf`` in cycles / pixel; ``contrast`` = a, peak amplitude a / 2), DoG
 parameters DT Eq. 9-10.
@@ -36,15 +40,16 @@ import torch
 import xarray as xr
 
 from .model import (
-    HEIGHT,
-    WIDTH,
     RespondFn,
     canvas_center,
+    image_shape,
     model_device,
     own_responses,
+    pixels_per_degree,
     preferred_orientations,
     rf_positions,
 )
+from .units import to_pixels
 
 GABOR_KEYS = ("x", "y", "size", "sf", "contrast", "orientation", "phase")
 DOG_KEYS = ("x", "y", "sigma_center", "sigma_surround", "a_center", "a_surround")
@@ -57,17 +62,17 @@ def _stimuli():
     return stimuli
 
 
-def render_gabor(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+def render_gabor(height: int, width: int, **p) -> torch.Tensor:
     """Gabors (DT Eq. 1-2) from flat parameter tensors (M,) -> (M, 1, H, W)."""
     return _stimuli().gabor(*(p[k] for k in GABOR_KEYS), height=height, width=width)
 
 
-def render_dog(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+def render_dog(height: int, width: int, **p) -> torch.Tensor:
     """DoGs (DT Eq. 9-10) from flat parameter tensors (M,) -> (M, 1, H, W)."""
     return _stimuli().dog(*(p[k] for k in DOG_KEYS), height=height, width=width)
 
 
-def render_plaid(height: int = HEIGHT, width: int = WIDTH, **p) -> torch.Tensor:
+def render_plaid(height: int, width: int, **p) -> torch.Tensor:
     """Plaids (optimal Gabor + orthogonal Gabor) from flat parameter tensors (M,) -> (M,1,H,W)."""
     return _stimuli().plaid(*(p[k] for k in PLAID_KEYS), height=height, width=width)
 
@@ -97,9 +102,41 @@ def _orients(n: int, period: float = math.pi) -> tuple:
     return tuple(float(v) for v in np.arange(n) * period / n)
 
 
+# The named grids in degrees of visual angle (sizes, offsets, sigmas) and cycles / degree (sfs).
+# They are the former pixel grids of the 36 x 64 canvas at the default 0.305 px / deg
+# (insilico.units), rounded: e.g. sizes 6, 12 px -> 20, 40 deg; sfs 1/16, 1/10, 1/6 cycles / px
+# -> 0.02, 0.03, 0.05 cycles / deg.
+PAPER_GABOR_DEG = dict(
+    offsets=(-6.5, 0.0, 6.5),
+    sizes=(13.0, 20.0, 26.0, 40.0, 52.0, 80.0),
+    sfs=(0.0125, 0.019, 0.025, 0.038, 0.05),
+    contrasts=(1.0, 2.0, 4.0),
+)
+CPU_GABOR_DEG = dict(
+    offsets=(0.0,),
+    sizes=(20.0, 40.0),
+    sfs=(0.02, 0.03, 0.05),
+    contrasts=(4.0,),
+    orientations=_orients(8),
+    phases=_orients(4, 2 * math.pi),
+)
+PAPER_DOG_DEG = dict(
+    offsets=(-6.5, 0.0, 6.5),
+    sigma_center=(3.3, 6.5, 10.0, 13.0, 20.0),
+    sigma_surround=(6.5, 13.0, 20.0, 26.0, 40.0),
+)
+CPU_DOG_DEG = dict(
+    offsets=(0.0,),
+    sigma_center=(5.0, 10.0, 16.0),
+    sigma_surround=(13.0, 26.0),
+    a_center=(-2.0, 2.0),
+    a_surround=(0.0, 0.5),
+)
+
+
 @dataclass(frozen=True)
 class GaborGrid:
-    """Search grid for optimal Gabors (DT Eq. 1-2).
+    """Search grid for optimal Gabors (DT Eq. 1-2), in canvas pixels.
 
     offsets: pixel offsets around each RF, applied to x and y (a square of len(offsets)**2);
     sizes: sigma of Eq. 1 (envelope s.d. = size / 2), pixels; sfs: cycles / pixel;
@@ -107,29 +144,37 @@ class GaborGrid:
     [0, pi) (with phases over [0, 2 pi) this covers every Gabor: rotation by pi = phase -> -phase);
     phases: radians in [0, 2 pi).
 
-    ``GaborGrid()`` is the default (GPU-sized: 9 positions x 6 sizes x 5 sfs x 3 contrasts x 12
-    orientations x 8 phases = 77,760 stimuli); ``GaborGrid.cpu()`` (192 stimuli, RF positions must
-    be known to ~1 px) takes ~7 s for 300 neurons on one CPU core with the direct path.
+    The named grids are defined in degrees of visual angle (``PAPER_GABOR_DEG``,
+    ``CPU_GABOR_DEG``) and built for a canvas from its pixels per degree:
+    ``GaborGrid.paper(ppd)`` (GPU-sized: 9 positions x 6 sizes x 5 sfs x 3 contrasts x 12
+    orientations x 8 phases = 77,760 stimuli); ``GaborGrid.cpu(ppd)`` (192 stimuli, RF positions
+    must be known to within a few degrees).
     """
 
-    offsets: tuple = (-2.0, 0.0, 2.0)
-    sizes: tuple = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
-    sfs: tuple = (1 / 24, 1 / 16, 1 / 12, 1 / 8, 1 / 6)
-    contrasts: tuple = (1.0, 2.0, 4.0)
+    offsets: tuple
+    sizes: tuple
+    sfs: tuple
+    contrasts: tuple
     orientations: tuple = field(default_factory=lambda: _orients(12))
     phases: tuple = field(default_factory=lambda: _orients(8, 2 * math.pi))
 
     @classmethod
-    def cpu(cls) -> GaborGrid:
-        """192 stimuli: sizes 6, 12; sfs 1/16, 1/10, 1/6; contrast 4; 8 orientations; 4 phases."""
-        return cls(
-            offsets=(0.0,),
-            sizes=(6.0, 12.0),
-            sfs=(1 / 16, 1 / 10, 1 / 6),
-            contrasts=(4.0,),
-            orientations=_orients(8),
-            phases=_orients(4, 2 * math.pi),
-        )
+    def in_degrees(cls, ppd: float, offsets, sizes, sfs, **rest) -> GaborGrid:
+        """A grid from offsets and sizes in degrees and sfs in cycles / degree, for a canvas of
+        ``ppd`` pixels per degree; ``rest`` (contrasts, orientations, phases) as they are."""
+        per_px = tuple(float(f) / float(ppd) for f in sfs)
+        return cls(to_pixels(offsets, ppd), to_pixels(sizes, ppd), per_px, **rest)
+
+    @classmethod
+    def paper(cls, ppd: float) -> GaborGrid:
+        """The default grid (``PAPER_GABOR_DEG``) on a canvas of ``ppd`` pixels per degree."""
+        return cls.in_degrees(ppd, **PAPER_GABOR_DEG)
+
+    @classmethod
+    def cpu(cls, ppd: float) -> GaborGrid:
+        """192 stimuli (``CPU_GABOR_DEG``): sizes 20, 40 deg; 0.02, 0.03, 0.05 cycles / deg;
+        contrast 4; 8 orientations; 4 phases."""
+        return cls.in_degrees(ppd, **CPU_GABOR_DEG)
 
     def axes(self) -> dict:
         """Grid axes in rendering order (x, y are offsets)."""
@@ -151,28 +196,33 @@ class GaborGrid:
 class DoGGrid:
     """Search grid for optimal DoGs (DT Eq. 9-10): a_c [(1 + a_s) g(sigma_c) - a_s g(sigma_s)].
 
-    Default 3,888 stimuli (GPU); ``DoGGrid.cpu()`` 20 stimuli.
-
     offsets: pixels around the RF in x and y; sigma_center / sigma_surround: pixels (pairs with
     surround <= center are skipped); a_center: signed amplitude (negative = OFF centre),
     standardized units; a_surround: relative surround strength >= 0.
+
+    Named grids in degrees, as GaborGrid's: ``DoGGrid.paper(ppd)`` (3,888 stimuli, GPU),
+    ``DoGGrid.cpu(ppd)`` (20 stimuli).
     """
 
-    offsets: tuple = (-2.0, 0.0, 2.0)
-    sigma_center: tuple = (1.0, 2.0, 3.0, 4.0, 6.0)
-    sigma_surround: tuple = (2.0, 4.0, 6.0, 8.0, 12.0)
+    offsets: tuple
+    sigma_center: tuple
+    sigma_surround: tuple
     a_center: tuple = (-4.0, -2.0, -1.0, 1.0, 2.0, 4.0)
     a_surround: tuple = (0.0, 0.25, 0.5, 1.0)
 
     @classmethod
-    def cpu(cls) -> DoGGrid:
-        return cls(
-            offsets=(0.0,),
-            sigma_center=(1.5, 3.0, 5.0),
-            sigma_surround=(4.0, 8.0),
-            a_center=(-2.0, 2.0),
-            a_surround=(0.0, 0.5),
-        )
+    def in_degrees(cls, ppd: float, offsets, sigma_center, sigma_surround, **rest) -> DoGGrid:
+        """A grid from offsets and sigmas in degrees, for a canvas of ``ppd`` pixels per degree."""
+        px = (to_pixels(v, ppd) for v in (offsets, sigma_center, sigma_surround))
+        return cls(*px, **rest)
+
+    @classmethod
+    def paper(cls, ppd: float) -> DoGGrid:
+        return cls.in_degrees(ppd, **PAPER_DOG_DEG)
+
+    @classmethod
+    def cpu(cls, ppd: float) -> DoGGrid:
+        return cls.in_degrees(ppd, **CPU_DOG_DEG)
 
     def axes(self) -> dict:
         return dict(
@@ -234,8 +284,6 @@ def pair_responses(
     anchors=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> torch.Tensor:
     """Responses of every neuron to its own stimulus under every condition: (J, N).
 
@@ -253,6 +301,7 @@ def pair_responses(
 
     Loops over chunks of ``chunk_size`` (condition, neuron) pairs, condition-major.
     """
+    height, width = image_shape(model)
     render, keys = RENDERERS[kind]
     device = model_device(model)
     npar = _tensor_dict({k: v for k, v in neuron_params.items() if k in keys}, device)
@@ -265,7 +314,7 @@ def pair_responses(
         raise ValueError("neuron_params must give per-neuron x and y")
     j = len(next(iter(cpar.values()))) if cpar else 1
     if respond is not None:
-        cx, cy = canvas_center(height, width) if center is None else center
+        cx, cy = canvas_center((height, width)) if center is None else center
         anc = torch.as_tensor(rf_positions(model, anchors), dtype=torch.float32, device=device)
         npar = dict(npar, x=npar["x"] - anc[:, 0] + cx, y=npar["y"] - anc[:, 1] + cy)
         return _centred_pair_responses(
@@ -378,7 +427,7 @@ def direct_respond(
     @torch.no_grad()
     def respond(stimuli: torch.Tensor) -> torch.Tensor:
         b, _, h, w = stimuli.shape
-        cx, cy = canvas_center(h, w) if center is None else center
+        cx, cy = canvas_center((h, w)) if center is None else center
         device = stimuli.device
         d = pos.to(device) - torch.tensor([cx, cy], dtype=torch.float32, device=device)
         n = d.shape[0]
@@ -403,14 +452,14 @@ def centred_responses(
     center=None,
     chunk_size: int = 256,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
+    height: int,
+    width: int,
     device=None,
 ) -> torch.Tensor:
     """Render stimuli at ``center`` + (x, y) offsets in ``params`` (each (B,)) and call ``respond``
     on chunks of ``chunk_size`` stimuli: (B, N)."""
     render, keys = RENDERERS[kind]
-    cx, cy = canvas_center(height, width) if center is None else center
+    cx, cy = canvas_center((height, width)) if center is None else center
     p = _tensor_dict({k: v for k, v in params.items() if k in keys}, device or "cpu")
     p["x"] = p["x"] + cx
     p["y"] = p["y"] + cy
@@ -442,8 +491,6 @@ def _grid_responses(
             relative=("x", "y"),
             chunk_size=chunk_size,
             progress=progress,
-            height=height,
-            width=width,
         )
     if respond is None:
         respond = direct_respond(model, pos, center, chunk_size=chunk_size)
@@ -510,11 +557,10 @@ def _optimal(
     chunk_size,
     return_responses,
     progress,
-    height,
-    width,
     refine=0,
 ):
     """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`."""
+    height, width = image_shape(model)
     pos = rf_positions(model, positions)
     gp = _grid_params(grid)
     resp = _grid_responses(
@@ -553,8 +599,6 @@ def optimal_gabor(
     chunk_size: int = 2048,
     return_responses: bool = False,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
     refine: int = 0,
 ):
     """Optimal Gabor per neuron by grid search (DT "Per neuron optimal Gabors").
@@ -573,7 +617,7 @@ def optimal_gabor(
     return _optimal(
         model,
         "gabor",
-        GaborGrid() if grid is None else grid,
+        GaborGrid.paper(pixels_per_degree(model)) if grid is None else grid,
         GABOR_KEYS,
         positions,
         respond,
@@ -581,8 +625,6 @@ def optimal_gabor(
         chunk_size,
         return_responses,
         progress,
-        height,
-        width,
         refine,
     )
 
@@ -597,8 +639,6 @@ def optimal_dog(
     chunk_size: int = 2048,
     return_responses: bool = False,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
     refine: int = 0,
 ):
     """Optimal DoG per neuron by grid search (DT Eq. 9-10); as :func:`optimal_gabor`.
@@ -609,7 +649,7 @@ def optimal_dog(
     return _optimal(
         model,
         "dog",
-        DoGGrid() if grid is None else grid,
+        DoGGrid.paper(pixels_per_degree(model)) if grid is None else grid,
         DOG_KEYS,
         positions,
         respond,
@@ -617,8 +657,6 @@ def optimal_dog(
         chunk_size,
         return_responses,
         progress,
-        height,
-        width,
         refine,
     )
 
@@ -655,8 +693,6 @@ def cluster_optimal_gabor(
     center=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.Dataset:
     """Optimal Gabor per cluster (DT "Per cluster optimal Gabors").
 
@@ -683,7 +719,8 @@ def cluster_optimal_gabor(
     orientation (the chosen sign included), phase and response) -- the Dataset can be handed
     straight to the experiments.
     """
-    grid = GaborGrid() if grid is None else grid
+    height, width = image_shape(model)
+    grid = GaborGrid.paper(pixels_per_degree(model)) if grid is None else grid
     pos = rf_positions(model, positions)
     n = len(pos)
     pref = preferred_orientations(model, orientations, n)
@@ -709,8 +746,6 @@ def cluster_optimal_gabor(
             relative=("orientation",),
             chunk_size=chunk_size,
             progress=progress,
-            height=height,
-            width=width,
         )  # (B, N)
     else:
         base_o = np.asarray(grid.orientations, dtype=np.float64)
@@ -786,8 +821,6 @@ def cluster_optimal_dog(
     center=None,
     chunk_size: int = 2048,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.Dataset:
     """Optimal DoG per cluster: shared sigma/amplitudes, each neuron at its own RF (no offsets).
 
@@ -795,7 +828,8 @@ def cluster_optimal_dog(
     cluster_a_center, cluster_a_surround, cluster_response = mean) and ``neuron`` (cluster_label
     and the full per-neuron parameters x, y, sigma_center, ..., response).
     """
-    grid = DoGGrid() if grid is None else grid
+    height, width = image_shape(model)
+    grid = DoGGrid.paper(pixels_per_degree(model)) if grid is None else grid
     pos = rf_positions(model, positions)
     n = len(pos)
     uniq, inv, avg = _cluster_matrix(clusters, n)
@@ -857,13 +891,12 @@ def greedy_gabor_set(
     center=None,
     chunk_size: int = 256,
     progress: bool = False,
-    height: int = HEIGHT,
-    width: int = WIDTH,
 ) -> xr.Dataset:
     """A few screen-centred Gabors that drive many neurons (DT "Selection of suboptimal stimuli",
     Fig. 5D-E): every Gabor of ``grid`` (its positional offsets ignored) is shown at ``center``
     (default the canvas centre), NOT moved onto the RFs, to every neuron of every model in
-    ``models`` (ResponseModels, e.g. one per scan); then
+    ``models`` (ResponseModels on one canvas, e.g. one per scan); grid default: ``GaborGrid.paper``
+    at the first model's pixels per degree; then
     :func:`insilico.indices.greedy_stimulus_set` picks up to ``n_select`` of them, each covering the
     most not-yet-covered neurons at >= ``fraction`` of their optimum.
 
@@ -874,9 +907,13 @@ def greedy_gabor_set(
     """
     from .indices import greedy_stimulus_set
 
-    grid = GaborGrid() if grid is None else grid
+    shapes = {image_shape(m) for m in models}
+    if len(shapes) != 1:
+        raise ValueError(f"greedy_gabor_set: the models' canvases differ: {sorted(shapes)}")
+    height, width = shapes.pop()
+    grid = GaborGrid.paper(pixels_per_degree(models[0])) if grid is None else grid
     params = product(**dict(grid.axes(), x=(0.0,), y=(0.0,)))[0]
-    cx, cy = canvas_center(height, width) if center is None else center
+    cx, cy = canvas_center((height, width)) if center is None else center
     resp = torch.cat(
         [
             centred_responses(

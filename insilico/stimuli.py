@@ -6,10 +6,10 @@ the parameters' device (or ``device=`` if given). There is no Python loop over s
 
 Conventions (shared by the whole project)
 -----------------------------------------
-* Canvas ``H = 36`` rows x ``W = 64`` columns; pixel ``(row i, column j)``, pixel centres
-  at integers.
-* Positions: ``x`` = column, ``y`` = row, in pixels (so the centre of the default canvas is
-  ``x = 31.5, y = 17.5``; ``x = 32, y = 18`` is the pixel nearest to it).
+* Canvas: ``height`` H rows x ``width`` W columns, always given (the response model's
+  ``image_shape``); pixel ``(row i, column j)``, pixel centres at integers.
+* Positions: ``x`` = column, ``y`` = row, in pixels (the canvas centre,
+  :func:`insilico.model.canvas_center`, is ``((W-1)/2, (H-1)/2)``, e.g. (31.5, 17.5) on 36 x 64).
 * Values are in STANDARDIZED units (0 = mean gray, 1 = one std of natural-image pixels).
 * Angles in radians, spatial frequency ``sf`` in cycles/pixel.
 
@@ -53,8 +53,6 @@ from typing import Any
 import torch
 
 __all__ = [
-    "HEIGHT",
-    "WIDTH",
     "gabor",
     "gabor_radius",
     "dog",
@@ -62,9 +60,6 @@ __all__ = [
     "grating_grid",
     "broadcast_params",
 ]
-
-HEIGHT = 36
-WIDTH = 64
 
 
 def _first_device(values) -> torch.device:
@@ -115,8 +110,8 @@ def gabor(
     contrast,
     orientation,
     phase,
-    height: int = HEIGHT,
-    width: int = WIDTH,
+    height: int,
+    width: int,
     device=None,
 ) -> torch.Tensor:
     """Gabor patches, DT Eq. 1-2 (see the module docstring for the exact convention).
@@ -150,7 +145,7 @@ def gabor_radius(size: float) -> float:
     return 1.5 * float(size)
 
 
-def gaussian(x, y, sigma, height: int = HEIGHT, width: int = WIDTH, device=None) -> torch.Tensor:
+def gaussian(x, y, sigma, height: int, width: int, device=None) -> torch.Tensor:
     """Unnormalised Gaussian g(r, sigma) of DT Eq. 10 (peak 1, std sigma px): (B, 1, H, W)."""
     x, y, sigma = broadcast_params(x, y, sigma, device=device)
     i, j = _grid(height, width, x.device)
@@ -165,8 +160,8 @@ def dog(
     sigma_surround,
     a_center,
     a_surround,
-    height: int = HEIGHT,
-    width: int = WIDTH,
+    height: int,
+    width: int,
     device=None,
 ) -> torch.Tensor:
     """Difference of Gaussians, DT Eq. 9-10, centre and surround at the same position (x, y).
@@ -196,8 +191,8 @@ def plaid(
     orientation,
     phase,
     orthogonal_contrast,
-    height: int = HEIGHT,
-    width: int = WIDTH,
+    height: int,
+    width: int,
     device=None,
 ) -> torch.Tensor:
     """Plaid: ``gabor(..., contrast, orientation, phase)`` + the orthogonal Gabor
@@ -227,10 +222,10 @@ def grating_grid(**axes) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
 
     Example::
 
-        params, shape = grating_grid(x=32., y=18., size=[6., 12.], sf=[.05, .1],
+        params, shape = grating_grid(x=31.5, y=17.5, size=[6., 12.], sf=[.05, .1],
                                      contrast=1., orientation=torch.linspace(0, 3.1, 8),
                                      phase=[0., 1.57])
-        stim = gabor(**params)                        # (2*2*8*2, 1, 36, 64)
+        stim = gabor(**params, height=36, width=64)   # (2*2*8*2, 1, 36, 64)
         r = model(stim).reshape(*shape, -1)           # (size, sf, orientation, phase, neuron)
     """
     device = axes.pop("device", None)

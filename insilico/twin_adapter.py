@@ -8,10 +8,9 @@ Fast path (DESIGN "Scale: the equivariant fast path")
 ----------------------------------------------------
 ``fast_respond()`` returns ``respond(stimuli_centred (B,1,H,W)) -> (B,N)``: the core runs once on
 stimuli centred at :attr:`TwinResponseModel.center` and the readout moves them onto every
-neuron's RF (``Twin.at_rf``). The centre is the one the twin's readout assumes,
-``((W-1)/2, (H-1)/2)`` = (31.5, 17.5) on the 36 x 64 canvas (NOT ``insilico.canvas_center()`` =
-(32, 18)); always pass ``center=model.center`` to the search / experiment functions together with
-``respond=model.fast_respond()``.
+neuron's RF (``Twin.at_rf``). The centre is the one the twin's readout assumes and the one
+insilico renders centred stimuli at, :func:`twin.model.canvas_center` = ``((W-1)/2, (H-1)/2)``
+((31.5, 17.5) on a 36 x 64 canvas); ``center=model.center`` names it explicitly.
 
 Exactness. With the Gaussian readout, neuron n's direct response to a stimulus rendered at its RF
 mu_n is the bilinear read, at mu_n, of core features that depend on the stimulus only through
@@ -48,8 +47,9 @@ import torch
 import xarray as xr
 
 from . import experiments, search
-from .model import RespondFn
+from .model import RespondFn, pixels_per_degree
 from .stimuli import gabor_radius
+from .units import sensorium_pixels_per_degree
 
 __all__ = [
     "TwinResponseModel",
@@ -79,7 +79,9 @@ class TwinResponseModel:
     twin: a :class:`twin.model.Twin`; scan: the readout's name; preferred_orientations: (N,)
     radians or None (set later, e.g. ``model.preferred_orientations = ds.orientation.values``
     from the per-neuron optimal Gabors); neurons: optional subset of the scan's neuron indices
-    (the model then has len(neurons) neurons, in that order).
+    (the model then has len(neurons) neurons, in that order); pixels_per_degree: of the twin's
+    canvas (``twin.image_shape``); None: the Sensorium screen's (:mod:`insilico.units`), an error
+    when first needed if the canvas does not have that screen's aspect ratio.
 
     Evaluation always runs the twin in eval mode (no readout sampling noise, running batch-norm
     statistics) and restores its previous mode. Calls are differentiable (MEIs); the searches
@@ -87,7 +89,12 @@ class TwinResponseModel:
     """
 
     def __init__(
-        self, twin, scan: str, preferred_orientations=None, neurons: Sequence[int] | None = None
+        self,
+        twin,
+        scan: str,
+        preferred_orientations=None,
+        neurons: Sequence[int] | None = None,
+        pixels_per_degree: float | None = None,
     ):
         if scan not in twin.readouts:
             raise KeyError(
@@ -110,8 +117,21 @@ class TwinResponseModel:
             self.n_neurons = len(idx)
         self._pref = None
         self.preferred_orientations = preferred_orientations
+        self._ppd = pixels_per_degree
 
     # ---- attributes of the ResponseModel protocol ---------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W): the twin's canvas."""
+        return tuple(self.twin.image_shape)
+
+    @property
+    def pixels_per_degree(self) -> float:
+        """Canvas pixels per degree of visual angle (see the constructor)."""
+        if self._ppd is None:
+            return sensorium_pixels_per_degree(self.image_shape, "the twin's canvas")
+        return float(self._ppd)
+
     @property
     def rf_positions(self) -> np.ndarray:
         """(N, 2) float64, (x, y) = (column, row) pixels, from the readout."""
@@ -160,7 +180,7 @@ class TwinResponseModel:
         idx = np.asarray(neurons, dtype=np.int64).ravel()
         glob = idx if self._index is None else self._index[idx]
         pref = None if self._pref is None else self._pref[idx]
-        return TwinResponseModel(self.twin, self.scan, pref, glob)
+        return TwinResponseModel(self.twin, self.scan, pref, glob, self._ppd)
 
     # ---- direct path ---------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -286,14 +306,17 @@ def merge(fast, direct, border):
 def size_contrast_tuning(
     model: TwinResponseModel,
     neuron_params: dict,
-    sizes: Sequence[float] = experiments.DEFAULT_SIZES,
+    sizes: Sequence[float] | None = None,
     contrasts: Sequence[float] = experiments.DEFAULT_CONTRASTS,
     **kw,
 ) -> xr.DataArray:
     """:func:`insilico.experiments.size_contrast_tuning` of a twin, with the border rule for its
-    largest Gabor (extent ``gabor_radius(max(sizes))``): on the 36 x 64 canvas the default sizes
-    reach the edge from every RF, so every neuron runs direct (the fast path would clip the
-    stimulus at the edge around the canvas centre instead of around the RF)."""
+    largest Gabor (extent ``gabor_radius(max(sizes))``; sizes default
+    ``experiments.SIZES_DEG`` x pixels per degree): at the default sizes the largest Gabor
+    reaches the canvas edge from every RF, so every neuron runs direct (the fast path would clip
+    the stimulus at the edge around the canvas centre instead of around the RF)."""
+    if sizes is None:
+        sizes = tuple(np.asarray(experiments.SIZES_DEG) * pixels_per_degree(model))
     return per_neuron_experiment(
         experiments.size_contrast_tuning,
         model,
@@ -394,6 +417,14 @@ class ScanStack:
     @property
     def center(self) -> tuple[float, float]:
         return self.models[0].center
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.models[0].image_shape
+
+    @property
+    def pixels_per_degree(self) -> float:
+        return self.models[0].pixels_per_degree
 
     @property
     def device(self) -> torch.device:

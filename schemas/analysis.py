@@ -32,6 +32,8 @@ NEURON_COLUMNS = (
     "rf_x",
     "rf_y",
     "preferred_orientation",
+    "gabor_size_deg",
+    "gabor_sf_cpd",
     *pop.INDICES,
     "phase_f1f0",  # 2 x phase_index: the textbook F1/F0 (see insilico.indices.phase_f1f0)
 )
@@ -49,7 +51,14 @@ _SOURCES = (
         },
     ),
     ("clustering.Alignment.Unit", {"angle": "alignment_angle"}),
-    ("insilico.OptimalGabor.Unit", {"orientation": "preferred_orientation"}),
+    (
+        "insilico.OptimalGabor.Unit",
+        {
+            "orientation": "preferred_orientation",
+            "size_deg": "gabor_size_deg",
+            "sf_cpd": "gabor_sf_cpd",
+        },
+    ),
     ("insilico.OrientationTuning.Unit", {"orientation_index": "orientation_index"}),
     ("insilico.PhaseTuning.Unit", {"phase_index": "phase_index", "phase_f1f0": "phase_f1f0"}),
     (
@@ -157,6 +166,7 @@ class PopulationAnalysis(dj.Computed):
     ---
     n_neurons       : int32
     n_clusters      : int32
+    k_reason        : varchar(255)  # why this k (Clustering.k_reason)
     alpha           : float64       # KS significance level
     n_any           : int32         # clusters differing from the population on >= 1 index
     n_all           : int32         # ... on every index
@@ -232,6 +242,7 @@ class PopulationAnalysis(dj.Computed):
                 key,
                 n_neurons=len(neurons),
                 n_clusters=summary["n_clusters"],
+                k_reason=(clustering.Clustering & key).fetch1("k_reason"),
                 alpha=pop.ALPHA,
                 n_any=summary["n_any"],
                 n_all=summary["n_all"],

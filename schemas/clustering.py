@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import clustering as cl
+from twin.data import to_canvas
 
 from . import codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
@@ -144,14 +145,14 @@ class ClusteringParams(dj.Lookup):
     clustering_hash : char(32)
     ---
     method          : enum('gmm', 'kmeans')  # gmm: spherical covariances
-    n_clusters      : int32
+    n_clusters      : int32         # 0: chosen from the held-out likelihood (clustering.choose_k)
     seed            : int32
     heldout_max_k   : int32         # held-out likelihood curve over k = 2..heldout_max_k
     """
 
     @classmethod
     def add(
-        cls, method: str = "kmeans", n_clusters: int = 6, seed: int = 0, heldout_max_k: int = 12
+        cls, method: str = "kmeans", n_clusters: int = 0, seed: int = 0, heldout_max_k: int = 12
     ) -> dict:
         params = dict(
             method=method,
@@ -161,6 +162,11 @@ class ClusteringParams(dj.Lookup):
         )
         if method not in ("gmm", "kmeans"):
             raise ValueError(f"method must be 'gmm' or 'kmeans', got {method!r}")
+        if int(n_clusters) < 0 or int(heldout_max_k) < 2:
+            raise ValueError(
+                f"[clustering] n_clusters must be >= 0 (0: chosen) and heldout_max_k >= 2; got "
+                f"{n_clusters}, {heldout_max_k}"
+            )
         key = {"clustering_hash": config_hash(params)}
         cls.insert1(dict(key, **params), skip_duplicates=True)
         return key
@@ -173,9 +179,12 @@ class Clustering(dj.Computed):
     -> Alignment
     -> ClusteringParams
     ---
+    n_clusters      : int32         # k used
+    k_reason        : varchar(255)  # why: set in the config, or the rule that chose it
     centres         : <array>       # (k, F, O) cluster means of the aligned bar codes
     heldout_k       : <array>       # (K,) numbers of clusters tried
     heldout_ll      : <array>       # (K,) held-out GMM log-likelihood per neuron (nats)
+    heldout_se      : <array>       # (K,) s.e. of each k's mean difference from the best k
     confusion       : <array>       # (k, k) correlation of cluster-mean neurons over train images
     block           : <array>       # (k,) block of each cluster at correlation 0.5
     block_order     : <array>       # (k,) cluster order that puts blocks together
@@ -192,11 +201,15 @@ class Clustering(dj.Computed):
     def make(self, key):
         p = (ClusteringParams & key).fetch1()
         neurons, aligned, _ = fetch_aligned(key)
-        labels, centres = cl.fit_clusters(
-            aligned, p["method"], p["n_clusters"], random_state=p["seed"]
+        ks = np.arange(1, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
+        scores = cl.heldout_scores(aligned, ks, random_state=p["seed"])
+        chosen, se = cl.choose_k(ks, scores)
+        k, reason = (
+            (p["n_clusters"], "n_clusters set in the config")
+            if p["n_clusters"]
+            else (chosen, f"{cl.K_RULE}, over k = {ks[0]}..{ks[-1]}")
         )
-        ks = np.arange(2, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
-        ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"])
+        labels, centres = cl.fit_clusters(aligned, p["method"], k, random_state=p["seed"])
         twin = model.load_model(key, device="cpu")
         output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
         confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)
@@ -204,9 +217,12 @@ class Clustering(dj.Computed):
         self.insert1(
             dict(
                 key,
+                n_clusters=k,
+                k_reason=reason,
                 centres=centres.astype(np.float32),
                 heldout_k=ks,
-                heldout_ll=ll,
+                heldout_ll=scores.mean(0),
+                heldout_se=se,
                 confusion=confusion,
                 block=np.asarray(block),
                 block_order=np.asarray(order),
@@ -219,7 +235,11 @@ def centre_features(twin, max_images: int = 2000) -> np.ndarray:
     """Core output (n_images, F, O) at the canvas centre for the twin's training images."""
     scan = sorted(twin.readouts)[0]
     arrays = recording.load_scan(scan)
-    images = arrays["images"][arrays["tiers"] == "train"][:max_images]
+    images = to_canvas(
+        arrays["images"][arrays["tiers"] == "train"][:max_images],
+        twin.image_shape,
+        f"scan {scan!r}",
+    )
     with torch.no_grad():
         out = twin.features(torch.from_numpy(twin.standardize(images)))
     h, w = out.shape[-2:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import insilico
-from insilico import experiments, search, twin_adapter
+from insilico import experiments, search, twin_adapter, units
 from insilico.indices import nonlinearity_index
 from insilico.mei import mei
 from insilico.twin_adapter import TwinResponseModel
@@ -29,7 +29,7 @@ class InSilicoParams(dj.Lookup):
     # stimulus grids and experiment settings, deduplicated by hash
     insilico_hash   : char(32)
     ---
-    params          : json          # grid ('cpu'|'paper'), refine, mei_steps, mei_norm, energies
+    params          : json          # grid, refine, mei_steps, mei_norm, energies, pixels_per_degree
     """
 
     @classmethod
@@ -38,14 +38,21 @@ class InSilicoParams(dj.Lookup):
         grid: str = "cpu",
         refine: int = twin_adapter.REFINE,
         mei_steps: int = 100,
-        mei_norm: float = 10.0,
-        energies=(4.0, 8.0, 16.0),
+        mei_norm: float = insilico.mei.NORM_DEG,
+        energies=experiments.ENERGIES_DEG,
+        pixels_per_degree: float = 0.0,
     ) -> dict:
+        """Sizes, norms and grids are in degrees of visual angle (``insilico.units``);
+        pixels_per_degree: of the stored images (0: the Sensorium screen's, where it applies)."""
         if grid not in ("cpu", "paper"):
             raise ValueError(f"grid must be 'cpu' or 'paper', got {grid!r}")
         if int(refine) < 0:
             raise ValueError(
                 f"refine must be >= 0 (candidates re-scored per neuron), got {refine!r}"
+            )
+        if float(pixels_per_degree) < 0:
+            raise ValueError(
+                f"[insilico] pixels_per_degree must be >= 0 (0: default), got {pixels_per_degree}"
             )
         params = dict(
             grid=grid,
@@ -53,6 +60,7 @@ class InSilicoParams(dj.Lookup):
             mei_steps=int(mei_steps),
             mei_norm=float(mei_norm),
             energies=[float(e) for e in energies],
+            pixels_per_degree=float(pixels_per_degree),
         )
         key = {"insilico_hash": config_hash(params)}
         cls.insert1(dict(key, params=params), skip_duplicates=True)
@@ -68,20 +76,47 @@ def _refine(params: dict) -> int:
     return int(params.get("refine", 0))
 
 
-def _grids(params: dict) -> tuple[search.GaborGrid, search.DoGGrid]:
+def _grids(params: dict, ppd: float) -> tuple[search.GaborGrid, search.DoGGrid]:
+    """The named grids (defined in degrees) on a canvas of ``ppd`` pixels per degree."""
     if params["grid"] == "cpu":
-        return search.GaborGrid.cpu(), search.DoGGrid.cpu()
-    return search.GaborGrid(), search.DoGGrid()
+        return search.GaborGrid.cpu(ppd), search.DoGGrid.cpu(ppd)
+    return search.GaborGrid.paper(ppd), search.DoGGrid.paper(ppd)
+
+
+def canvas_pixels_per_degree(key: dict, canvas) -> float:
+    """Pixels per degree of the twin's canvas (H, W), from InSilicoParams' pixels_per_degree of
+    the stored images (or the Sensorium default) and each scan's stored image size; a
+    ValueError naming the scan and its file where none applies or the scans disagree."""
+    stored = _params(key)["pixels_per_degree"]
+    rows = (recording.Scan * model.Dataset.Member & key).to_dicts(order_by="scan_key")
+    ppd = {
+        r["scan_key"]: units.canvas_pixels_per_degree(
+            stored,
+            (r["image_height"], r["image_width"]),
+            canvas,
+            f"scan {r['scan_key']!r} ({r['source']})",
+        )
+        for r in rows
+    }
+    if not ppd:
+        raise ValueError(f"{key}: the trained model's dataset has no scans")
+    if max(ppd.values()) - min(ppd.values()) > 1e-6 * max(ppd.values()):
+        raise ValueError(
+            f"scans {sorted(ppd)} give different pixels per degree on the {canvas} canvas "
+            f"({ppd}): images of different sizes need a per-scan pixels per degree"
+        )
+    return next(iter(ppd.values()))
 
 
 def scan_models(key: dict):
     """(scan_key, unit_ids (N,), TwinResponseModel) for every scan of the trained twin."""
     twin = model.load_model(key)
+    ppd = canvas_pixels_per_degree(key, twin.image_shape)
     for scan in sorted(twin.readouts):
         unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays(
             "unit_id", order_by="neuron_idx"
         )
-        yield scan, unit_ids, TwinResponseModel(twin, scan)
+        yield scan, unit_ids, TwinResponseModel(twin, scan, pixels_per_degree=ppd)
 
 
 def _rows(key, scan, unit_ids, columns: dict) -> list[dict]:
@@ -102,6 +137,8 @@ class OptimalGabor(dj.Computed):
     # the Gabor (DT Eq. 1-2) that drives each neuron most, by grid search
     -> model.TrainedModel
     -> InSilicoParams
+    ---
+    pixels_per_degree : float32     # of the twin's canvas (insilico.units)
     """
 
     class Unit(dj.Part):
@@ -113,6 +150,8 @@ class OptimalGabor(dj.Computed):
         y               : float32   # centre, canvas pixels (row)
         size            : float32   # sigma of DT Eq. 1, pixels
         sf              : float32   # cycles / pixel
+        size_deg        : float32   # sigma of DT Eq. 1, degrees of visual angle
+        sf_cpd          : float32   # cycles / degree
         contrast        : float32   # a of DT Eq. 1, standardized units
         orientation     : float32   # radians, DT Eq. 2
         phase           : float32   # radians
@@ -121,12 +160,14 @@ class OptimalGabor(dj.Computed):
 
     def make(self, key):
         params = _params(key)
-        grid, _ = _grids(params)
         rows = []
-        for scan, units, rm in scan_models(key):
+        for scan, unit_ids, rm in scan_models(key):
+            grid, _ = _grids(params, rm.pixels_per_degree)
             best = twin_adapter.optimal_gabor(rm, grid, refine=_refine(params), progress=True)
-            rows += _rows(key, scan, units, _columns(best, search.GABOR_KEYS + ("response",)))
-        self.insert1(key)
+            best = units.in_degrees(best, rm.pixels_per_degree)
+            keys = search.GABOR_KEYS + ("size_deg", "sf_cpd", "response")
+            rows += _rows(key, scan, unit_ids, _columns(best, keys))
+        self.insert1(dict(key, pixels_per_degree=rm.pixels_per_degree))
         self.Unit.insert(rows)
 
 
@@ -157,6 +198,8 @@ class OptimalDoG(dj.Computed):
         y               : float32
         sigma_center    : float32   # pixels
         sigma_surround  : float32   # pixels
+        sigma_center_deg    : float32   # degrees of visual angle
+        sigma_surround_deg  : float32   # degrees of visual angle
         a_center        : float32   # signed (negative: OFF centre)
         a_surround      : float32
         response        : float32
@@ -164,17 +207,23 @@ class OptimalDoG(dj.Computed):
 
     def make(self, key):
         params = _params(key)
-        _, grid = _grids(params)
         rows = []
-        for scan, units, rm in scan_models(key):
+        for scan, unit_ids, rm in scan_models(key):
+            _, grid = _grids(params, rm.pixels_per_degree)
             best = twin_adapter.optimal_dog(rm, grid, refine=_refine(params), progress=True)
-            rows += _rows(key, scan, units, _columns(best, search.DOG_KEYS + ("response",)))
+            best = units.in_degrees(best, rm.pixels_per_degree)
+            keys = search.DOG_KEYS + ("sigma_center_deg", "sigma_surround_deg", "response")
+            rows += _rows(key, scan, unit_ids, _columns(best, keys))
         self.insert1(key)
         self.Unit.insert(rows)
 
 
 def dog_params(key: dict, scan: str) -> dict[str, np.ndarray]:
     return _optimal_params(OptimalDoG.Unit, search.DOG_KEYS, key, scan)
+
+
+#: Gaussian blur of the MEI gradient, degrees (1 px of the 36 x 64 canvas, insilico.units).
+MEI_SMOOTH_DEG = 3.3
 
 
 @schema
@@ -184,7 +233,7 @@ class MEI(dj.Computed):
     -> model.TrainedModel
     -> InSilicoParams
     ---
-    norm            : float32       # L2 norm of every MEI, standardized units
+    norm            : float32       # L2 norm of every MEI on the canvas, standardized units
     """
 
     class Unit(dj.Part):
@@ -199,16 +248,18 @@ class MEI(dj.Computed):
     def make(self, key):
         p = _params(key)
         rows = []
-        for scan, units, rm in scan_models(key):
-            result = mei(rm, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
+        for scan, unit_ids, rm in scan_models(key):
+            norm = p["mei_norm"] * rm.pixels_per_degree
+            smooth = MEI_SMOOTH_DEG * rm.pixels_per_degree
+            result = mei(rm, norm=norm, steps=p["mei_steps"], smooth_sigma=smooth)
             images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
             rows += _rows(
                 key,
                 scan,
-                units,
+                unit_ids,
                 {"image": images, "response": np.asarray(result.responses, np.float32)},
             )
-        self.insert1(dict(key, norm=p["mei_norm"]))
+        self.insert1(dict(key, norm=norm))
         self.Unit.insert(rows)
 
 
@@ -230,7 +281,7 @@ class _Battery:
 
     def make(self, key):
         rows, coords = [], None
-        for scan, units, rm in scan_models(key):
+        for scan, unit_ids, rm in scan_models(key):
             curve = self._experiment(key, scan, rm)
             coords = {
                 name: np.asarray(curve[dim].values, np.float32) for name, dim in self.coords.items()
@@ -239,7 +290,7 @@ class _Battery:
             columns.update(
                 {name: np.asarray(f(curve), np.float32) for name, f in self.indices.items()}
             )
-            rows += _rows(key, scan, units, columns)
+            rows += _rows(key, scan, unit_ids, columns)
         self.insert1(dict(key, **coords))
         self.Unit.insert(rows)
 
@@ -371,7 +422,7 @@ class StimulusComparison(_Battery, dj.Computed):
     -> OptimalDoG
     -> MEI
     ---
-    energies        : <array>       # (E,) L2 norms, standardized units
+    energies        : <array>       # (E,) L2 norms on the canvas (InSilicoParams' x ppd)
     """
 
     class Unit(dj.Part):
@@ -399,7 +450,7 @@ class StimulusComparison(_Battery, dj.Computed):
     }
 
     def _experiment(self, key, scan, rm):
-        energies = _params(key)["energies"]
+        energies = np.asarray(_params(key)["energies"]) * rm.pixels_per_degree
         return experiments.stimulus_comparison(
             rm, gabor_params(key, scan), dog_params(key, scan), mei_images(key, scan), energies
         )
@@ -489,6 +540,8 @@ class ClusterOptimalGabor(dj.Computed):
         ---
         size                : float32   # pixels
         sf                  : float32   # cycles / pixel
+        size_deg            : float32   # degrees of visual angle
+        sf_cpd              : float32   # cycles / degree
         contrast            : float32
         phase               : float32   # radians
         orientation_offset  : float32   # radians, added to each neuron's preferred orientation
@@ -497,7 +550,7 @@ class ClusterOptimalGabor(dj.Computed):
 
     def make(self, key):
         stack, labels, positions, orientations = cluster_inputs(key)
-        grid, _ = _grids(_params(key))
+        grid, _ = _grids(_params(key), stack.pixels_per_degree)
         best = search.cluster_optimal_gabor(
             stack,
             labels,
@@ -507,15 +560,14 @@ class ClusterOptimalGabor(dj.Computed):
             respond=stack.fast_respond(),
             center=stack.center,
         )
+        best = units.in_degrees(best, stack.pixels_per_degree)
+        shared = ("size", "sf", "size_deg", "sf_cpd", "contrast", "phase", "orientation_offset")
         self.insert1(key)
         self.Cluster.insert(
             dict(
                 key,
                 cluster=int(c),
-                **{
-                    k: float(best[f"cluster_{k}"].values[i])
-                    for k in ("size", "sf", "contrast", "phase", "orientation_offset", "response")
-                },
+                **{k: float(best[f"cluster_{k}"].values[i]) for k in shared + ("response",)},
             )
             for i, c in enumerate(best.cluster.values)
         )
@@ -540,8 +592,10 @@ class GaborSet(dj.Computed):
         ---
         x               : float32   # screen centre, canvas pixels (column)
         y               : float32   # (row)
-        size            : float32   # sigma of DT Eq. 1, pixels
-        sf              : float32   # cycles / pixel
+        size            : float32   # sigma of DT Eq. 1, canvas pixels
+        sf              : float32   # cycles / canvas pixel
+        size_deg        : float32   # size in degrees of visual angle
+        sf_cpd          : float32   # cycles / degree
         contrast        : float32
         orientation     : float32   # radians
         phase           : float32   # radians
@@ -553,7 +607,6 @@ class GaborSet(dj.Computed):
     n_select = 20
 
     def make(self, key):
-        grid, _ = _grids(_params(key))
         models, optimal = [], []
         for scan, _, rm in scan_models(key):
             models.append(rm)
@@ -562,6 +615,7 @@ class GaborSet(dj.Computed):
                     "response", order_by="neuron_idx"
                 )
             )
+        grid, _ = _grids(_params(key), models[0].pixels_per_degree)
         best = search.greedy_gabor_set(
             models,
             np.concatenate(optimal),
@@ -570,8 +624,9 @@ class GaborSet(dj.Computed):
             n_select=self.n_select,
             progress=True,
         )
+        best = units.in_degrees(best, models[0].pixels_per_degree)
         self.insert1(dict(key, fraction=self.fraction, n_neurons=best.attrs["n_neurons"]))
-        columns = search.GABOR_KEYS + ("n_covered", "coverage")
+        columns = search.GABOR_KEYS + ("size_deg", "sf_cpd", "n_covered", "coverage")
         self.Stimulus.insert(
             dict(key, rank=int(r), **{c: best[c].values[r].item() for c in columns})
             for r in best["rank"].values
@@ -610,7 +665,7 @@ class ClusterMEI(dj.Computed):
             orientations=orientations,
             respond=stack.fast_respond(),
             center=stack.center,
-            norm=p["mei_norm"],
+            norm=p["mei_norm"] * stack.pixels_per_degree,
             steps=p["mei_steps"],
         )
         images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)

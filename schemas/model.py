@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from twin.data import ScanData
+from twin.data import ScanData, to_canvas
 from twin.glm import PoissonGLM
 from twin.metrics import evaluate, single_trial_correlation
 from twin.model import Twin
@@ -37,13 +37,17 @@ class ModelConfig(dj.Lookup):
     model_hash      : char(32)
     ---
     preset          : varchar(32)   # preset it started from ('custom' if none)
-    config          : json          # {"core", "readout", "downsample", "output", "train"}
+    config          : json          # {"core", "readout", "downsample", "output", "canvas", "train"}
     """
 
     @classmethod
-    def add(cls, preset: str = "cpu", **train_overrides) -> dict:
-        """Insert a preset (with optional TrainConfig overrides); returns its key."""
+    def add(cls, preset: str = "cpu", canvas=None, **train_overrides) -> dict:
+        """Insert a preset (with optional TrainConfig overrides and model canvas (H, W), default
+        the preset's); returns its key."""
         p = get_preset(preset)
+        canvas = p.canvas if canvas is None else canvas
+        if len(canvas) != 2 or any(int(c) != c or c < 1 for c in canvas):
+            raise ValueError(f"model canvas must be [H, W] (two positive ints), got {canvas!r}")
         train = {**p.train.to_dict(), **train_overrides}
         unknown = set(train) - set(TrainConfig().to_dict())
         if unknown:
@@ -52,6 +56,7 @@ class ModelConfig(dj.Lookup):
             "core": _jsonable(p.core),
             "readout": p.readout,
             "downsample": p.downsample,
+            "canvas": [int(c) for c in canvas],
             "train": train,
         }
         if p.output != "elu1":  # only when set, so that stored ELU+1 models keep their hashes
@@ -98,10 +103,24 @@ class Dataset(dj.Manual):
         return key
 
 
-def load_scans(dataset_key: dict) -> list[ScanData]:
-    """Every member scan as a ScanData (name = scan key)."""
+def load_scans(dataset_key: dict, canvas) -> list[ScanData]:
+    """Every member scan as a ScanData (name = scan key), images area-averaged onto the model
+    canvas (H, W) (`twin.data.to_canvas`; the stored images stay as they are)."""
     keys = (Dataset.Member & dataset_key).to_arrays("scan_key", order_by="scan_key")
-    return [ScanData(name=k, **_model_fields(recording.load_scan(k))) for k in keys]
+    check_canvas(keys, canvas)
+    return [
+        ScanData(name=k, **_model_fields(recording.load_scan(k))).on_canvas(canvas) for k in keys
+    ]
+
+
+def check_canvas(scan_keys, canvas) -> None:
+    """ValueError naming the scan and its source file when its stored images cannot be
+    area-averaged onto the canvas (H, W) (checked from the Scan rows, before any image is read)."""
+    for key in scan_keys:
+        height, width, source = (recording.Scan & {"scan_key": key}).fetch1(
+            "image_height", "image_width", "source"
+        )
+        to_canvas(np.zeros((0, 1, height, width), np.float32), canvas, f"scan {key!r} ({source})")
 
 
 def _model_fields(arrays: dict) -> dict:
@@ -140,7 +159,7 @@ class TrainedModel(dj.Computed):
 
     def make(self, key):
         config = (ModelConfig & key).fetch1("config")
-        scans = load_scans(key)
+        scans = load_scans(key, config["canvas"])
         train = TrainConfig(**config["train"])
         model = build_model(config, scans, seed=train.seed)
         t0 = time.perf_counter()
@@ -222,6 +241,7 @@ class GLM(dj.Computed):
         arrays = recording.load_scan(key["scan_key"])
         scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
         config = (ModelConfig & key).fetch1("config")
+        scan = scan.on_canvas(config["canvas"])  # the images the twin sees, at its pooling
         glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)

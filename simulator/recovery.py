@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from insilico import experiments, search
+from insilico.model import pixels_per_degree
 
 INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
 
@@ -22,6 +23,7 @@ class SimSubset:
         self.sim, self.idx = sim, torch.as_tensor(idx)
         self.rf_positions = np.asarray(sim.rf_positions)[idx]
         self.preferred_orientations = np.asarray(sim.preferred_orientations)[idx]
+        self.image_shape, self.pixels_per_degree = sim.image_shape, sim.pixels_per_degree
 
     def parameters(self):
         return self.sim.parameters()
@@ -46,8 +48,9 @@ def centred_grid() -> search.GaborGrid:
 @torch.no_grad()
 def battery(model, grid: search.GaborGrid | None = None) -> pd.DataFrame:
     """Index table of ``model``'s battery at its own optimal Gabor from ``grid`` (default
-    ``GaborGrid.cpu()``), all by the direct path."""
-    best = search.optimal_gabor(model, grid or search.GaborGrid.cpu())
+    ``GaborGrid.cpu`` at the model's pixels per degree), all by the direct path."""
+    grid = grid or search.GaborGrid.cpu(pixels_per_degree(model))
+    best = search.optimal_gabor(model, grid)
     return experiments.run_battery(model, search.params_of(best))[1]
 
 

@@ -112,6 +112,7 @@ import torch.nn.functional as F
 
 from insilico.stimuli import dog as dog_stimulus
 from insilico.stimuli import gabor
+from insilico.units import sensorium_pixels_per_degree
 
 from .population import TYPES, Population, load_population
 
@@ -269,6 +270,7 @@ class VirtualV1(torch.nn.Module):
             raise ValueError(f"VirtualV1: n_neurons must be >= 1, got {n_neurons}")
         pop = self.population = load_population(population)
         self.n_neurons, self.height, self.width, self.seed = int(n_neurons), height, width, seed
+        self.image_shape = (int(height), int(width))
         rng = np.random.default_rng(seed)
         N = self.n_neurons
         self.types = pop.draw_types(N, rng)
@@ -408,6 +410,11 @@ class VirtualV1(torch.nn.Module):
         self.calibrate(torch.as_tensor(np.asarray(calibration_images), dtype=torch.float32))
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def pixels_per_degree(self) -> float:
+        """Canvas pixels per degree: the images fill the Sensorium screen (`insilico.units`)."""
+        return sensorium_pixels_per_degree(self.image_shape, "VirtualV1 canvas")
+
     def energy_map(self, x: torch.Tensor) -> torch.Tensor:
         """Orientation-untuned local energy ``sum_theta |x * h_theta|^2`` of images (B, 1, H, W)
         on the stride-2 grid: ``(B, (H/2) * (W/2))`` (rows 0, 2, ..., columns 0, 2, ...)."""

@@ -24,14 +24,17 @@ SIZE, SF = 8.0, 1 / 8
 class LinearGabors:
     """relu(<w_i, x>) + eps; w_i the Gabor of neuron i at its RF. ``respond``: the fast path."""
 
+    image_shape = (H, W)
+    pixels_per_degree = 0.3
+
     def __init__(self, x, y, orientation, phase):
         def t(v):
             return torch.as_tensor(np.asarray(v, dtype=np.float32))
 
-        self.filters = gabor(t(x), t(y), SIZE, SF, 2.0, t(orientation), t(phase)).flatten(1)
-        self.centred = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, t(orientation), t(phase)).flatten(
-            1
-        )
+        self.filters = gabor(t(x), t(y), SIZE, SF, 2.0, t(orientation), t(phase), H, W).flatten(1)
+        self.centred = gabor(
+            CENTER[0], CENTER[1], SIZE, SF, 2.0, t(orientation), t(phase), H, W
+        ).flatten(1)
         self.rf_positions = np.stack([x, y], 1).astype(float)
         self.preferred_orientations = np.asarray(orientation, dtype=float)
 
@@ -90,13 +93,13 @@ def test_coefficient_rotation_equals_image_rotation_90():
 def test_rotated_coefficients_follow_gabor_orientation():
     """A Gabor fitted at orientation 0 and turned by theta is the Gabor at orientation theta."""
     n_orders = 9
-    basis = cm.canvas_basis([CENTER], n_orders, cm.default_sigma(n_orders))[0]
-    g0 = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, 0.0, 0.0)[0, 0]
+    basis = cm.canvas_basis([CENTER], n_orders, cm.default_sigma(n_orders, 12.0), H, W)[0]
+    g0 = gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, 0.0, 0.0, H, W)[0, 0]
     beta = torch.linalg.lstsq(basis.flatten(1).T, g0.flatten()[:, None]).solution[:, 0]
     assert _corr(cm.synthesize(beta, basis), g0) > 0.97
     for theta in (math.pi / 3, 1.0):
         turned = cm.synthesize(cm.rotate_coefficients(beta, theta, n_orders), basis)
-        assert _corr(turned, gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, theta, 0.0)) > 0.97
+        assert _corr(turned, gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, theta, 0.0, H, W)) > 0.97
 
 
 @pytest.mark.parametrize("path", ["fast", "direct"])
@@ -110,7 +113,7 @@ def test_cluster_mei_recovers_each_type(population, path):
         # canonical = the type's Gabor at orientation 0; rotation by pi (the other offset) is
         # allowed
         corr = max(
-            _corr(res.images[k], gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, o, tau))
+            _corr(res.images[k], gabor(CENTER[0], CENTER[1], SIZE, SF, 2.0, o, tau, H, W))
             for o in (0.0, math.pi)
         )
         assert corr > 0.9, (path, k, corr)

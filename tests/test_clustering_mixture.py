@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from clustering.embedding import tsne_embedding
-from clustering.mixture import fit_clusters, heldout_likelihood
+from clustering.mixture import choose_k, fit_clusters, heldout_likelihood, heldout_scores
 
 
 def blobs(n=300, k=3, shape=(2, 4), spread=0.3, seed=0):
@@ -45,3 +45,31 @@ def test_tsne_embedding_separates_blobs():
     within = max(np.linalg.norm(emb[labels == c] - centroids[c], axis=1).mean() for c in range(3))
     between = min(np.linalg.norm(centroids[a] - centroids[b]) for a in range(3) for b in range(a))
     assert between > 3 * within
+
+
+@pytest.mark.parametrize("k", [3, 6, 10])
+def test_choose_k_recovers_planted_number_of_clusters(k):
+    # k spherical clusters of 600 bar codes (4 features x 8 orientations, as the cpu preset's)
+    # overlapping a little: within-cluster radius ~ 1.0 * sqrt(32) = 5.7, centres ~16 apart
+    x, _, _ = blobs(n=600, k=k, shape=(4, 8), spread=1.0, seed=k)
+    ks = np.arange(1, 14)
+    scores = heldout_scores(x, ks, random_state=0)
+    assert scores.shape == (120, len(ks))
+    np.testing.assert_allclose(scores.mean(0), heldout_likelihood(x, ks, random_state=0))
+    chosen, se = choose_k(ks, scores)
+    assert chosen == k
+    assert se.shape == (len(ks),) and se[np.argmax(scores.mean(0))] == 0
+
+
+def test_choose_k_rule_and_bad_input():
+    # best at k = 3; k = 2 is 0.05 nats worse per neuron with s.e. 0.1 (within), k = 1 far worse
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(400)
+    noise = (noise - noise.mean()) / noise.std(ddof=1) * 2.0  # s.e. of its mean: 0.1
+    best = rng.standard_normal(400)
+    scores = np.stack([best - 5.0, best - 0.05 + noise, best], 1)
+    assert choose_k([1, 2, 3], scores)[0] == 2
+    scores[:, 1] -= 0.1  # now 0.15 worse, outside one s.e.
+    assert choose_k([1, 2, 3], scores)[0] == 3
+    with pytest.raises(ValueError, match="scores must be"):
+        choose_k([1, 2], scores)

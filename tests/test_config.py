@@ -29,6 +29,19 @@ def test_overrides_apply_and_ints_count_as_floats(tmp_path):
     assert cfg["alignment"] == config.defaults("cpu")["alignment"]
 
 
+def test_canvas_ppd_and_k_defaults(tmp_path):
+    cpu = config.defaults("cpu")
+    assert cpu["model"]["canvas"] == [36, 64]  # the Sensorium baseline's 144 x 256 / 4
+    assert cpu["clustering"]["n_clusters"] == 0  # k chosen from the held-out likelihood
+    assert cpu["insilico"]["pixels_per_degree"] == 0.0  # the Sensorium screen's
+    path = _write(tmp_path, "[model]\ncanvas = [72, 128]\n[insilico]\npixels_per_degree = 2\n")
+    cfg = config.load(path)
+    assert cfg["model"]["canvas"] == [72, 128] and all(
+        type(v) is int for v in cfg["model"]["canvas"]
+    )
+    assert cfg["insilico"]["pixels_per_degree"] == 2.0
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -38,6 +51,10 @@ def test_overrides_apply_and_ints_count_as_floats(tmp_path):
         ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
         ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
         ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
+        (
+            "[model]\ncanvas = [36.5, 64]\n",
+            "model.canvas = [36.5, 64]: expected a non-empty list of ints",
+        ),
         ("[model\n", "not valid TOML"),
     ],
 )

@@ -104,9 +104,9 @@ def test_model_contract_and_center(twin):
     m = TwinResponseModel(twin, "s")
     assert isinstance(m, ResponseModel)
     np.testing.assert_allclose(m.rf_positions, POS_HALF, atol=1e-4)
-    # the centre the readout assumes, not insilico's nearest-pixel canvas_center
+    # the centre the readout assumes is insilico's canvas centre: one definition
     assert m.center == ((W - 1) / 2, (H - 1) / 2) == m.fast_respond().center
-    assert m.center != canvas_center()
+    assert m.center == canvas_center(m.image_shape) and m.image_shape == (H, W)
     assert (twin.reach, twin.hidden_reach) == (12, 6)
     assert m.preferred_orientations is None
     m.preferred_orientations = np.linspace(0, 3, len(POS_HALF))

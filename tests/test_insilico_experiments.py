@@ -20,11 +20,16 @@ EPS = 1e-3
 
 
 class GaborFilterModel:
+    image_shape = (H, W)
+    pixels_per_degree = 0.3
+
     def __init__(self, x, y, size, sf, orientation, phase, beta=None, rf_positions=None):
         def t(v):
             return torch.as_tensor(np.asarray(v, dtype=np.float32))
 
-        self.filters = gabor(t(x), t(y), t(size), t(sf), 2.0, t(orientation), t(phase)).flatten(1)
+        self.filters = gabor(
+            t(x), t(y), t(size), t(sf), 2.0, t(orientation), t(phase), H, W
+        ).flatten(1)
         n = self.filters.shape[0]
         self.beta = torch.zeros(n) if beta is None else t(beta)
         self.rf_positions = (
@@ -99,9 +104,10 @@ def test_centred_path_matches_direct_path():
         phases=tuple(np.arange(4) * math.pi / 2),
     )
     ds_d, r_d = search.optimal_gabor(model, small, return_responses=True)
-    # generic image-shifting respond at the canvas centre: integer shifts, so exact up to float
-    # error
-    ds_c, r_c = search.optimal_gabor(model, small, center=canvas_center(), return_responses=True)
+    # generic image-shifting respond at the canvas centre (half-pixel Fourier shifts onto the RFs)
+    ds_c, r_c = search.optimal_gabor(
+        model, small, center=canvas_center((H, W)), return_responses=True
+    )
     assert r_d.shape == r_c.shape == (len(small), 3)
     torch.testing.assert_close(r_c, r_d, atol=2e-4, rtol=1e-3)
     # a user-supplied respond (the fast-path hook) gets centred stimuli: here the direct one again
@@ -150,7 +156,7 @@ def test_cluster_optimal_gabor_shares_parameters():
     np.testing.assert_array_equal(ds.cluster_label.values, clusters)
     # centred path (orientations snapped to the grid, which contains them) agrees
     dc = search.cluster_optimal_gabor(
-        model, clusters, GRID, orientations=folded, center=canvas_center()
+        model, clusters, GRID, orientations=folded, center=canvas_center((H, W))
     )
     for k in ("cluster_sf", "cluster_phase", "cluster_size", "sf", "phase", "orientation"):
         np.testing.assert_allclose(dc[k].values, ds[k].values)
@@ -168,6 +174,7 @@ def _dog_filter(x, y, sc, ss, ac, asur):
 def test_optimal_dog_finds_centre_sign():
     # centre-surround "neurons": filter = ON DoG at (20, 10), OFF-centre / ON-surround at (45, 25)
     class DoGModel:
+        image_shape = (H, W)
         rf_positions = np.array([[20.0, 10.0], [45.0, 25.0]])
         preferred_orientations = None
         f = torch.as_tensor(
@@ -282,10 +289,10 @@ def test_battery_indices_on_known_model():
 
 def test_direct_respond_moves_images_onto_rf():
     model = GaborFilterModel(**TRUE)
-    cx, cy = canvas_center()
-    stim = gabor(cx, cy, 8.0, 1 / 8, 2.0, 0.0, 0.0)  # neuron 0's filter, centred
+    cx, cy = canvas_center((H, W))
+    stim = gabor(cx, cy, 8.0, 1 / 8, 2.0, 0.0, 0.0, H, W)  # neuron 0's filter, centred
     r = search.direct_respond(model)(stim)
-    direct = model(gabor(20.0, 12.0, 8.0, 1 / 8, 2.0, 0.0, 0.0))
+    direct = model(gabor(20.0, 12.0, 8.0, 1 / 8, 2.0, 0.0, 0.0, H, W))
     torch.testing.assert_close(r[0, 0], direct[0, 0], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError):
         search.cluster_optimal_gabor(model, np.array([0, 1]), GRID)
@@ -294,7 +301,7 @@ def test_direct_respond_moves_images_onto_rf():
 def test_greedy_gabor_set_covers_centred_neurons():
     # five linear neurons at the canvas centre: three share one Gabor, two share another; one
     # neuron far from the centre is never driven by a screen-centred Gabor.
-    cx, cy = canvas_center()
+    cx, cy = canvas_center((H, W))
     tr = dict(
         x=[cx] * 5 + [8.0],
         y=[cy] * 5 + [8.0],

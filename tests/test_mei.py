@@ -14,6 +14,8 @@ H, W = 36, 64
 
 
 class LinearModel:
+    image_shape = (H, W)
+
     def __init__(self):
         x = torch.tensor([16.0, 32.0, 48.0, 40.0])
         y = torch.tensor([10.0, 18.0, 24.0, 12.0])
@@ -25,6 +27,8 @@ class LinearModel:
             2.0,
             torch.tensor([0.0, 0.7, 1.9, 2.6]),
             torch.tensor([0.0, 1.0, 2.0, 3.0]),
+            H,
+            W,
         ).flatten(1)
         self.rf_positions = torch.stack([x, y], 1).numpy().astype(float)
         self.preferred_orientations = np.array([0.0, 0.7, 1.9, 2.6])

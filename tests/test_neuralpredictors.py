@@ -292,7 +292,7 @@ def _place(readout, canvas_xy, crop):
 def test_external_model_rf_positions_come_from_the_readout_mu(npred):
     """RF positions from mu (cropped map, as the Sensorium baseline's unpadded first layer):
     each neuron's response depends on a window of canvas pixels centred on its RF position."""
-    from twin.external import ExternalResponseModel
+    from insilico.external import ExternalResponseModel
 
     enc = _encoder(npred, {"a": 2, "b": 3}, pad_input=False)
     rfs = np.array([[20.0, 12.0], [41.0, 25.0], [9.0, 8.0]])
@@ -316,7 +316,7 @@ def test_insilico_orientation_tuning_runs_on_a_neuralpredictors_model(npred):
     90 degrees, so its orientation tuning curve is the other's shifted by half a period."""
     from insilico import model as protocol
     from insilico.experiments import orientation_tuning
-    from twin.external import ExternalResponseModel
+    from insilico.external import ExternalResponseModel
 
     enc = _encoder(npred, {"s": 2}, pad_input=True)
     readout = enc.readout["s"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,6 +30,8 @@ def synthetic_neurons(n_clusters=6, per_cluster=15, seed=0) -> pd.DataFrame:
             rf_x=rng.uniform(0, 64, n),
             rf_y=rng.uniform(0, 36, n),
             preferred_orientation=rng.uniform(0, np.pi, n),
+            gabor_size_deg=rng.choice([20.0, 40.0], n),
+            gabor_sf_cpd=rng.choice([0.02, 0.03, 0.05], n),
             tsne_x=centres[cluster, 0] + rng.normal(size=n),
             tsne_y=centres[cluster, 1] + rng.normal(size=n),
         )
@@ -88,6 +92,7 @@ def synthetic_clustering(k=6):
         block=np.array([0, 0, 1, 2, 2, 2]),
         block_order=np.array([1, 0, 2, 5, 3, 4]),
         n_clusters=k,
+        k_reason="n_clusters set in the config",
     )
 
 
@@ -213,6 +218,8 @@ def test_export_column_set_and_files(tmp_path, inputs):
         "rf_x",
         "rf_y",
         "preferred_orientation",
+        "gabor_size_deg",
+        "gabor_sf_cpd",
         "orientation_index",
         "phase_index",
         "suppression_index",
@@ -349,9 +356,12 @@ def _insert_fake_pipeline(modules) -> dict:
     cl.Clustering.insert1(
         dict(
             key,
+            n_clusters=N_CLUSTERS,
+            k_reason="n_clusters set in the config",
             centres=np.zeros((N_CLUSTERS, 4, 8), np.float32),
             heldout_k=np.arange(2, 6),
             heldout_ll=np.array([-3.0, -2.5, -2.4, -2.45]),
+            heldout_se=np.array([0.1, 0.05, 0.0, 0.02]),
             confusion=np.eye(N_CLUSTERS),
             block=np.array([0, 0, 1, 2]),
             block_order=np.arange(N_CLUSTERS),
@@ -368,7 +378,7 @@ def _insert_fake_pipeline(modules) -> dict:
     idx = {name: shift[cluster, j] + 0.1 * rng.normal(size=n) for j, name in enumerate(pop.INDICES)}
     idx["phase_f1f0"] = 2 * idx["phase_index"]
     orient = rng.uniform(0, np.pi, n)
-    ins.OptimalGabor.insert1(ikey, **direct)
+    ins.OptimalGabor.insert1(dict(ikey, pixels_per_degree=0.3), **direct)
     ins.OptimalGabor.Unit.insert(
         [
             dict(
@@ -378,6 +388,8 @@ def _insert_fake_pipeline(modules) -> dict:
                 y=18.0,
                 size=4.0,
                 sf=0.1,
+                size_deg=4.0 / 0.3,
+                sf_cpd=0.1 * 0.3,
                 contrast=1.0,
                 orientation=orient[i],
                 phase=0.0,
@@ -397,6 +409,8 @@ def _insert_fake_pipeline(modules) -> dict:
                 y=18.0,
                 sigma_center=2.0,
                 sigma_surround=4.0,
+                sigma_center_deg=2.0 / 0.3,
+                sigma_surround_deg=4.0 / 0.3,
                 a_center=1.0,
                 a_surround=0.5,
                 response=1.0,
@@ -563,7 +577,13 @@ def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
     ).all()
 
     paths = ex.export(tmp_path / "export")
-    assert list(pd.read_csv(paths["neurons"]).columns) == list(ex.NEURON_COLUMNS)
+    written = pd.read_csv(paths["neurons"])
+    assert list(written.columns) == list(ex.NEURON_COLUMNS)
+    np.testing.assert_allclose(written.gabor_size_deg, 4.0 / 0.3, rtol=1e-5)  # in degrees
+    summary = json.loads(paths["clustering"].read_text())
+    assert summary["n_clusters"] == N_CLUSTERS and "config" in summary["k_reason"]
+    row = (analysis.PopulationAnalysis & key).fetch1()
+    assert row["n_clusters"] == N_CLUSTERS and row["k_reason"] == summary["k_reason"]
     assert "block" in pd.read_csv(paths["clusters"]).columns
     with xr.open_dataset(paths["tuning_curves"], engine="h5netcdf") as ds:
         assert set(ds.data_vars) == {

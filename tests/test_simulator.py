@@ -59,7 +59,7 @@ def _own(model, stim_fn, values, respond=None, **fixed):
     else:
         kw[name] = vals[:, None].expand(V, N).reshape(-1)
     with torch.no_grad():
-        r = (respond or model)(stim_fn(**kw)).view(V, N, N)
+        r = (respond or model)(stim_fn(**kw, height=model.height, width=model.width)).view(V, N, N)
     idx = torch.arange(N)
     return r[:, idx, idx].numpy()
 
@@ -162,8 +162,8 @@ def test_cross_orientation_inhibition(model):
     )
     idx = torch.arange(model.n_neurons)
     with torch.no_grad():
-        g = model(gabor(*args))[idx, idx].numpy()
-        p = model(plaid(*args, 1.0))[idx, idx].numpy()
+        g = model(gabor(*args, *model.image_shape))[idx, idx].numpy()
+        p = model(plaid(*args, 1.0, *model.image_shape))[idx, idx].numpy()
     pi = (g - p) / g
     cc = model.types == "complex_cross"
     assert np.all(p[cc] < 0.5 * g[cc]), pi[cc]

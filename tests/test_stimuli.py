@@ -8,9 +8,11 @@ import torch
 
 from insilico.stimuli import dog, gabor, grating_grid, plaid
 
+C = dict(height=36, width=64)  # the canvas
+
 
 def test_gabor_shape_dtype_and_peak():
-    g = gabor(x=32.0, y=18.0, size=10.0, sf=0.08, contrast=2.5, orientation=0.3, phase=0.0)
+    g = gabor(x=32.0, y=18.0, size=10.0, sf=0.08, contrast=2.5, orientation=0.3, phase=0.0, **C)
     assert g.shape == (1, 1, 36, 64) and g.dtype == torch.float32
     # value a/2 at the centre for phase 0, and it is the maximum
     assert g[0, 0, 18, 32].item() == pytest.approx(1.25, abs=1e-6)
@@ -20,7 +22,7 @@ def test_gabor_shape_dtype_and_peak():
 def test_gabor_matches_formula_pointwise():
     # DT Eq. 1-2 written out by hand with x = column, y = row
     x0, y0, sig, nu, a, phi, tau = 30.3, 16.7, 12.0, 0.06, 1.7, 0.7, 0.4
-    g = gabor(x0, y0, sig, nu, a, phi, tau)[0, 0].numpy().astype(np.float64)
+    g = gabor(x0, y0, sig, nu, a, phi, tau, **C)[0, 0].numpy().astype(np.float64)
     i, j = np.mgrid[0:36, 0:64].astype(np.float64)
     di, dj = i - y0, j - x0
     R = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
@@ -31,7 +33,7 @@ def test_gabor_matches_formula_pointwise():
 
 
 def test_orientation_zero_is_horizontal_stripes():
-    g = gabor(32.0, 18.0, 1e7, 0.1, 1.0, 0.0, 0.0)[0, 0]  # huge envelope: a grating
+    g = gabor(32.0, 18.0, 1e7, 0.1, 1.0, 0.0, 0.0, **C)[0, 0]  # huge envelope: a grating
     # constant along each row, varies down the rows
     assert torch.allclose(g, g[:, :1].expand_as(g), atol=1e-6)
     assert g[:, 32].std() > 0.2
@@ -52,7 +54,7 @@ def test_rotation_by_quarter_turn_is_exact_rotation_of_pixels():
 
 
 def test_half_turn_flips_phase_and_phase_pi_negates():
-    kw = dict(x=31.2, y=17.6, size=11.0, sf=0.07, contrast=1.3)
+    kw = dict(x=31.2, y=17.6, size=11.0, sf=0.07, contrast=1.3, **C)
     a = gabor(orientation=0.5 + math.pi, phase=0.8, **kw)
     b = gabor(orientation=0.5, phase=-0.8, **kw)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -62,7 +64,7 @@ def test_half_turn_flips_phase_and_phase_pi_negates():
 
 
 def test_dog_without_surround_is_gaussian():
-    d = dog(x=30.0, y=15.0, sigma_center=3.0, sigma_surround=8.0, a_center=2.0, a_surround=0.0)
+    d = dog(x=30.0, y=15.0, sigma_center=3.0, sigma_surround=8.0, a_center=2.0, a_surround=0.0, **C)
     i, j = torch.meshgrid(torch.arange(36.0), torch.arange(64.0), indexing="ij")
     ref = 2.0 * torch.exp(-((i - 15) ** 2 + (j - 30) ** 2) / (2 * 9.0))
     torch.testing.assert_close(d[0, 0], ref, atol=1e-6, rtol=0)
@@ -96,7 +98,7 @@ def test_off_centre_dog_is_the_negated_on_centre_dog():
 
 
 def test_plaid_is_sum_of_two_gabors():
-    kw = dict(x=33.0, y=17.0, size=10.0, sf=0.08, phase=0.3)
+    kw = dict(x=33.0, y=17.0, size=10.0, sf=0.08, phase=0.3, **C)
     p = plaid(contrast=1.0, orientation=0.2, orthogonal_contrast=0.6, **kw)
     g = gabor(contrast=1.0, orientation=0.2, **kw) + gabor(
         contrast=0.6, orientation=0.2 + math.pi / 2, **kw
@@ -116,7 +118,7 @@ def test_batching_equals_one_by_one():
     a = torch.rand(B, generator=g)
     phi = math.pi * torch.rand(B, generator=g)
     tau = 2 * math.pi * torch.rand(B, generator=g)
-    batch = gabor(x, y, size, sf, a, phi, tau)
+    batch = gabor(x, y, size, sf, a, phi, tau, **C)
     assert batch.shape == (B, 1, 36, 64)
     for b in range(B):
         one = gabor(
@@ -127,18 +129,19 @@ def test_batching_equals_one_by_one():
             a[b].item(),
             phi[b].item(),
             tau[b].item(),
+            **C,
         )
         torch.testing.assert_close(batch[b : b + 1], one, atol=1e-6, rtol=0)
     # scalars broadcast against tensors
-    mixed = gabor(32.0, 18.0, size, 0.08, 1.0, phi, 0.0)
+    mixed = gabor(32.0, 18.0, size, 0.08, 1.0, phi, 0.0, **C)
     for b in range(B):
         torch.testing.assert_close(
             mixed[b : b + 1],
-            gabor(32.0, 18.0, size[b].item(), 0.08, 1.0, phi[b].item(), 0.0),
+            gabor(32.0, 18.0, size[b].item(), 0.08, 1.0, phi[b].item(), 0.0, **C),
             atol=1e-6,
             rtol=0,
         )
-    dd = dog(x, y, size / 3, size, a, a)
+    dd = dog(x, y, size / 3, size, a, a, **C)
     for b in range(B):
         torch.testing.assert_close(
             dd[b : b + 1],
@@ -149,6 +152,7 @@ def test_batching_equals_one_by_one():
                 size[b].item(),
                 a[b].item(),
                 a[b].item(),
+                **C,
             ),
             atol=1e-6,
             rtol=0,
@@ -157,9 +161,9 @@ def test_batching_equals_one_by_one():
 
 def test_bad_shapes_raise():
     with pytest.raises(ValueError):
-        gabor(torch.zeros(3), 18.0, 10.0, 0.08, 1.0, torch.zeros(4), 0.0)
+        gabor(torch.zeros(3), 18.0, 10.0, 0.08, 1.0, torch.zeros(4), 0.0, **C)
     with pytest.raises(ValueError):
-        gabor(torch.zeros(2, 2), 18.0, 10.0, 0.08, 1.0, 0.0, 0.0)
+        gabor(torch.zeros(2, 2), 18.0, 10.0, 0.08, 1.0, 0.0, 0.0, **C)
 
 
 def test_grating_grid_product_and_order():
@@ -180,10 +184,12 @@ def test_grating_grid_product_and_order():
     assert params["size"].reshape(shape)[1, 0, 0, 0] == 10.0
     assert params["phase"].reshape(shape)[0, 0, 0, 1] == 1.0
     assert torch.all(params["x"] == 32.0)
-    stim = gabor(**params)
+    stim = gabor(**params, **C)
     assert stim.shape == (48, 1, 36, 64)
     s = stim.reshape(*shape, 36, 64)
-    torch.testing.assert_close(s[1, 2, 3, 1], gabor(32.0, 18.0, 10.0, 0.1, 1.0, math.pi, 1.0)[0, 0])
+    torch.testing.assert_close(
+        s[1, 2, 3, 1], gabor(32.0, 18.0, 10.0, 0.1, 1.0, math.pi, 1.0, **C)[0, 0]
+    )
     # plaids through the grid too
     params, shape = grating_grid(
         x=32.0,
@@ -195,12 +201,12 @@ def test_grating_grid_product_and_order():
         phase=0.0,
         orthogonal_contrast=[0.0, 0.5, 1.0],
     )
-    assert shape == (2, 3) and plaid(**params).shape == (6, 1, 36, 64)
+    assert shape == (2, 3) and plaid(**params, **C).shape == (6, 1, 36, 64)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_runs_on_cuda():
     dev = torch.device("cuda")
-    g = gabor(torch.tensor([32.0], device=dev), 18.0, 10.0, 0.08, 1.0, 0.0, 0.0)
+    g = gabor(torch.tensor([32.0], device=dev), 18.0, 10.0, 0.08, 1.0, 0.0, 0.0, **C)
     assert g.device.type == "cuda"
-    torch.testing.assert_close(g.cpu(), gabor(32.0, 18.0, 10.0, 0.08, 1.0, 0.0, 0.0))
+    torch.testing.assert_close(g.cpu(), gabor(32.0, 18.0, 10.0, 0.08, 1.0, 0.0, 0.0, **C))

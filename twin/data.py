@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["TIERS", "ScanData"]
+__all__ = ["TIERS", "ScanData", "to_canvas"]
 
 TIERS = ("train", "validation", "test")
 
@@ -65,6 +67,11 @@ class ScanData:
         """(H, W)."""
         return tuple(self.images.shape[2:])
 
+    def on_canvas(self, canvas) -> ScanData:
+        """The same trials with images area-averaged onto the model canvas (H, W) (`to_canvas`)."""
+        images = to_canvas(self.images, canvas, f"scan {self.name!r}")
+        return ScanData(self.name, images, self.responses, self.tiers, self.image_ids)
+
     def mask(self, tier: str) -> np.ndarray:
         """Boolean (T,) selecting the trials of one tier."""
         if tier not in TIERS:
@@ -77,3 +84,30 @@ class ScanData:
         return ScanData(
             self.name, self.images[m], self.responses[m], self.tiers[m], self.image_ids[m]
         )
+
+
+def to_canvas(images: np.ndarray, canvas, where: str = "images", chunk: int = 512) -> np.ndarray:
+    """Area-average images (T, 1, H, W) onto the model canvas (h, w): (T, 1, h, w) float32.
+
+    Each canvas pixel is the mean of the stored pixels it covers (`adaptive_avg_pool2d`; exact
+    block means when h divides H and w divides W), so the canvas shows the same field of view.
+    The canvas must have the images' aspect ratio (H * w == W * h) and be no larger than them;
+    otherwise a ValueError names ``where`` and both shapes. Images already on the canvas are
+    returned as they are.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    h, w = (int(s) for s in canvas)
+    big_h, big_w = images.shape[-2:]
+    if h < 1 or w < 1 or h * big_w != w * big_h or h > big_h or w > big_w:
+        raise ValueError(
+            f"{where}: images of {big_h} x {big_w} cannot be area-averaged onto the model canvas "
+            f"{h} x {w} (the canvas needs the images' aspect ratio and at most their size); "
+            "set [model] canvas accordingly"
+        )
+    if (h, w) == (big_h, big_w):
+        return images
+    out = [
+        F.adaptive_avg_pool2d(torch.from_numpy(images[s : s + chunk]), (h, w)).numpy()
+        for s in range(0, len(images), chunk)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 1, h, w), np.float32)

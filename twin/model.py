@@ -16,7 +16,18 @@ from .core import RotationEquivariantCore
 from .outputs import OUTPUTS
 from .readouts import READOUTS
 
-__all__ = ["Twin"]
+__all__ = ["Twin", "canvas_center"]
+
+
+def canvas_center(image_shape) -> tuple[float, float]:
+    """(x, y) canvas pixels of the centre of an (H, W) canvas: ((W-1)/2, (H-1)/2).
+
+    The one definition of "centred" for the whole project: the point that the readout's
+    translation-equivariant fast path (`Twin.at_rf`) moves onto each RF, and where insilico
+    renders centred stimuli. Pixel centres are at integers, so on an even-sized canvas it lies
+    between pixels (36 x 64: (31.5, 17.5))."""
+    h, w = image_shape
+    return (w - 1) / 2, (h - 1) / 2
 
 
 class Twin(nn.Module):
@@ -143,9 +154,8 @@ class Twin(nn.Module):
 
     @property
     def center(self) -> tuple[float, float]:
-        """(x, y) canvas pixels where `at_rf` assumes centred stimuli: ((W-1)/2, (H-1)/2)."""
-        h, w = self.image_shape
-        return (w - 1) / 2, (h - 1) / 2
+        """(x, y) canvas pixels where `at_rf` assumes centred stimuli: `canvas_center`."""
+        return canvas_center(self.image_shape)
 
     @property
     def reach(self) -> int:

@@ -49,13 +49,16 @@ class TrainConfig:
 @dataclass
 class Preset:
     """core: RotationEquivariantCore kwargs; readout: {"type", **readout kwargs}; train:
-    TrainConfig; downsample, output: `Twin` arguments."""
+    TrainConfig; downsample, output: `Twin` arguments; canvas: (H, W) pixels of the images the
+    twin sees (stored images are area-averaged onto it, `twin.data.to_canvas`). Default 36 x 64:
+    the Sensorium baseline's, which downsamples the 144 x 256 screen images by 4."""
 
     core: dict
     readout: dict
     train: TrainConfig = field(default_factory=TrainConfig)
     downsample: int = 1
     output: str = "elu1"
+    canvas: tuple = (36, 64)
 
 
 PRESETS = {
@@ -91,5 +94,10 @@ def get_preset(name: str) -> Preset:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[name]
     return Preset(
-        dict(p.core), dict(p.readout), TrainConfig(**p.train.to_dict()), p.downsample, p.output
+        dict(p.core),
+        dict(p.readout),
+        TrainConfig(**p.train.to_dict()),
+        p.downsample,
+        p.output,
+        tuple(p.canvas),
     )

@@ -34,6 +34,11 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
             "paper",
             "twin.presets architecture: 'cpu' (small core) or 'paper' (16x8, kernels 13,5,5)",
         ),
+        "canvas": (
+            [36, 64],
+            [36, 64],
+            "[H, W] pixels the twin sees; stored images are area-averaged onto it (same aspect)",
+        ),
         **{
             key: (*_train_defaults(key), text)
             for key, text in (
@@ -65,7 +70,11 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
             "kmeans",
             "'kmeans' (DT: 50 clusters) or 'gmm' (spherical covariances)",
         ),
-        "n_clusters": (6, 50, "number of clusters"),
+        "n_clusters": (
+            0,
+            0,
+            "number of clusters; 0: chosen from the held-out GMM likelihood (clustering.choose_k)",
+        ),
         "seed": (0, 0, "random state of the clustering"),
         "heldout_max_k": (12, 60, "held-out GMM likelihood is computed for k = 2..heldout_max_k"),
     },
@@ -75,13 +84,18 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
             "paper",
             "Gabor/DoG search grid size: 'cpu' (hundreds of stimuli) or 'paper'",
         ),
+        "pixels_per_degree": (
+            0.0,
+            0.0,
+            "stored-image pixels per degree of visual angle; 0: Sensorium's (insilico.units)",
+        ),
         "refine": (4, 4, "per neuron, the fast search's best stimuli re-scored directly (0: none)"),
         "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
-        "mei_norm": (10.0, 10.0, "L2 norm of every MEI (standardized units)"),
+        "mei_norm": (33.0, 33.0, "L2 norm of every MEI, standardized units x degrees"),
         "energies": (
-            [4.0, 8.0, 16.0],
-            [2.0, 4.0, 8.0, 16.0, 32.0],
-            "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17)",
+            [13.0, 26.0, 52.0],
+            [6.5, 13.0, 26.0, 52.0, 104.0],
+            "L2 norms for Gabor vs DoG vs MEI (DT Eq. 15-17), standardized units x degrees",
         ),
     },
 }
@@ -135,14 +149,16 @@ def _checked(path: Path, section: str, key: str, value, default):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is list:
+        kind = int if all(isinstance(v, int) for v in default) else float
+        number = (int,) if kind is int else (int, float)
         if (
             isinstance(value, list)
             and value
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
         ):
-            return [float(v) for v in value]
+            return [kind(v) for v in value]
         raise ConfigError(
-            f"{path}: {section}.{key} = {value!r}: expected a non-empty list of numbers"
+            f"{path}: {section}.{key} = {value!r}: expected a non-empty list of {kind.__name__}s"
         )
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(

@@ -49,6 +49,8 @@ def run(
     print("[5/5] comparing with the simulator's ground truth")
     neurons = pd.read_csv(out / "export" / "neurons.csv")
     result = recovery(neurons, true_indices(scans))
+    k = json.loads((out / "export" / "clustering.json").read_text())
+    result.update(n_clusters=k["n_clusters"], k_reason=k["k_reason"])
     result["seconds"] = time.perf_counter() - t0
     (out / "recovery.json").write_text(json.dumps(result, indent=2))
     return result
@@ -59,6 +61,7 @@ def summary(result: dict) -> str:
 
     lines = [
         "How well the pipeline recovered the virtual V1's truth:",
+        f"  clusters: k = {result['n_clusters']} ({result['k_reason']})",
         f"  clusters vs true types (adjusted Rand index): {result['ari_clusters_vs_types']:.2f}",
         f"  median FEVE of the twin:                      {result['median_feve']:.2f}",
     ]

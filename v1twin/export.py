@@ -1,6 +1,6 @@
 """Fetch per-neuron and per-cluster results from the database and write them out.
 
-    v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc
+    v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc, clustering.json
     v1twin report --out DIR     the figures of v1twin.report as PNGs, with index.html
 
 neurons.csv holds two phase indices: ``phase_index`` = |F1|/F0 as DT Eq. 11 writes it (a
@@ -17,6 +17,7 @@ its key; a warning names the attributes to restrict on when several match) and t
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -35,6 +36,8 @@ NEURON_COLUMNS = (
     "rf_x",
     "rf_y",
     "preferred_orientation",
+    "gabor_size_deg",
+    "gabor_sf_cpd",
     "orientation_index",
     "phase_index",
     "suppression_index",
@@ -133,12 +136,12 @@ def clustering_arrays(restriction: dict | None = None) -> dict:
     an, clustering, insilico = _modules()
     key = resolve_key(restriction)
     row = (clustering.Clustering & key).fetch1()
-    params = (clustering.ClusteringParams & key).fetch1()
     out = {
         k: np.asarray(row[k])
-        for k in ("heldout_k", "heldout_ll", "confusion", "block", "block_order")
+        for k in ("heldout_k", "heldout_ll", "heldout_se", "confusion", "block", "block_order")
     }
-    out["n_clusters"] = int(params["n_clusters"])
+    out["n_clusters"] = int(row["n_clusters"])
+    out["k_reason"] = row["k_reason"]
     return out
 
 
@@ -202,9 +205,15 @@ def tuning_curves(neurons: pd.DataFrame, key: dict):
 
 
 def write_export(
-    out_dir, neurons: pd.DataFrame, clusters: pd.DataFrame | None = None, curves=None
+    out_dir,
+    neurons: pd.DataFrame,
+    clusters: pd.DataFrame | None = None,
+    curves=None,
+    arrays: dict | None = None,
 ) -> dict[str, Path]:
-    """Write neurons.csv (exactly :data:`NEURON_COLUMNS`), clusters.csv and tuning_curves.nc."""
+    """Write neurons.csv (exactly :data:`NEURON_COLUMNS`; the optimal Gabor's size and spatial
+    frequency in degrees), clusters.csv, tuning_curves.nc and, given the clustering arrays,
+    clustering.json (the number of clusters, why it was chosen, and the held-out curve)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     missing = [c for c in NEURON_COLUMNS if c not in neurons.columns]
@@ -218,7 +227,20 @@ def write_export(
     if curves is not None:
         paths["tuning_curves"] = out / "tuning_curves.nc"
         curves.to_netcdf(paths["tuning_curves"], engine="h5netcdf")
+    if arrays is not None:
+        paths["clustering"] = out / "clustering.json"
+        paths["clustering"].write_text(json.dumps(_k_summary(arrays), indent=1))
     return paths
+
+
+def _k_summary(arrays: dict) -> dict:
+    """The chosen number of clusters, the reason, and the held-out likelihood curve (JSON)."""
+    curve = ("heldout_k", "heldout_ll", "heldout_se")
+    return {
+        "n_clusters": int(arrays["n_clusters"]),
+        "k_reason": str(arrays["k_reason"]),
+        **{k: np.asarray(arrays[k]).tolist() for k in curve if k in arrays},
+    }
 
 
 def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
@@ -227,8 +249,9 @@ def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
     an, clustering, insilico = _modules()
     key = resolve_key(restriction)
     neurons = an.fetch_neurons(key)
-    clusters = cluster_table(neurons, clustering_arrays(key))
-    return write_export(out_dir, neurons, clusters, tuning_curves(neurons, key))
+    arrays = clustering_arrays(key)
+    clusters = cluster_table(neurons, arrays)
+    return write_export(out_dir, neurons, clusters, tuning_curves(neurons, key), arrays)
 
 
 def neuron_meis(neurons: pd.DataFrame, key: dict, n: int = 4) -> dict:

@@ -287,13 +287,16 @@ def fig_tuning_examples(
     return fig
 
 
-def fig_heldout_likelihood(heldout_k, heldout_ll, n_clusters: int | None = None) -> Figure | None:
-    """Held-out GMM log-likelihood per neuron over the number of clusters."""
+def fig_heldout_likelihood(
+    heldout_k, heldout_ll, n_clusters: int | None = None, heldout_se=None, k_reason=None
+) -> Figure | None:
+    """Held-out GMM log-likelihood per neuron over the number of clusters; the chosen k and
+    why (``k_reason``); error bars: the s.e. of each k's difference from the best k."""
     if heldout_k is None or len(heldout_k) == 0:
         return None
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(np.asarray(heldout_k), np.asarray(heldout_ll), "o-")
+    ax.errorbar(np.asarray(heldout_k), np.asarray(heldout_ll), yerr=heldout_se, fmt="o-")
     if n_clusters is not None:
         ax.axvline(n_clusters, color="red", ls="--", lw=1, label=f"chosen k = {n_clusters}")
         ax.legend()
@@ -302,6 +305,8 @@ def fig_heldout_likelihood(heldout_k, heldout_ll, n_clusters: int | None = None)
         ylabel="held-out log-likelihood / neuron (nats)",
         title="GMM held-out likelihood",
     )
+    if k_reason:
+        fig.suptitle(f"k: {k_reason}", fontsize=6, wrap=True)
     return fig
 
 
@@ -449,6 +454,8 @@ FIGURES = {
             d["clustering"].get("heldout_k"),
             d["clustering"].get("heldout_ll"),
             d["clustering"].get("n_clusters"),
+            d["clustering"].get("heldout_se"),
+            d["clustering"].get("k_reason"),
         ),
     ),
     "confusion": (

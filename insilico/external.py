@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .units import sensorium_pixels_per_degree
+
 __all__ = ["ExternalResponseModel", "grid_to_canvas", "readout_of"]
 
 
@@ -93,7 +95,9 @@ class ExternalResponseModel:
     module: called as ``module(images, data_key=data_key)`` -> (B, N) rates >= 0;
     image_shape: (H, W) canvas the module takes; rf_positions: (N, 2) canvas pixels, or None to
     read ``module.readout[data_key].mu``; feature_shape: (h, w) of the core's output map for
-    that (default: the readout's ``in_shape[1:]``); neurons: optional subset of neuron indices.
+    that (default: the readout's ``in_shape[1:]``); neurons: optional subset of neuron indices;
+    pixels_per_degree: of the canvas (default: images filling the Sensorium screen,
+    ``insilico.units.sensorium_pixels_per_degree``).
     """
 
     def __init__(
@@ -105,9 +109,11 @@ class ExternalResponseModel:
         preferred_orientations=None,
         feature_shape: Sequence[int] | None = None,
         neurons: Sequence[int] | None = None,
+        pixels_per_degree: float | None = None,
     ):
         self.module, self.data_key = module, data_key
         self.image_shape = tuple(int(s) for s in image_shape)
+        self._ppd = pixels_per_degree
         if rf_positions is None:
             readout = readout_of(module, data_key)
             mu = getattr(readout, "mu", None)
@@ -127,6 +133,13 @@ class ExternalResponseModel:
         self.n_neurons = len(pos) if self._index is None else len(self._index)
         self._pref = None
         self.preferred_orientations = preferred_orientations
+
+    @property
+    def pixels_per_degree(self) -> float:
+        """Canvas pixels per degree of visual angle (see the constructor)."""
+        if self._ppd is None:
+            return sensorium_pixels_per_degree(self.image_shape, "the external model's canvas")
+        return float(self._ppd)
 
     @property
     def rf_positions(self) -> np.ndarray:
