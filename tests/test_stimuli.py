@@ -91,7 +91,9 @@ def test_dog_sum_matches_gaussian_integrals():
 def test_off_centre_dog_is_the_negated_on_centre_dog():
     # DT Eq. 9: a_c scales the whole centre-surround profile, so an OFF centre (a_c < 0) keeps an
     # antagonistic (here ON) surround: dark centre, bright ring.
-    kw = dict(x=30.0, y=15.0, sigma_center=2.0, sigma_surround=6.0, a_surround=0.5)
+    kw = dict(
+        x=30.0, y=15.0, sigma_center=2.0, sigma_surround=6.0, a_surround=0.5, height=36, width=64
+    )
     on, off = dog(a_center=1.5, **kw), dog(a_center=-1.5, **kw)
     torch.testing.assert_close(off, -on, atol=1e-6, rtol=0)
     assert off[0, 0, 15, 30] < 0 < off[0, 0, 15, 37]  # 7 px out: surround dominates
