@@ -1,5 +1,5 @@
-"""Clustering of aligned bar codes: GMM with spherical covariances or k-means (scikit-learn), and the
-held-out likelihood of GMMs over the number of clusters (ICLR Sec. 4, Fig. 5)."""
+"""Clustering of aligned bar codes: GMM with spherical covariances or k-means (scikit-learn), and
+the held-out likelihood of GMMs over the number of clusters (ICLR Sec. 4, Fig. 5)."""
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -40,17 +40,19 @@ def fit_clusters(x, method="gmm", n_clusters=2, random_state=0, n_init=5):
     return labels, centres.reshape((n_clusters,) + np.shape(x)[1:])
 
 
-def heldout_likelihood(x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=1):
+def heldout_likelihood(
+    x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=1, progress=True
+):
     """Mean held-out log-likelihood per neuron of spherical GMMs, one per number of clusters.
 
-    x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM is
-    fitted on the training neurons and scored on the test neurons (nats per neuron).
-    Returns (len(n_clusters_list),) float.
+    x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM
+    is fitted on the training neurons and scored on the test neurons (nats per neuron).
+    progress: a tqdm bar over the numbers of clusters. Returns (len(n_clusters_list),) float.
     """
     train, test = train_test_split(_flat(x), test_size=test_fraction, random_state=random_state)
     return np.array(
         [
             _gmm(k, random_state, n_init).fit(train).score(test)
-            for k in tqdm(list(n_clusters_list), desc="n_clusters")
+            for k in tqdm(list(n_clusters_list), desc="n_clusters", disable=not progress)
         ]
     )

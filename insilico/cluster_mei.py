@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import trange
 
 from twin import hermite
 
@@ -199,6 +200,7 @@ def cluster_mei(
     height: int = HEIGHT,
     width: int = WIDTH,
     device=None,
+    progress: bool = False,
 ) -> ClusterMEIResult:
     """Cluster MEIs (DT Eq. 4-8); see the module docstring.
 
@@ -209,7 +211,8 @@ def cluster_mei(
     n_orders, sigma: the Hermite basis (sigma default :func:`default_sigma`: the highest order
     reaches 12 px); norm: L2 norm of the canonical image (standardized units); steps, lr:
     x-space normalised gradient steps of lr_t * norm, lr_t cosine-decaying from lr to lr / 10;
-    orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start.
+    orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start;
+    progress: a tqdm bar over the steps.
 
     Returns :class:`ClusterMEIResult`.
     """
@@ -332,7 +335,10 @@ def cluster_mei(
             return total, best
 
     history = np.zeros(steps)
-    for t in range(steps):
+    bar = trange(
+        steps, desc=f"cluster MEI of {kc} clusters", unit="step", disable=not progress, leave=False
+    )
+    for t in bar:
         b = beta.detach().requires_grad_(True)
         total, _ = objective(b, True)
         (g,) = torch.autograd.grad(total, b)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from .model import HEIGHT, WIDTH, RespondOwnFn, model_device, own_responses
 
@@ -78,6 +79,7 @@ def mei(
     height: int = HEIGHT,
     width: int = WIDTH,
     device=None,
+    progress: bool = False,
 ) -> MEIResult:
     """MEIs of many neurons at once: one image per neuron, one batch.
 
@@ -91,6 +93,7 @@ def mei(
         x <- P(x + lr_t * norm * g / ||g||), lr_t decaying from lr to lr / 10 (cosine).
     smooth_sigma: Gaussian blur of the gradient (pixels); jitter: max random shift (pixels).
     init: (K,1,H,W) starting images (default white noise from ``seed``), projected first.
+    progress: a tqdm bar over the steps.
 
     Returns :class:`MEIResult`. Never loops over neurons: loops over steps only.
     """
@@ -127,7 +130,8 @@ def mei(
     jgen = torch.Generator().manual_seed(seed + 2)
     history = np.zeros(steps)
     dead_for = torch.zeros(k, dtype=torch.long, device=device)
-    for t in range(steps):
+    bar = trange(steps, desc=f"MEI of {k} neurons", unit="step", disable=not progress, leave=False)
+    for t in bar:
         x = x.detach().requires_grad_(True)
         if jitter > 0:
             sh = torch.randint(-jitter, jitter + 1, (2,), generator=jgen).tolist()

@@ -11,7 +11,7 @@ import torch
 
 import clustering as cl
 
-from . import codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from . import codecs, dj, model, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
 
 schema = new_schema()
@@ -93,7 +93,7 @@ class AlignmentParams(dj.Lookup):
 def aligner(params: dict) -> cl.CyclicAligner:
     p = dict(params)
     betas = np.logspace(-3, 1, p.pop("n_betas"))
-    return cl.CyclicAligner(betas=betas, **p)
+    return cl.CyclicAligner(betas=betas, progress=show_progress(), **p)
 
 
 @schema
@@ -105,7 +105,7 @@ class Alignment(dj.Computed):
     ---
     temperature     : float32       # T of the chosen fit
     beta            : float32       # beta of the chosen fit
-    losses          : <blob>        # per beta: structured array (beta, temperature, eq3, eq5, n_iter)
+    losses          : <blob>        # per beta: (beta, temperature, eq3, eq5, n_iter) records
     """
 
     class Unit(dj.Part):
@@ -196,7 +196,7 @@ class Clustering(dj.Computed):
             aligned, p["method"], p["n_clusters"], random_state=p["seed"]
         )
         ks = np.arange(2, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
-        ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"])
+        ll = cl.heldout_likelihood(aligned, ks, random_state=p["seed"], progress=show_progress())
         twin = model.load_model(key, device="cpu")
         output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
         confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)

@@ -17,7 +17,7 @@ from insilico.indices import nonlinearity_index
 from insilico.mei import mei
 from insilico.twin_adapter import TwinResponseModel
 
-from . import clustering, codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from . import clustering, codecs, dj, model, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
 
 schema = new_schema()
@@ -124,7 +124,9 @@ class OptimalGabor(dj.Computed):
         grid, _ = _grids(params)
         rows = []
         for scan, units, rm in scan_models(key):
-            best = twin_adapter.optimal_gabor(rm, grid, refine=_refine(params), progress=True)
+            best = twin_adapter.optimal_gabor(
+                rm, grid, refine=_refine(params), progress=show_progress()
+            )
             rows += _rows(key, scan, units, _columns(best, search.GABOR_KEYS + ("response",)))
         self.insert1(key)
         self.Unit.insert(rows)
@@ -167,7 +169,9 @@ class OptimalDoG(dj.Computed):
         _, grid = _grids(params)
         rows = []
         for scan, units, rm in scan_models(key):
-            best = twin_adapter.optimal_dog(rm, grid, refine=_refine(params), progress=True)
+            best = twin_adapter.optimal_dog(
+                rm, grid, refine=_refine(params), progress=show_progress()
+            )
             rows += _rows(key, scan, units, _columns(best, search.DOG_KEYS + ("response",)))
         self.insert1(key)
         self.Unit.insert(rows)
@@ -200,7 +204,13 @@ class MEI(dj.Computed):
         p = _params(key)
         rows = []
         for scan, units, rm in scan_models(key):
-            result = mei(rm, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
+            result = mei(
+                rm,
+                norm=p["mei_norm"],
+                steps=p["mei_steps"],
+                smooth_sigma=1.0,
+                progress=show_progress(),
+            )
             images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
             rows += _rows(
                 key,
@@ -501,6 +511,7 @@ class ClusterOptimalGabor(dj.Computed):
             orientations=orientations,
             respond=stack.fast_respond(),
             center=stack.center,
+            progress=show_progress(),
         )
         self.insert1(key)
         self.Cluster.insert(
@@ -550,6 +561,7 @@ class ClusterMEI(dj.Computed):
             center=stack.center,
             norm=p["mei_norm"],
             steps=p["mei_steps"],
+            progress=show_progress(),
         )
         images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
         coefficients = result.coefficients.detach().cpu().numpy().astype(np.float32)

@@ -21,13 +21,13 @@ import pandas as pd
 INDICES = ("orientation_index", "phase_index", "suppression_index", "plaid_index")
 
 
-def true_indices(scans) -> pd.DataFrame:
+def true_indices(scans, progress: bool = True) -> pd.DataFrame:
     """The in-silico battery run on the simulator itself: one row per neuron (scan, unit_id)."""
     from insilico import experiments, search
 
     frames = []
     for scan in scans:
-        best = search.optimal_gabor(scan.model, search.GaborGrid.cpu())
+        best = search.optimal_gabor(scan.model, search.GaborGrid.cpu(), progress=progress)
         _, indices = experiments.run_battery(scan.model, search.params_of(best))
         frames.append(
             pd.DataFrame(
@@ -60,9 +60,15 @@ def recovery(neurons: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 
 def run(
-    out: Path, seed: int = 0, n_neurons: int = 300, n_scans: int = 2, n_train: int = 4000
+    out: Path,
+    seed: int = 0,
+    n_neurons: int = 300,
+    n_scans: int = 2,
+    n_train: int = 4000,
+    progress: bool = True,
 ) -> dict:
-    """The demo; returns the recovery figures (also written to ``out/recovery.json``)."""
+    """The demo; returns the recovery figures (also written to ``out/recovery.json``).
+    progress: bars inside every stage (and the populate summary is printed either way)."""
     import schemas
     from simulator import simulate_scans, write_simulation
 
@@ -76,11 +82,12 @@ def run(
     folders = write_simulation(out / "data", scans)
     print(f"[2/5] importing {len(folders)} Sensorium folders")
     modules = schemas.activate()
+    schemas.show_progress(progress)
     for folder in folders:
-        modules["recording"].insert_recording(read_sensorium(folder))
+        modules["recording"].insert_recording(read_sensorium(folder, progress=progress))
     print("[3/5] populating every stage (cpu preset)")
     cfg = config.defaults("cpu")
-    pipeline.populate(cfg)
+    print(pipeline.summary(pipeline.populate(cfg, progress=progress)))
     # the parameter sets just populated: the database may hold others (an earlier demo's)
     chosen = pipeline.add_parameters(cfg)
     print("[4/5] writing the report and the export")
@@ -88,7 +95,7 @@ def run(
     export.export(out / "export", chosen)
     print("[5/5] comparing with the simulator's ground truth")
     neurons = pd.read_csv(out / "export" / "neurons.csv")
-    result = recovery(neurons, true_indices(scans))
+    result = recovery(neurons, true_indices(scans, progress))
     result["seconds"] = time.perf_counter() - t0
     (out / "recovery.json").write_text(json.dumps(result, indent=2))
     return result

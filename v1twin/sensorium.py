@@ -108,18 +108,21 @@ def _trial_files(tree: _Tree, key: str, n_trials: int) -> list[str]:
     if stems != expected:
         extra, missing = sorted(stems - expected)[:3], sorted(expected - stems, key=int)[:3]
         raise RecordingError(
-            f"{tree.name(f'data/{key}')}: {len(stems)} files but meta/trials lists {n_trials} trials"
+            f"{tree.name(f'data/{key}')}: {len(stems)} files "
+            f"but meta/trials lists {n_trials} trials"
             + (f"; missing {[m + '.npy' for m in missing]}" if missing else "")
             + (f"; unexpected {[e + '.npy' for e in extra]}" if extra else "")
         )
     return [f"data/{key}/{i}.npy" for i in range(n_trials)]
 
 
-def _stack(tree: _Tree, files: list[str], key: str) -> np.ndarray:
+def _stack(tree: _Tree, files: list[str], key: str, progress: bool) -> np.ndarray:
     """Load per-trial arrays and stack them; every file must have the first file's shape."""
     first = tree.load(files[0])
     out = np.empty((len(files),) + first.shape, dtype=np.float32)
-    for i, rel in enumerate(tqdm(files, desc=f"read {key}", leave=False, mininterval=1)):
+    for i, rel in enumerate(
+        tqdm(files, f"read {key}", leave=False, mininterval=1, disable=not progress)
+    ):
         arr = tree.load(rel) if i else first
         if arr.shape != first.shape:
             raise RecordingError(
@@ -129,19 +132,21 @@ def _stack(tree: _Tree, files: list[str], key: str) -> np.ndarray:
     return out
 
 
-def read_sensorium(path: str | Path) -> Recording:
-    """Read and validate one scan folder or zip; raises RecordingError naming the bad file."""
+def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
+    """Read and validate one scan folder or zip; raises RecordingError naming the bad file.
+    progress: a tqdm bar over each data key's trial files."""
     tree = _Tree(Path(path))
     tiers = tree.load("meta/trials/tiers.npy").astype(str)
     frame_ids = tree.load("meta/trials/frame_image_id.npy").astype(np.int64)
     n_trials = len(tiers)
     if len(frame_ids) != n_trials:
         raise RecordingError(
-            f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, tiers.npy has {n_trials}"
+            f"{tree.name('meta/trials/frame_image_id.npy')}: {len(frame_ids)} entries, "
+            f"tiers.npy has {n_trials}"
         )
     present = [k for k in DATA_KEYS if k in REQUIRED_DATA or tree.exists(f"data/{k}")]
     files = {k: _trial_files(tree, k, n_trials) for k in present}
-    data = {k: _stack(tree, files[k], k) for k in present}
+    data = {k: _stack(tree, files[k], k, progress) for k in present}
     neurons = {
         k: tree.load(f"meta/neurons/{k}.npy")
         for k in NEURON_KEYS
@@ -197,7 +202,8 @@ def _scan_key(tree: _Tree) -> tuple[int, int, int]:
         )
     except RecordingError as err:
         raise RecordingError(
-            f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) nor in meta/neurons"
+            f"{tree.path}: no scan key in the folder name (static<animal>-<session>-<scan>) "
+            "nor in meta/neurons"
         ) from err
 
 
