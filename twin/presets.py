@@ -20,7 +20,7 @@ Why these choices (measured on this 2-core machine):
   validation correlation and the insilico benchmark's suppression Spearman, but in the demo it
   left the suppression Spearman at 0.28 and cost clusters (ARI 0.57 against 0.70 without).
 * The demo's twin (2 scans x 300 neurons, 4,000 trials each) trains 12 epochs of 125 steps; an
-  epoch took 11-22 s on 2 cores (it varied twofold between runs), and batch 64 or 128 processes
+  epoch took 11-24 s on 2 cores (it varied twofold between runs), and batch 64 or 128 processes
   only ~7% more trials per CPU-second than batch 32.
 * With batch 32 rather than 64 a simulated scan reached a higher validation correlation at
   equal cost, and a Gaussian readout init_sigma of 0.1 beat 0.3.
