@@ -467,7 +467,8 @@ def cluster_inputs(key: dict):
     stack = ScanStack([rm for _, _, rm in scan_models(key)])
     if len(rows) != len(stack.rf_positions):
         raise ValueError(
-            f"{key}: {len(rows)} clustered neurons with optimal Gabors, model has {len(stack.rf_positions)}"
+            f"{key}: {len(rows)} clustered neurons with optimal Gabors, "
+            f"model has {len(stack.rf_positions)}"
         )
     labels = np.array([r["cluster"] for r in rows])
     positions = np.array([[r["x"], r["y"]] for r in rows], np.float64)
@@ -532,7 +533,7 @@ class ClusterMEI(dj.Computed):
     """Optimised by the equivariant fast path for every neuron, as ClusterOptimalGabor."""
 
     definition = """
-    # one MEI per cluster in the steerable Hermite basis, rotated and moved onto each neuron (DT Eq. 6-8)
+    # one MEI per cluster (steerable Hermite basis), rotated and moved onto each neuron (DT Eq. 6-8)
     -> clustering.Clustering
     -> OptimalGabor
     """
