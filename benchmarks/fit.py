@@ -31,7 +31,7 @@ from simulator import TYPES, simulate_scans
 from twin.data import ScanData
 from twin.glm import PoissonGLM
 from twin.metrics import correlation, correlation_to_average, evaluate, feve
-from twin.presets import get_preset
+from twin.presets import SCHEDULES, get_preset
 from twin.training import build_model, fit, resolve_device
 
 NONLINEAR = ("complex", "simple_surround", "complex_cross", "contrast_energy")
@@ -59,6 +59,15 @@ def parse_args(argv=None):
     )
     p.add_argument("--repeats", type=int, default=10, help="repeats per test image (default 10)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's max_epochs")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="override the preset's learning-rate schedule (twin.presets.TrainConfig)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="override the preset's (peak) lr")
+    p.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--quick",
@@ -83,12 +92,18 @@ def scores(pred: np.ndarray, test: ScanData) -> dict[str, np.ndarray]:
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t_total = time.perf_counter()
     preset = get_preset("cpu")
     cfg = preset.train
-    if args.epochs is not None:
-        cfg.max_epochs = args.epochs
+    for key, value in (
+        ("max_epochs", args.epochs),
+        ("schedule", args.schedule),
+        ("lr", args.lr),
+        ("batch_size", args.batch),
+    ):
+        if value is not None:
+            setattr(cfg, key, value)
     cfg.seed = args.seed
     device = resolve_device(cfg.device)
     log(
@@ -119,7 +134,8 @@ def main(argv=None):
     # --- twin ----------------------------------------------------------------------------------
     log(
         f"twin: preset 'cpu' (core {preset.core}, downsample {preset.downsample}); lr {cfg.lr}, "
-        f"batch {cfg.batch_size}, max_epochs {cfg.max_epochs}, patience {cfg.patience}"
+        f"batch {cfg.batch_size}, max_epochs {cfg.max_epochs}, schedule {cfg.schedule} "
+        f"(patience {cfg.patience}, warm-up {cfg.warmup_epochs} epochs)"
     )
     model = build_model(preset, data, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
@@ -132,6 +148,9 @@ def main(argv=None):
         f"best val corr {hist['best_val_corr']:.3f} (initial {hist['initial_val_corr']:.3f}); "
         f"fit {twin_seconds:.1f} s on {hist['device']}"
     )
+    log("twin: validation correlation per epoch (epoch: corr @ lr):")
+    for epoch, corr, lr in zip(hist["epoch"], hist["val_corr"], hist["lr"]):
+        log(f"  {epoch:3d}: {corr:.4f} @ {lr:.2e}")
 
     # --- GLM -----------------------------------------------------------------------------------
     glms, glm_seconds = [], 0.0

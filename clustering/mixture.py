@@ -41,19 +41,20 @@ def fit_clusters(x, method="gmm", n_clusters=2, random_state=0, n_init=5):
     return labels, centres.reshape((n_clusters,) + np.shape(x)[1:])
 
 
-def heldout_scores(x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=4):
+def heldout_scores(x, n_clusters_list, test_fraction=0.2, random_state=0, n_init=4, progress=True):
     """Held-out log-likelihood of each test neuron under a spherical GMM per number of clusters.
 
     x: (N, F, O) or (N, K). Neurons are split once into train / test (``test_fraction``); each GMM
     is fitted on the training neurons (best of ``n_init`` k-means initialisations: with one, a fit
     that merges two of 10 planted clusters made k = 12 look best) and scores each test neuron.
+    progress: a tqdm bar over the numbers of clusters.
     Returns (n_test, len(n_clusters_list)) float: the same neurons in every column (paired).
     """
     train, test = train_test_split(_flat(x), test_size=test_fraction, random_state=random_state)
     return np.stack(
         [
             _gmm(k, random_state, n_init).fit(train).score_samples(test)
-            for k in tqdm(list(n_clusters_list), desc="n_clusters")
+            for k in tqdm(list(n_clusters_list), desc="n_clusters", disable=not progress)
         ],
         1,
     )

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import trange
 
 from twin import hermite
 
@@ -201,6 +202,7 @@ def cluster_mei(
     init=None,
     chunk_size: int = 256,
     device=None,
+    progress: bool = False,
 ) -> ClusterMEIResult:
     """Cluster MEIs (DT Eq. 4-8); see the module docstring.
 
@@ -212,7 +214,8 @@ def cluster_mei(
     order reaches ``EXTENT_DEG``); norm: L2 norm of the canonical image (standardized units,
     canvas pixels; default ``mei.NORM_DEG`` x pixels per degree); steps, lr:
     x-space normalised gradient steps of lr_t * norm, lr_t cosine-decaying from lr to lr / 10;
-    orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start.
+    orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start;
+    progress: a tqdm bar over the steps.
 
     Returns :class:`ClusterMEIResult`.
     """
@@ -339,7 +342,10 @@ def cluster_mei(
             return total, best
 
     history = np.zeros(steps)
-    for t in range(steps):
+    bar = trange(
+        steps, desc=f"cluster MEI of {kc} clusters", unit="step", disable=not progress, leave=False
+    )
+    for t in bar:
         b = beta.detach().requires_grad_(True)
         total, _ = objective(b, True)
         (g,) = torch.autograd.grad(total, b)

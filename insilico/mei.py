@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from .model import RespondOwnFn, image_shape, model_device, own_responses, pixels_per_degree
 
@@ -95,6 +96,7 @@ def mei(
     init: torch.Tensor | None = None,
     seed: int = 0,
     device=None,
+    progress: bool = False,
 ) -> MEIResult:
     """MEIs of many neurons at once: one image per neuron, one batch.
 
@@ -109,6 +111,7 @@ def mei(
     smooth_sigma: Gaussian blur of the gradient (pixels); jitter: max random shift (pixels).
     init: (K,1,H,W) starting images (default white noise from ``seed``), projected first.
     The canvas (H, W) is the model's ``image_shape`` (with respond_own alone: init's).
+    progress: a tqdm bar over the steps.
 
     Returns :class:`MEIResult`. Never loops over neurons: loops over steps only.
     """
@@ -146,7 +149,8 @@ def mei(
     jgen = torch.Generator().manual_seed(seed + 2)
     history = np.zeros(steps)
     dead_for = torch.zeros(k, dtype=torch.long, device=device)
-    for t in range(steps):
+    bar = trange(steps, desc=f"MEI of {k} neurons", unit="step", disable=not progress, leave=False)
+    for t in bar:
         x = x.detach().requires_grad_(True)
         if jitter > 0:
             sh = torch.randint(-jitter, jitter + 1, (2,), generator=jgen).tolist()

@@ -25,6 +25,17 @@ from . import connection  # noqa: E402
 
 STAGES = ("recording", "model", "clustering", "insilico", "analysis")
 
+_progress = True
+
+
+def show_progress(on: bool | None = None) -> bool:
+    """Whether each ``make`` shows progress bars inside itself (steps, neurons, stimuli done);
+    ``on`` sets it for this process (the CLI's ``--quiet`` turns them off). Returns the setting."""
+    global _progress
+    if on is not None:
+        _progress = bool(on)
+    return _progress
+
 
 def new_schema() -> dj.Schema:
     """An unbound schema for a stage module; bound by :func:`activate`."""

@@ -12,7 +12,7 @@ import torch
 import clustering as cl
 from twin.data import to_canvas
 
-from . import codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from . import codecs, dj, model, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
 
 schema = new_schema()
@@ -94,7 +94,7 @@ class AlignmentParams(dj.Lookup):
 def aligner(params: dict) -> cl.CyclicAligner:
     p = dict(params)
     betas = np.logspace(-3, 1, p.pop("n_betas"))
-    return cl.CyclicAligner(betas=betas, **p)
+    return cl.CyclicAligner(betas=betas, progress=show_progress(), **p)
 
 
 @schema
@@ -202,7 +202,7 @@ class Clustering(dj.Computed):
         p = (ClusteringParams & key).fetch1()
         neurons, aligned, _ = fetch_aligned(key)
         ks = np.arange(1, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
-        scores = cl.heldout_scores(aligned, ks, random_state=p["seed"])
+        scores = cl.heldout_scores(aligned, ks, random_state=p["seed"], progress=show_progress())
         chosen, se = cl.choose_k(ks, scores)
         k, reason = (
             (p["n_clusters"], "n_clusters set in the config")

@@ -17,7 +17,7 @@ from insilico.indices import nonlinearity_index
 from insilico.mei import mei
 from insilico.twin_adapter import TwinResponseModel
 
-from . import clustering, codecs, dj, model, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from . import clustering, codecs, dj, model, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
 
 schema = new_schema()
@@ -163,7 +163,9 @@ class OptimalGabor(dj.Computed):
         rows = []
         for scan, unit_ids, rm in scan_models(key):
             grid, _ = _grids(params, rm.pixels_per_degree)
-            best = twin_adapter.optimal_gabor(rm, grid, refine=_refine(params), progress=True)
+            best = twin_adapter.optimal_gabor(
+                rm, grid, refine=_refine(params), progress=show_progress()
+            )
             best = units.in_degrees(best, rm.pixels_per_degree)
             keys = search.GABOR_KEYS + ("size_deg", "sf_cpd", "response")
             rows += _rows(key, scan, unit_ids, _columns(best, keys))
@@ -210,7 +212,9 @@ class OptimalDoG(dj.Computed):
         rows = []
         for scan, unit_ids, rm in scan_models(key):
             _, grid = _grids(params, rm.pixels_per_degree)
-            best = twin_adapter.optimal_dog(rm, grid, refine=_refine(params), progress=True)
+            best = twin_adapter.optimal_dog(
+                rm, grid, refine=_refine(params), progress=show_progress()
+            )
             best = units.in_degrees(best, rm.pixels_per_degree)
             keys = search.DOG_KEYS + ("sigma_center_deg", "sigma_surround_deg", "response")
             rows += _rows(key, scan, unit_ids, _columns(best, keys))
@@ -251,7 +255,13 @@ class MEI(dj.Computed):
         for scan, unit_ids, rm in scan_models(key):
             norm = p["mei_norm"] * rm.pixels_per_degree
             smooth = MEI_SMOOTH_DEG * rm.pixels_per_degree
-            result = mei(rm, norm=norm, steps=p["mei_steps"], smooth_sigma=smooth)
+            result = mei(
+                rm,
+                norm=norm,
+                steps=p["mei_steps"],
+                smooth_sigma=smooth,
+                progress=show_progress(),
+            )
             images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
             rows += _rows(
                 key,
@@ -559,6 +569,7 @@ class ClusterOptimalGabor(dj.Computed):
             orientations=orientations,
             respond=stack.fast_respond(),
             center=stack.center,
+            progress=show_progress(),
         )
         best = units.in_degrees(best, stack.pixels_per_degree)
         shared = ("size", "sf", "size_deg", "sf_cpd", "contrast", "phase", "orientation_offset")
@@ -667,6 +678,7 @@ class ClusterMEI(dj.Computed):
             center=stack.center,
             norm=p["mei_norm"] * stack.pixels_per_degree,
             steps=p["mei_steps"],
+            progress=show_progress(),
         )
         images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
         coefficients = result.coefficients.detach().cpu().numpy().astype(np.float32)

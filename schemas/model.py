@@ -20,7 +20,7 @@ from twin.model import Twin
 from twin.presets import get_preset
 from twin.training import TrainConfig, build_model, fit
 
-from . import codecs, dj, new_schema, recording  # noqa: F401  (codecs registers <array>)
+from . import codecs, dj, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 
 schema = new_schema()
 
@@ -52,6 +52,7 @@ class ModelConfig(dj.Lookup):
         unknown = set(train) - set(TrainConfig().to_dict())
         if unknown:
             raise KeyError(f"unknown training parameters {sorted(unknown)}")
+        TrainConfig(**train)  # a bad value (e.g. the schedule) is refused before any insert
         config = {
             "core": _jsonable(p.core),
             "readout": p.readout,
@@ -163,7 +164,7 @@ class TrainedModel(dj.Computed):
         train = TrainConfig(**config["train"])
         model = build_model(config, scans, seed=train.seed)
         t0 = time.perf_counter()
-        history = fit(model, scans, train, progress=True)
+        history = fit(model, scans, train, progress=show_progress())
         seconds = time.perf_counter() - t0
         units, metrics = _unit_rows(key, model, scans)
         self.insert1(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import codecs, dj, new_schema  # noqa: F401  (codecs registers <array>)
+from . import codecs, dj, new_schema, show_progress  # noqa: F401  (codecs registers <array>)
 
 schema = new_schema()
 
@@ -123,7 +123,12 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
             dict(key, image_id=int(i), image=img.astype(np.float32))
             for i, img in zip(rec.image_index, rec.images)
         )
-        for start in tqdm(range(0, n_trials, chunk), desc=f"insert {rec.scan_key}", leave=False):
+        for start in tqdm(
+            range(0, n_trials, chunk),
+            desc=f"insert {rec.scan_key}",
+            leave=False,
+            disable=not show_progress(),
+        ):
             Scan.Trial.insert(trials[start : start + chunk])
     return True
 

@@ -50,6 +50,7 @@ def test_canvas_ppd_and_k_defaults(tmp_path):
         ("[clustering]\nn_clusters = '9'\n", "clustering.n_clusters = '9' is a str, expected int"),
         ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
         ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
+        ("[model]\nschedule = 'linear'\n", "model.schedule = 'linear': choose from"),
         ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
         (
             "[model]\ncanvas = [36.5, 64]\n",

@@ -142,3 +142,18 @@ def test_presets_build(name, scans):
     assert isinstance(preset.train, TrainConfig)
     preset.core["features"] = (1,)  # a copy: the registry is unchanged
     assert PRESETS[name].core["features"] != (1,)
+
+
+def test_cosine_schedule_warms_up_decays_to_zero_and_runs_every_epoch(scans):
+    """1 warm-up epoch from ~0 to lr, then a cosine to 0 at max_epochs; no early stop (the
+    plateau rule would have stopped: tolerance 1 means no epoch ever counts as better)."""
+    config = TrainConfig(
+        **{**CONFIG.to_dict(), "schedule": "cosine", "max_epochs": 5, "tolerance": 1.0}
+    )
+    history = fit(build_model(ARCH, scans, seed=0), scans, config, progress=False)
+    assert history["epoch"] == [1, 2, 3, 4, 5]
+    # "lr" is the rate after each epoch: the peak after the warm-up, then the cosine's values
+    expected = [config.lr * 0.5 * (1 + np.cos(np.pi * (e - 1) / 4)) for e in history["epoch"]]
+    np.testing.assert_allclose(history["lr"], expected, atol=1e-9)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")

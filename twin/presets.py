@@ -13,20 +13,29 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Preset", "PRESETS", "TrainConfig", "get_preset"]
+__all__ = ["Preset", "PRESETS", "SCHEDULES", "TrainConfig", "get_preset"]
+
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
 class TrainConfig:
     """Training hyper-parameters.
 
-    lr: initial Adam learning rate. batch_size: trials per scan per step (every step sums
+    lr: peak Adam learning rate. batch_size: trials per scan per step (every step sums
     the losses of one minibatch from every scan). max_epochs: an epoch is
-    ceil(largest train tier / batch_size) steps. patience: epochs without a validation
-    improvement larger than `tolerance` before the best weights are restored and the
-    learning rate is multiplied by `lr_decay_factor`; after `lr_decay_steps` decays the next
-    plateau stops training. readout_reg, core_reg: multipliers of the readouts' and the
-    core's `regularizer()`. seed: seeds batch order and readout sampling noise.
+    ceil(largest train tier / batch_size) steps. schedule: how the learning rate moves:
+
+    * "plateau": `lr` until `patience` epochs pass without a validation improvement larger
+      than `tolerance`; then the best weights are restored and the rate is multiplied by
+      `lr_decay_factor`; after `lr_decay_steps` decays the next plateau stops training.
+    * "cosine": a linear warm-up from 0 to `lr` over `warmup_epochs` epochs, then a cosine
+      decay to 0 at the end of `max_epochs` epochs, step by step; training runs all
+      `max_epochs` (patience and the decay settings are not used).
+
+    Either way the weights of the epoch with the best validation correlation are kept.
+    readout_reg, core_reg: multipliers of the readouts' and the core's `regularizer()`.
+    seed: seeds batch order and readout sampling noise.
     device: None -> "cuda" if available else "cpu".
     """
 
@@ -37,10 +46,16 @@ class TrainConfig:
     tolerance: float = 1e-4
     lr_decay_steps: int = 3
     lr_decay_factor: float = 0.3
+    schedule: str = "plateau"
+    warmup_epochs: int = 1
     readout_reg: float = 1.0
     core_reg: float = 0.0
     seed: int = 0
     device: str | None = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Fitting a Twin: model factory, Poisson loss, Adam, early stopping and learning-rate decay."""
+"""Fitting a Twin: model factory, Poisson loss, Adam with a plateau or cosine learning-rate
+schedule, and the best validation epoch kept."""
 
 from __future__ import annotations
 
@@ -98,6 +99,44 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
             yield perm[i : i + batch_size]
 
 
+def _cosine(optimizer, config: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step rate factor: linear warm-up over `warmup_epochs`, then cosine to 0 at the end."""
+    warm = config.warmup_epochs * steps
+    decay = max(config.max_epochs * steps - warm, 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, decay) / decay))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, autocast, bar):
+    """`steps` optimizer steps, each on one minibatch of every scan; returns the summed loss."""
+    model.train()
+    total = 0.0
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.core.regularizer() * config.core_reg
+        for name, (x, y) in train.items():
+            idx = next(batches[name]).to(x.device)
+            with autocast:
+                rates = model(x[idx], name)
+            loss = (
+                loss
+                + poisson_loss(rates.float(), y[idx])
+                + config.readout_reg * model.readouts[name].regularizer()
+            )
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item()
+        bar.update()
+    return total
+
+
 def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool = True) -> dict:
     """Train `model` on the train tiers of `scans`, early-stopping on validation correlation.
 
@@ -119,6 +158,7 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     }
     steps = math.ceil(max(len(x) for x, _ in train.values()) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = _cosine(optimizer, config, steps) if config.schedule == "cosine" else None
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     )
@@ -136,36 +176,26 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     }
     best_state = copy.deepcopy(model.state_dict())
     wait, decays, n_steps, start = 0, 0, 0, time.perf_counter()
-    bar = tqdm(range(1, config.max_epochs + 1), disable=not progress, desc="fit", unit="epoch")
-    for epoch in bar:
-        model.train()
-        total = 0.0
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.core.regularizer() * config.core_reg
-            for name, (x, y) in train.items():
-                idx = next(batches[name]).to(device)
-                with autocast:
-                    rates = model(x[idx], name)
-                loss = (
-                    loss
-                    + poisson_loss(rates.float(), y[idx])
-                    + config.readout_reg * model.readouts[name].regularizer()
-                )
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-            n_steps += 1
-        corr = _validation_correlation(model, val, 4 * config.batch_size)
+    bar = tqdm(total=config.max_epochs * steps, disable=not progress, desc="fit", unit="step")
+    for epoch in range(1, config.max_epochs + 1):
+        total = _train_epoch(
+            model, train, batches, optimizer, scheduler, config, steps, autocast, bar
+        )
         lr = optimizer.param_groups[0]["lr"]
+        n_steps += steps
+        corr = _validation_correlation(model, val, 4 * config.batch_size)
         for key, value in zip(
             ("epoch", "train_loss", "val_corr", "lr"), (epoch, total / steps, corr, lr)
         ):
             history[key].append(value)
-        bar.set_postfix(loss=f"{total / steps:.3f}", val_corr=f"{corr:.3f}", lr=f"{lr:.1e}")
+        bar.set_postfix(
+            epoch=epoch, loss=f"{total / steps:.3f}", val_corr=f"{corr:.3f}", lr=f"{lr:.1e}"
+        )
         if corr > history["best_val_corr"] + config.tolerance:
             history["best_val_corr"], history["best_epoch"] = corr, epoch
             best_state, wait = copy.deepcopy(model.state_dict()), 0
+            continue
+        if scheduler is not None:
             continue
         wait += 1
         if wait >= config.patience:
@@ -175,6 +205,7 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
             decays, wait = decays + 1, 0
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay_factor
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     history["seconds"] = time.perf_counter() - start

@@ -10,7 +10,9 @@
     v1twin export --out DIR [--where ATTR=VALUE ...]
     v1twin report --out DIR [--where ATTR=VALUE ...]
     v1twin demo [--out DIR]
+    v1twin --version
 
+``populate``, ``worker``, ``import`` and ``demo`` show progress bars (``--quiet``: none).
 This is the only module that imports :mod:`schemas`.
 """
 
@@ -90,11 +92,17 @@ def cmd_import(args) -> int:
     from .recording import read_netcdf
     from .sensorium import read_sensorium
 
-    reader = read_sensorium if args.format == "sensorium" else read_netcdf
+    def reader(path):
+        if args.format == "sensorium":
+            return read_sensorium(path, progress=not args.quiet)
+        return read_netcdf(path)
+
     # Read and validate everything first: a bad file stops the import before any write.
     recordings = [reader(path) for path in args.paths]
     _ensure_database()
     import schemas
+
+    schemas.show_progress(not args.quiet)
 
     recording = schemas.activate()["recording"]
     for rec in recordings:
@@ -124,13 +132,11 @@ def cmd_populate(args) -> int:
     import schemas
 
     schemas.activate()
-    results = pipeline.populate(cfg, args.stages or None, reserve_jobs=args.reserve_jobs)
-    failed = 0
-    for table, result in results.items():
-        errors = result.get("error_list", [])
-        failed += len(errors)
-        print(f"{table:24} {result.get('success_count', 0):5d} computed, {len(errors)} errors")
-    return 1 if failed else 0
+    results = pipeline.populate(
+        cfg, args.stages or None, reserve_jobs=args.reserve_jobs, progress=not args.quiet
+    )
+    print(pipeline.summary(results))
+    return 1 if any(r.get("error_list") for r in results.values()) else 0
 
 
 def cmd_worker(args) -> int:
@@ -169,17 +175,27 @@ def cmd_demo(args) -> int:
     from . import demo
 
     _ensure_database()
-    result = demo.run(args.out, seed=args.seed)
+    result = demo.run(args.out, seed=args.seed, progress=not args.quiet)
     print(demo.summary(result))
     print(f"report: {args.out / 'report' / 'index.html'}   export: {args.out / 'export'}")
     return 0
+
+
+def _version() -> str:
+    """The installed package's version (package metadata)."""
+    from importlib.metadata import version
+
+    return version("v1twin")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from simulator.population import POPULATIONS
 
     parser = argparse.ArgumentParser(prog="v1twin", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     db = sub.add_parser("db", help="run the local PostgreSQL server")
     db.add_argument("action", choices=["start", "stop", "status"])
@@ -200,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=cmd_simulate)
 
-    imp = sub.add_parser("import", help="import recordings into the database")
+    imp = sub.add_parser("import", help="import recordings into the database", parents=[quiet])
     imp.add_argument("format", choices=["sensorium", "netcdf"])
     imp.add_argument("paths", nargs="+", type=Path)
     imp.set_defaults(func=cmd_import)
@@ -214,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=helptext,
             epilog=_config_help(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[quiet],
         )
         p.add_argument(
             "stages", nargs="*", help="stages to fill (default: all, in dependency order)"
@@ -237,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_subcommands(sub, _ensure_database)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on a simulated virtual V1")
+    demo = sub.add_parser(
+        "demo", help="the whole pipeline on a simulated virtual V1", parents=[quiet]
+    )
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)

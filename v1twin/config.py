@@ -46,8 +46,13 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
                     "max_epochs",
                     "upper bound on training epochs (early stopping on validation correlation)",
                 ),
-                ("patience", "epochs without improvement before a learning-rate decay"),
-                ("lr", "initial Adam learning rate"),
+                (
+                    "schedule",
+                    "learning rate: 'cosine' (1 warm-up epoch, then cosine decay to 0 at "
+                    "max_epochs) or 'plateau' (decay when validation stalls)",
+                ),
+                ("patience", "'plateau' only: epochs without improvement before a decay"),
+                ("lr", "peak Adam learning rate"),
                 ("batch_size", "trials per scan per step"),
                 ("seed", "seeds initialisation and batch order"),
             )
@@ -140,7 +145,15 @@ def load(path: str | Path | None = None, preset: str = "cpu") -> dict[str, dict]
                     f"{path}: unknown key {section}.{key}; known: {sorted(PARAMETERS[section])}"
                 )
             config[section][key] = _checked(path, section, key, value, config[section][key])
+    _check_schedule(path, config["model"]["schedule"])
     return config
+
+
+def _check_schedule(path: Path, schedule: str) -> None:
+    from twin.presets import SCHEDULES
+
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"{path}: model.schedule = {schedule!r}: choose from {list(SCHEDULES)}")
 
 
 def _checked(path: Path, section: str, key: str, value, default):

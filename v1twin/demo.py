@@ -19,9 +19,15 @@ import pandas as pd
 
 
 def run(
-    out: Path, seed: int = 0, n_neurons: int = 300, n_scans: int = 2, n_train: int = 4000
+    out: Path,
+    seed: int = 0,
+    n_neurons: int = 300,
+    n_scans: int = 2,
+    n_train: int = 4000,
+    progress: bool = True,
 ) -> dict:
-    """The demo; returns the recovery figures (also written to ``out/recovery.json``)."""
+    """The demo; returns the recovery figures (also written to ``out/recovery.json``).
+    progress: bars inside every stage (and the populate summary is printed either way)."""
     import schemas
     from simulator import simulate_scans, write_simulation
     from simulator.recovery import recovery, true_indices
@@ -36,11 +42,12 @@ def run(
     folders = write_simulation(out / "data", scans)
     print(f"[2/5] importing {len(folders)} Sensorium folders")
     modules = schemas.activate()
+    schemas.show_progress(progress)
     for folder in folders:
-        modules["recording"].insert_recording(read_sensorium(folder))
+        modules["recording"].insert_recording(read_sensorium(folder, progress=progress))
     print("[3/5] populating every stage (cpu preset)")
     cfg = config.defaults("cpu")
-    pipeline.populate(cfg)
+    print(pipeline.summary(pipeline.populate(cfg, progress=progress)))
     # the parameter sets just populated: the database may hold others (an earlier demo's)
     chosen = pipeline.add_parameters(cfg)
     print("[4/5] writing the report and the export")

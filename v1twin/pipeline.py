@@ -9,6 +9,7 @@ both come here. Parameter sets from the config are inserted first, so that each 
 from __future__ import annotations
 
 import importlib
+import time
 
 STAGES: dict[str, tuple[str, ...]] = {
     "model": ("model.TrainedModel", "model.GLM"),
@@ -65,25 +66,72 @@ def add_parameters(config: dict) -> dict:
 
 
 def populate(
-    config: dict, stages=None, reserve_jobs: bool = False, restrict: bool = True
+    config: dict,
+    stages=None,
+    reserve_jobs: bool = False,
+    restrict: bool = True,
+    progress: bool = True,
 ) -> dict[str, dict]:
-    """Populate every table of the stages in order; returns DataJoint's result per table.
+    """Populate every table of the stages in order; returns DataJoint's result per table, with
+    "stage", "seconds" (wall time of its populate) and "rows_added" (rows of the table and its
+    parts after minus before; with concurrent workers, theirs count too) added.
 
     With ``reserve_jobs`` each key is reserved in the table's job queue before its ``make``,
     so concurrent workers never compute the same key twice. Errors are recorded in the job
-    table (see ``v1twin jobs``) rather than stopping the other keys.
+    table (see ``v1twin jobs``) rather than stopping the other keys. ``progress``: DataJoint's
+    bar over keys and each ``make``'s bars inside itself (``schemas.show_progress``).
     """
+    import schemas
+
+    schemas.show_progress(progress)
     restriction = add_parameters(config)
+    stage_of = {name.split(".")[1]: stage for stage, names in STAGES.items() for name in names}
     results = {}
     for table in tables(stages):
         keys = [_restriction_for(table, restriction)] if restrict else []
-        results[table.__class__.__name__] = table.populate(
+        rows, start = _rows(table), time.perf_counter()
+        result = table.populate(
             *keys,
             reserve_jobs=reserve_jobs,
-            display_progress=True,
+            display_progress=progress,
             suppress_errors=reserve_jobs,
         )
+        name = table.__class__.__name__
+        results[name] = dict(
+            result,
+            stage=stage_of[name],
+            seconds=time.perf_counter() - start,
+            rows_added=_rows(table) - rows,
+        )
     return results
+
+
+def _rows(table) -> int:
+    """Rows of a table and of its part tables."""
+    return len(table) + sum(len(part) for part in table.parts(as_objects=True))
+
+
+def summary(results: dict[str, dict]) -> str:
+    """One screen: per table (grouped by stage) keys computed, errors, seconds and rows added;
+    per stage and in all, the seconds and rows added."""
+    lines = [f"{'table':24} {'computed':>8} {'errors':>6} {'seconds':>9} {'rows added':>11}"]
+    totals: dict[str, list[float]] = {}
+    for name, r in results.items():
+        errors = len(r.get("error_list", []))
+        lines.append(
+            f"{name:24} {r.get('success_count', 0):8d} {errors:6d} "
+            f"{r['seconds']:9.1f} {r['rows_added']:11d}"
+        )
+        total = totals.setdefault(r["stage"], [0.0, 0])
+        total[0] += r["seconds"]
+        total[1] += r["rows_added"]
+    lines.append("-" * len(lines[0]))
+    for stage, (seconds, rows) in totals.items():
+        lines.append(f"{'stage ' + stage:24} {'':8} {'':6} {seconds:9.1f} {rows:11d}")
+    seconds = sum(s for s, _ in totals.values())
+    rows = sum(r for _, r in totals.values())
+    lines.append(f"{'all stages':24} {'':8} {'':6} {seconds:9.1f} {rows:11d}")
+    return "\n".join(lines)
 
 
 def start_worker(

@@ -120,11 +120,13 @@ def _trial_files(tree: _Tree, key: str, n_trials: int) -> list[str]:
     return [f"data/{key}/{i}.npy" for i in range(n_trials)]
 
 
-def _stack(tree: _Tree, files: list[str], key: str) -> np.ndarray:
+def _stack(tree: _Tree, files: list[str], key: str, progress: bool) -> np.ndarray:
     """Load per-trial arrays and stack them; every file must have the first file's shape."""
     first = tree.load(files[0])
     out = np.empty((len(files),) + first.shape, dtype=np.float32)
-    for i, rel in enumerate(tqdm(files, desc=f"read {key}", leave=False, mininterval=1)):
+    for i, rel in enumerate(
+        tqdm(files, f"read {key}", leave=False, mininterval=1, disable=not progress)
+    ):
         arr = tree.load(rel) if i else first
         if arr.shape != first.shape:
             raise RecordingError(
@@ -134,8 +136,9 @@ def _stack(tree: _Tree, files: list[str], key: str) -> np.ndarray:
     return out
 
 
-def read_sensorium(path: str | Path) -> Recording:
-    """Read and validate one scan folder or zip; raises RecordingError naming the bad file."""
+def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
+    """Read and validate one scan folder or zip; raises RecordingError naming the bad file.
+    progress: a tqdm bar over each data key's trial files."""
     tree = _Tree(Path(path))
     tiers = tree.load("meta/trials/tiers.npy").astype(str)
     frame_ids = tree.load("meta/trials/frame_image_id.npy").astype(np.int64)
@@ -147,7 +150,7 @@ def read_sensorium(path: str | Path) -> Recording:
         )
     present = [k for k in DATA_KEYS if k in REQUIRED_DATA or tree.exists(f"data/{k}")]
     files = {k: _trial_files(tree, k, n_trials) for k in present}
-    data = {k: _stack(tree, files[k], k) for k in present}
+    data = {k: _stack(tree, files[k], k, progress) for k in present}
     neurons = {
         k: tree.load(f"meta/neurons/{k}.npy")
         for k in NEURON_KEYS
