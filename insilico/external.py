@@ -22,14 +22,13 @@ No fast path: the module declares no equivariance that insilico could use.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .units import sensorium_pixels_per_degree
+from .model import NeuronSubsetModel, eval_mode
 
 __all__ = ["ExternalResponseModel", "grid_to_canvas", "readout_of"]
 
@@ -79,17 +78,7 @@ def grid_to_canvas(mu, feature_shape, image_shape, align_corners: bool = True) -
     )
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
-
-
-class ExternalResponseModel:
+class ExternalResponseModel(NeuronSubsetModel):
     """One scan (``data_key``) of an external model as a ResponseModel; see the module docstring.
 
     module: called as ``module(images, data_key=data_key)`` -> (B, N) rates >= 0;
@@ -128,40 +117,16 @@ class ExternalResponseModel:
         pos = np.asarray(rf_positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 2:
             raise ValueError(f"rf_positions must have shape (N, 2) (x, y); got {pos.shape}")
-        self._index = None if neurons is None else np.asarray(neurons, dtype=np.int64).ravel()
+        self._select_neurons(len(pos), neurons)
         self._all_positions = pos
-        self.n_neurons = len(pos) if self._index is None else len(self._index)
         self._pref = None
         self.preferred_orientations = preferred_orientations
-
-    @property
-    def pixels_per_degree(self) -> float:
-        """Canvas pixels per degree of visual angle (see the constructor)."""
-        if self._ppd is None:
-            return sensorium_pixels_per_degree(self.image_shape, "the external model's canvas")
-        return float(self._ppd)
 
     @property
     def rf_positions(self) -> np.ndarray:
         """(N, 2) float64, (x, y) = (column, row) canvas pixels."""
         pos = self._all_positions
         return pos if self._index is None else pos[self._index]
-
-    @property
-    def preferred_orientations(self) -> np.ndarray | None:
-        return self._pref
-
-    @preferred_orientations.setter
-    def preferred_orientations(self, value):
-        if value is None:
-            self._pref = None
-            return
-        v = np.asarray(getattr(value, "values", value), dtype=np.float64).ravel()
-        if v.shape != (self.n_neurons,):
-            raise ValueError(
-                f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}"
-            )
-        self._pref = v
 
     def parameters(self):
         return self.module.parameters()
@@ -185,7 +150,7 @@ class ExternalResponseModel:
             raise ValueError(
                 f"images are {tuple(images.shape[-2:])}; the model takes {self.image_shape}"
             )
-        with _eval_mode(self.module):
+        with eval_mode(self.module):
             out = self.module(images.to(self.device, torch.float32), data_key=self.data_key)
         if out.ndim != 2 or out.shape[1] != len(self._all_positions):
             raise ValueError(

@@ -20,13 +20,16 @@ images that each belong to one neuron and keeps only that neuron's output (the "
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from twin.model import canvas_center  # noqa: F401  (re-exported: the one canvas centre)
+
+from .units import sensorium_pixels_per_degree
 
 #: ``respond(stimuli_centred (B, 1, H, W)) -> (B, N)``: response of every neuron ``n`` to stimulus
 #: ``b`` moved onto neuron ``n``'s own RF. The direct path shifts and evaluates (see
@@ -126,3 +129,60 @@ def own_responses(model, images: torch.Tensor, neuron_index) -> torch.Tensor:
             f"model must return (B, N); got {tuple(out.shape)} for B={images.shape[0]}"
         )
     return out.gather(1, idx.to(out.device)[:, None])[:, 0]
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """Run ``module`` in eval mode (no sampling noise, running statistics), then restore it."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+class NeuronSubsetModel:
+    """What the adapters that show (some of) a model's neurons as a ResponseModel share: the
+    neuron subset (``_index``: None for all, ``n_neurons``), settable preferred orientations,
+    and the canvas's pixels per degree (``_ppd``; None: the Sensorium screen's). Subclasses
+    define ``image_shape``, ``rf_positions`` and ``__call__``."""
+
+    _canvas_name = "the model's canvas"
+
+    def _select_neurons(self, n_all: int, neurons: Sequence[int] | None) -> None:
+        """Keep the neurons at indices ``neurons`` (each in [0, n_all)), in that order."""
+        if neurons is None:
+            self._index, self.n_neurons = None, n_all
+            return
+        idx = np.asarray(neurons, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n_all):
+            raise ValueError(
+                f"{type(self).__name__}: neuron indices must lie in [0, {n_all}); "
+                f"got min {idx.min()}, max {idx.max()}"
+            )
+        self._index, self.n_neurons = idx, len(idx)
+
+    @property
+    def pixels_per_degree(self) -> float:
+        """Canvas pixels per degree of visual angle (given, or the Sensorium screen's)."""
+        if self._ppd is None:
+            return sensorium_pixels_per_degree(self.image_shape, self._canvas_name)
+        return float(self._ppd)
+
+    @property
+    def preferred_orientations(self) -> np.ndarray | None:
+        """(N,) radians, or None."""
+        return self._pref
+
+    @preferred_orientations.setter
+    def preferred_orientations(self, value):
+        if value is None:
+            self._pref = None
+            return
+        v = np.asarray(getattr(value, "values", value), dtype=np.float64).ravel()
+        if v.shape != (self.n_neurons,):
+            raise ValueError(
+                f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}"
+            )
+        self._pref = v

@@ -39,7 +39,6 @@ Flagged neurons fall back to the direct path: :func:`merge` combines tables or s
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,9 +46,8 @@ import torch
 import xarray as xr
 
 from . import experiments, search
-from .model import RespondFn, pixels_per_degree
+from .model import NeuronSubsetModel, RespondFn, eval_mode, pixels_per_degree
 from .stimuli import gabor_radius
-from .units import sensorium_pixels_per_degree
 
 __all__ = [
     "TwinResponseModel",
@@ -63,17 +61,7 @@ __all__ = [
 ]
 
 
-@contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module):
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
-
-
-class TwinResponseModel:
+class TwinResponseModel(NeuronSubsetModel):
     """One scan of a trained Twin as a ResponseModel (see the module docstring).
 
     twin: a :class:`twin.model.Twin`; scan: the readout's name; preferred_orientations: (N,)
@@ -87,6 +75,8 @@ class TwinResponseModel:
     statistics) and restores its previous mode. Calls are differentiable (MEIs); the searches
     wrap them in ``torch.no_grad``.
     """
+
+    _canvas_name = "the twin's canvas"
 
     def __init__(
         self,
@@ -102,19 +92,7 @@ class TwinResponseModel:
             )
         self.twin, self.scan = twin, scan
         self.readout = twin.readouts[scan]
-        n_all = self.readout.n_neurons
-        if neurons is None:
-            self._index = None
-            self.n_neurons = n_all
-        else:
-            idx = np.asarray(neurons, dtype=np.int64).ravel()
-            if idx.size and (idx.min() < 0 or idx.max() >= n_all):
-                raise ValueError(
-                    f"TwinResponseModel: neuron indices must lie in [0, {n_all}); "
-                    f"got min {idx.min()}, max {idx.max()}"
-                )
-            self._index = idx
-            self.n_neurons = len(idx)
+        self._select_neurons(self.readout.n_neurons, neurons)
         self._pref = None
         self.preferred_orientations = preferred_orientations
         self._ppd = pixels_per_degree
@@ -126,33 +104,10 @@ class TwinResponseModel:
         return tuple(self.twin.image_shape)
 
     @property
-    def pixels_per_degree(self) -> float:
-        """Canvas pixels per degree of visual angle (see the constructor)."""
-        if self._ppd is None:
-            return sensorium_pixels_per_degree(self.image_shape, "the twin's canvas")
-        return float(self._ppd)
-
-    @property
     def rf_positions(self) -> np.ndarray:
         """(N, 2) float64, (x, y) = (column, row) pixels, from the readout."""
         pos = np.asarray(self.twin.rf_positions(self.scan), dtype=np.float64)
         return pos if self._index is None else pos[self._index]
-
-    @property
-    def preferred_orientations(self) -> np.ndarray | None:
-        return self._pref
-
-    @preferred_orientations.setter
-    def preferred_orientations(self, value):
-        if value is None:
-            self._pref = None
-            return
-        v = np.asarray(getattr(value, "values", value), dtype=np.float64).ravel()
-        if v.shape != (self.n_neurons,):
-            raise ValueError(
-                f"preferred_orientations must have shape ({self.n_neurons},); got {v.shape}"
-            )
-        self._pref = v
 
     @property
     def device(self) -> torch.device:
@@ -185,7 +140,7 @@ class TwinResponseModel:
     # ---- direct path ---------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Standardized images (B,1,H,W) -> rates (B,N), the full model."""
-        with _eval_mode(self.twin):
+        with eval_mode(self.twin):
             out = self.twin(images.to(self.device, torch.float32), self.scan)
         return out if self._index is None else out[:, self._neuron_tensor()]
 
@@ -196,7 +151,7 @@ class TwinResponseModel:
         MEIs and the direct search). Equals ``self(images).gather(1, idx)``.
         """
         idx = self._global(neuron_index)
-        with _eval_mode(self.twin):
+        with eval_mode(self.twin):
             core_out = self.twin.features(images.to(self.device, torch.float32))
             drive = self.readout.own(core_out, idx)
         return self.twin.output(drive)
@@ -209,7 +164,7 @@ class TwinResponseModel:
         sel = self._neuron_tensor()
 
         def respond(stimuli: torch.Tensor) -> torch.Tensor:
-            with _eval_mode(self.twin):
+            with eval_mode(self.twin):
                 out = self.twin.at_rf(stimuli.to(self.device, torch.float32), self.scan)
             return out if sel is None else out[:, sel]
 
