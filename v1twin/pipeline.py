@@ -92,15 +92,14 @@ def start_worker(
 
     Binds the schemas (declaring any missing table), declares the stages' job queues, releases
     keys reserved by dead workers (see ``release_dead_reservations``) and inserts the config's
-    parameter sets. Workers take turns through this under a server-wide lock: declarations are
-    not safe to run concurrently.
+    parameter sets. Workers take turns through each step under a server-wide lock: declarations
+    are not safe to run concurrently.
     """
     import schemas
     from schemas import connection
 
-    connection.connect()
+    schemas.activate(prefix)  # takes the lock itself, on the connection it makes
     with connection.exclusive():
-        schemas.activate(prefix)
         work = tables(stages)
         declare_job_queues(work)
         for table in work:
