@@ -27,15 +27,20 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def run_together(commands, env=None, timeout=300) -> list[subprocess.CompletedProcess]:
+def run_together(
+    commands, env=None, timeout=300, script=_GATED
+) -> list[subprocess.CompletedProcess]:
     """Run ``v1twin`` commands (argument lists) in processes of their own, all released in the
-    same instant once each has imported its modules; returns each one's exit code and output."""
+    same instant once each has imported its modules; returns each one's exit code and output.
+
+    ``script`` (Python source) may replace the command: it prints "ready", waits for a line on
+    stdin, then does its work with the arguments in ``sys.argv[1:]``."""
     procs = []
     try:
         for argv in commands:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", _GATED, *map(str, argv)],
+                    [sys.executable, "-c", script, *map(str, argv)],
                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
