@@ -3,7 +3,6 @@ restart while workers populate, a corrupt model or parameter row. Real server, r
 
 from __future__ import annotations
 
-import pytest
 from conftest import make_scan_arrays, run_together
 
 # Read and bind first, then insert when released: both processes find the scan absent.
@@ -36,3 +35,57 @@ def test_same_scan_imported_by_two_processes_at_once_goes_in_once(recording_tabl
     n_images = len(set(arrays["image_ids"].tolist()))
     counts = (len(scan()), len(scan.Neuron()), len(scan.Image()), len(scan.Trial()))
     assert counts == (1, n_neurons, n_images, n_trials)
+
+
+def _untrained_model(model, dataset: dict, seed: int) -> dict:
+    """A TrainedModel row for an untrained twin (seed picks its ModelConfig); returns its key."""
+    from twin.training import build_model
+
+    key = dict(dataset, **model.ModelConfig.add("cpu", seed=seed))
+    twin = build_model((model.ModelConfig & key).fetch1("config"), model.load_scans(key))
+    weights = {k: v.detach().numpy() for k, v in twin.state_dict().items()}
+    stats = dict(epochs=0, train_seconds=0, best_val_corr=0, test_corr=0, feve=0)
+    row = dict(key, architecture=twin.config, weights=weights, device="cpu", **stats)
+    model.TrainedModel.insert1(row, allow_direct_insert=True)
+    return key
+
+
+def test_corrupt_model_or_parameter_row_is_an_error_in_the_job_table(
+    db, recording_tables, tmp_path
+):
+    """Three stored models: weights that do not decode, an architecture that does not build, and
+    a good one. A worker records an error naming each bad row and computes the good one."""
+    import datajoint as dj
+
+    from v1twin.sensorium import read_sensorium, write_sensorium
+
+    arrays = make_scan_arrays(height=10, width=16)  # the cpu preset downsamples by 2
+    folder = write_sensorium(
+        tmp_path / "static3-1-1-Corrupt", animal_id=3, session=1, scan_idx=1, **arrays
+    )
+    model, readout = db["model"], db["clustering"].Readout
+    recording_tables.insert_recording(read_sensorium(folder))
+    dataset = model.Dataset.add()
+    corrupt_file, corrupt_params, good = (_untrained_model(model, dataset, s) for s in (7, 8, 9))
+    table = model.TrainedModel.full_table_name
+    dj.conn().query(  # the stored model file: bytes that are no blob
+        f"UPDATE {table} SET weights = %s WHERE model_hash = %s",
+        args=(b"\x00not a blob", corrupt_file["model_hash"]),
+    )
+    model.TrainedModel.update1(dict(corrupt_params, architecture={"core": "corrupt"}))
+    mine = [corrupt_file, corrupt_params, good]
+    try:
+        result = readout.populate(mine, reserve_jobs=True, suppress_errors=True)
+        assert result["success_count"] == 1
+        errors = (readout().jobs.errors & mine).to_dicts()
+        assert sorted(e["model_hash"] for e in errors) == sorted(
+            k["model_hash"] for k in (corrupt_file, corrupt_params)
+        )
+        for e in errors:
+            assert "the stored model does not load" in e["error_message"]
+            assert e["model_hash"] in e["error_message"]  # names the row at fault
+        assert len(readout & mine) == 1 and len(readout & good) == 1
+        assert len(readout.Unit & good) == len(arrays["unit_ids"])
+        assert len(readout.Unit & [corrupt_file, corrupt_params]) == 0
+    finally:
+        (readout().jobs & mine).delete_quick()
