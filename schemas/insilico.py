@@ -10,6 +10,7 @@ population statistics are queries.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 import insilico
 from insilico import experiments, search, twin_adapter
@@ -21,6 +22,8 @@ from . import clustering, codecs, dj, model, new_schema, recording  # noqa: F401
 from .model import config_hash
 
 schema = new_schema()
+
+MEI_CHUNK = 512  # neurons per MEI batch (MEI.make's chunk_size): bounds peak memory
 
 
 @schema
@@ -180,7 +183,7 @@ def dog_params(key: dict, scan: str) -> dict[str, np.ndarray]:
 @schema
 class MEI(dj.Computed):
     definition = """
-    # most exciting input per neuron: gradient ascent at a fixed L2 norm, all neurons in one batch
+    # most exciting input per neuron: gradient ascent at a fixed L2 norm, chunks of neurons
     -> model.TrainedModel
     -> InSilicoParams
     ---
@@ -196,20 +199,42 @@ class MEI(dj.Computed):
         response        : float32   # predicted rate
         """
 
-    def make(self, key):
+    def make(self, key, chunk_size: int = MEI_CHUNK):
         p = _params(key)
         rows = []
         for scan, units, rm in scan_models(key):
-            result = mei(rm, norm=p["mei_norm"], steps=p["mei_steps"], smooth_sigma=1.0)
-            images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
-            rows += _rows(
-                key,
-                scan,
-                units,
-                {"image": images, "response": np.asarray(result.responses, np.float32)},
-            )
+            images, responses = scan_meis(rm, p, chunk_size)
+            rows += _rows(key, scan, units, {"image": images, "response": responses})
         self.insert1(dict(key, norm=p["mei_norm"]))
         self.Unit.insert(rows)
+
+
+def scan_meis(rm: TwinResponseModel, params: dict, chunk_size: int = MEI_CHUNK):
+    """MEIs of one scan's neurons, ``chunk_size`` neurons per batch.
+
+    Peak memory grows with the chunk (the images, gradients and activations of one batch), not
+    with the scan's N. Every chunk starts from its slice of one white-noise init (seed 0), and
+    each image ascends its own neuron's gradient, so the result does not depend on chunk_size.
+
+    Returns images (N, H, W) float32 in standardized units and responses (N,) float32.
+    """
+    n, (height, width) = len(rm.rf_positions), rm.twin.image_shape
+    init = torch.randn(n, 1, height, width, generator=torch.Generator().manual_seed(0))
+    images, responses = [], []
+    for start in range(0, n, chunk_size):
+        chunk = np.arange(start, min(start + chunk_size, n))
+        result = mei(
+            rm.subset(chunk),
+            init=init[chunk],
+            norm=params["mei_norm"],
+            steps=params["mei_steps"],
+            smooth_sigma=1.0,
+            height=height,
+            width=width,
+        )
+        images.append(result.images[:, 0].detach().cpu().numpy().astype(np.float32))
+        responses.append(np.asarray(result.responses, np.float32))
+    return np.concatenate(images), np.concatenate(responses)
 
 
 def mei_images(key: dict, scan: str) -> np.ndarray:
@@ -457,7 +482,8 @@ def cluster_inputs(key: dict):
     stack = ScanStack([rm for _, _, rm in scan_models(key)])
     if len(rows) != len(stack.rf_positions):
         raise ValueError(
-            f"{key}: {len(rows)} clustered neurons with optimal Gabors, model has {len(stack.rf_positions)}"
+            f"{key}: {len(rows)} clustered neurons with optimal Gabors, "
+            f"model has {len(stack.rf_positions)}"
         )
     labels = np.array([r["cluster"] for r in rows])
     positions = np.array([[r["x"], r["y"]] for r in rows], np.float64)
@@ -521,7 +547,7 @@ class ClusterMEI(dj.Computed):
     """Optimised by the equivariant fast path for every neuron, as ClusterOptimalGabor."""
 
     definition = """
-    # one MEI per cluster in the steerable Hermite basis, rotated and moved onto each neuron (DT Eq. 6-8)
+    # one MEI per cluster in the Hermite basis, rotated and moved onto each neuron (DT Eq. 6-8)
     -> clustering.Clustering
     -> OptimalGabor
     """

@@ -3,6 +3,7 @@ restart while workers populate, a corrupt model or parameter row. Real server, r
 
 from __future__ import annotations
 
+import numpy as np
 from conftest import make_scan_arrays, run_together
 
 # Read and bind first, then insert when released: both processes find the scan absent.
@@ -89,3 +90,25 @@ def test_corrupt_model_or_parameter_row_is_an_error_in_the_job_table(
         assert len(readout.Unit & [corrupt_file, corrupt_params]) == 0
     finally:
         (readout().jobs & mine).delete_quick()
+
+
+def test_meis_in_small_chunks_equal_one_batch(db, recording_tables, tmp_path):
+    """MEI.make with chunk_size=5 (12 neurons: chunks of 5, 5, 2) stores the MEIs of one batch."""
+    from insilico.twin_adapter import TwinResponseModel
+    from v1twin.sensorium import read_sensorium, write_sensorium
+
+    arrays = make_scan_arrays(height=10, width=16)
+    folder = write_sensorium(
+        tmp_path / "static4-1-1-Chunks", animal_id=4, session=1, scan_idx=1, **arrays
+    )
+    model, insilico = db["model"], db["insilico"]
+    recording_tables.insert_recording(read_sensorium(folder))
+    key = dict(_untrained_model(model, model.Dataset.add(), seed=11))
+    key.update(insilico.InSilicoParams.add(mei_steps=5))
+    insilico.MEI.populate(key, make_kwargs={"chunk_size": 5})
+    chunked = np.stack((insilico.MEI.Unit & key).to_arrays("image", order_by="unit_id"))
+    rm = TwinResponseModel(model.load_model(key, device="cpu"), "4-1-1")
+    whole, _ = insilico.scan_meis(rm, insilico._params(key), chunk_size=len(arrays["unit_ids"]))
+    assert chunked.shape == whole.shape == (12, 10, 16)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+    assert not np.allclose(whole[0], whole[1])  # each neuron its own image
