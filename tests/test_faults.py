@@ -3,7 +3,13 @@ restart while workers populate, a corrupt model or parameter row. Real server, r
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
+import pytest
 from conftest import make_scan_arrays, run_together
 
 # Read and bind first, then insert when released: both processes find the scan absent.
@@ -112,3 +118,103 @@ def test_meis_in_small_chunks_equal_one_batch(db, recording_tables, tmp_path):
     assert chunked.shape == whole.shape == (12, 10, 16)
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
     assert not np.allclose(whole[0], whole[1])  # each neuron its own image
+
+
+@pytest.fixture
+def own_server(monkeypatch):
+    """A database server of this test's own (home under /tmp, free port), which it may stop;
+    subprocesses reach it through V1TWIN_HOME. Removed afterwards."""
+    import shutil
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    from schemas import connection
+    from v1twin.server import LocalServer
+
+    if connection.external_credentials() is not None:
+        pytest.skip("DJ_HOST is set: this test stops a server of its own")
+    home = Path(tempfile.mkdtemp(prefix="v1twin-restart-"))
+    home.chmod(0o755)  # as root the server runs as 'postgres', which must enter it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("V1TWIN_HOME", str(home))
+    monkeypatch.setenv("V1TWIN_DB_PORT", str(port))
+    monkeypatch.setenv("V1TWIN_SCHEMA_PREFIX", "restart")
+    server = LocalServer.default()
+    creds = server.start()
+    yield server, creds
+    server.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _v1twin(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "v1twin.cli", *map(str, args)],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _sql(creds, query: str):
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host=creds.host,
+        port=creds.port,
+        user=creds.user,
+        password=creds.password,
+        dbname="postgres",
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_worker_survives_a_server_restart_mid_make_and_computes_each_key_once(own_server, tmp_path):
+    """The server is stopped (fast: sessions aborted) while a worker trains, and started 3 s
+    later: the worker says it lost the server, waits, reconnects, computes the key again from
+    scratch, and exits 0; no partial rows, the key computed once, nothing left in the queue."""
+    from v1twin.sensorium import write_sensorium
+
+    server, creds = own_server
+    arrays = make_scan_arrays(height=10, width=16, n_train=200, n_validation=40)
+    folder = write_sensorium(
+        tmp_path / "static5-1-1-R", animal_id=5, session=1, scan_idx=1, **arrays
+    )
+    assert _v1twin("import", "sensorium", folder).wait(timeout=300) == 0
+    config = tmp_path / "tiny.toml"
+    config.write_text("[model]\nmax_epochs = 4\n")
+    worker = _v1twin("worker", "model", "--config", config, "--reconnect-timeout", 120)
+    jobs = '"restart_model"."~~trained_model"'
+    deadline = time.monotonic() + 300
+    while not _reserved(creds, jobs):
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "the worker never reserved a key"
+        time.sleep(0.5)
+    time.sleep(2)  # inside make(): training
+    server.stop()
+    time.sleep(3)
+    server.start()
+    out, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err[-3000:]
+    assert "lost the database server" in err and "reconnected" in err, err[-3000:]
+    model, unit = '"restart_model"."__trained_model"', '"restart_model"."__trained_model__unit"'
+    assert _sql(creds, f"SELECT count(*) FROM {model}") == [(1,)]
+    assert _sql(creds, f"SELECT count(*) FROM {unit}") == [(len(arrays["unit_ids"]),)]
+    assert _sql(creds, f"SELECT status, count(*) FROM {jobs} GROUP BY status") == [("success", 1)]
+
+
+def _reserved(creds, jobs: str) -> bool:
+    try:
+        return _sql(creds, f"SELECT count(*) FROM {jobs} WHERE status = 'reserved'")[0][0] > 0
+    except Exception:  # noqa: BLE001 - the queue is declared by the worker's start-up
+        return False

@@ -123,7 +123,9 @@ def cmd_populate(args) -> int:
     import schemas
 
     schemas.activate()
-    results = pipeline.populate(cfg, args.stages or None, reserve_jobs=args.reserve_jobs)
+    results = pipeline.populate(
+        cfg, args.stages or None, reserve_jobs=args.reserve_jobs, reconnect_s=args.reconnect_s
+    )
     failed = 0
     for table, result in results.items():
         errors = result.get("error_list", [])
@@ -175,6 +177,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import pipeline
+
     parser = argparse.ArgumentParser(prog="v1twin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -210,8 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--preset", choices=["cpu", "paper"], default="cpu")
         p.add_argument("--config", type=Path, help="TOML file overriding the preset's parameters")
-        p.set_defaults(func=cmd_populate if name == "populate" else cmd_worker, reserve_jobs=False)
+        p.set_defaults(
+            func=cmd_populate if name == "populate" else cmd_worker,
+            reserve_jobs=False,
+            reconnect_s=pipeline.RECONNECT_S,
+        )
         if name == "worker":
+            p.add_argument(
+                "--reconnect-timeout",
+                dest="reconnect_s",
+                type=float,
+                default=pipeline.RECONNECT_S,
+                help="seconds to wait for a lost database server to answer again, then exit",
+            )
             p.add_argument(
                 "--orphan-timeout",
                 type=float,
@@ -242,12 +257,20 @@ def _config_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .pipeline import DatabaseLost
     from .recording import RecordingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecordingError, ConfigError, FileNotFoundError, KeyError, PermissionError) as err:
+    except (
+        RecordingError,
+        ConfigError,
+        DatabaseLost,
+        FileNotFoundError,
+        KeyError,
+        PermissionError,
+    ) as err:
         print(f"v1twin {args.command}: error: {err}", file=sys.stderr)
         return 2
 
