@@ -43,14 +43,20 @@ def new_schema() -> dj.Schema:
 
 
 def activate(prefix: str | None = None, stages: tuple[str, ...] = STAGES) -> dict[str, object]:
-    """Connect and bind every stage's schema to ``{prefix}_{stage}``; returns the modules."""
+    """Connect and bind every stage's schema to ``{prefix}_{stage}``; returns the modules.
+
+    Binding declares missing schemas and tables, which is not safe to run concurrently, so it
+    runs under the server-wide lock of :func:`connection.exclusive`: processes started together
+    (workers, imports) take turns; the first declares, the others find the tables there.
+    """
     connection.connect()
     prefix = prefix or connection.schema_prefix()
     modules = {}
-    for stage in stages:
-        module = importlib.import_module(f"{__name__}.{stage}")
-        module.schema.activate(f"{prefix}_{stage}")
-        modules[stage] = module
+    with connection.exclusive():
+        for stage in stages:
+            module = importlib.import_module(f"{__name__}.{stage}")
+            module.schema.activate(f"{prefix}_{stage}")
+            modules[stage] = module
     return modules
 
 

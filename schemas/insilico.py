@@ -10,6 +10,8 @@ population statistics are queries.
 from __future__ import annotations
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 import insilico
 from insilico import experiments, search, twin_adapter, units
@@ -21,6 +23,8 @@ from . import clustering, codecs, dj, model, new_schema, recording, show_progres
 from .model import config_hash
 
 schema = new_schema()
+
+MEI_CHUNK = 512  # neurons per MEI batch (MEI.make's chunk_size): bounds peak memory
 
 
 @schema
@@ -233,7 +237,7 @@ MEI_SMOOTH_DEG = 3.3
 @schema
 class MEI(dj.Computed):
     definition = """
-    # most exciting input per neuron: gradient ascent at a fixed L2 norm, all neurons in one batch
+    # most exciting input per neuron: gradient ascent at a fixed L2 norm, chunks of neurons
     -> model.TrainedModel
     -> InSilicoParams
     ---
@@ -249,28 +253,44 @@ class MEI(dj.Computed):
         response        : float32   # predicted rate
         """
 
-    def make(self, key):
+    def make(self, key, chunk_size: int = MEI_CHUNK):
         p = _params(key)
         rows = []
         for scan, unit_ids, rm in scan_models(key):
             norm = p["mei_norm"] * rm.pixels_per_degree
-            smooth = MEI_SMOOTH_DEG * rm.pixels_per_degree
-            result = mei(
-                rm,
-                norm=norm,
-                steps=p["mei_steps"],
-                smooth_sigma=smooth,
-                progress=show_progress(),
-            )
-            images = result.images[:, 0].detach().cpu().numpy().astype(np.float32)
-            rows += _rows(
-                key,
-                scan,
-                unit_ids,
-                {"image": images, "response": np.asarray(result.responses, np.float32)},
-            )
+            images, responses = scan_meis(rm, norm, p["mei_steps"], chunk_size)
+            rows += _rows(key, scan, unit_ids, {"image": images, "response": responses})
         self.insert1(dict(key, norm=norm))
         self.Unit.insert(rows)
+
+
+def scan_meis(rm: TwinResponseModel, norm: float, steps: int, chunk_size: int = MEI_CHUNK):
+    """MEIs of one scan's neurons at L2 ``norm`` (canvas pixels, standardized units), ``steps``
+    of gradient ascent, ``chunk_size`` neurons per batch.
+
+    Peak memory grows with the chunk (the images, gradients and activations of one batch), not
+    with the scan's N. Every chunk starts from its slice of one white-noise init (seed 0), and
+    each image ascends its own neuron's gradient, so the result does not depend on chunk_size.
+
+    Returns images (N, H, W) float32 in standardized units and responses (N,) float32.
+    """
+    n, (height, width) = len(rm.rf_positions), rm.image_shape
+    init = torch.randn(n, 1, height, width, generator=torch.Generator().manual_seed(0))
+    images, responses = [], []
+    starts = range(0, n, chunk_size)
+    for start in tqdm(starts, desc="MEI chunks", disable=not show_progress() or len(starts) < 2):
+        chunk = np.arange(start, min(start + chunk_size, n))
+        result = mei(
+            rm.subset(chunk),
+            init=init[chunk],
+            norm=norm,
+            steps=steps,
+            smooth_sigma=MEI_SMOOTH_DEG * rm.pixels_per_degree,
+            progress=show_progress(),
+        )
+        images.append(result.images[:, 0].detach().cpu().numpy().astype(np.float32))
+        responses.append(np.asarray(result.responses, np.float32))
+    return np.concatenate(images), np.concatenate(responses)
 
 
 def mei_images(key: dict, scan: str) -> np.ndarray:

@@ -211,10 +211,23 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
 
 
 def load_model(key: dict, device: str | None = None) -> Twin:
-    """Rebuild a stored twin (eval mode) on `device` (default: cuda if available)."""
-    architecture, weights = (TrainedModel & key).fetch1("architecture", "weights")
-    model = Twin.from_config(architecture)
-    model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()})
+    """Rebuild a stored twin (eval mode) on `device` (default: cuda if available).
+
+    A stored model that does not load (weights that do not decode or do not fit, an architecture
+    that does not build) raises a ValueError naming the row, which a worker records in the job
+    table before it goes on to its other keys.
+    """
+    row = TrainedModel & key
+    try:
+        architecture, weights = row.fetch1("architecture", "weights")
+        model = Twin.from_config(architecture)
+        model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()})
+    except Exception as err:  # noqa: BLE001 - any failure here means the stored row is corrupt
+        pk = {k: v for k, v in key.items() if k in TrainedModel.primary_key}
+        raise ValueError(
+            f"{TrainedModel.full_table_name} {pk}: the stored model does not load "
+            f"({type(err).__name__}: {err}); delete the row and populate it again"
+        ) from err
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 

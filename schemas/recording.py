@@ -66,18 +66,17 @@ class Scan(dj.Manual):
 
 
 def insert_recording(rec, chunk: int = 1000) -> bool:
-    """Insert a validated :class:`v1twin.recording.Recording`; False where the scan is already
-    there.
+    """Insert a validated :class:`v1twin.recording.Recording`; False where the scan exists.
 
-    Importing the same scan twice changes nothing. All rows go in one transaction, so a
-    failure part way leaves the database as it was.
+    Importing the same scan twice changes nothing, also when two processes import it at once:
+    the second's insert of the scan row waits for the first's transaction and, once that has
+    committed, finds the key taken, so its own transaction is rolled back and it returns False.
+    All rows go in one transaction, so a failure part way leaves the database as it was.
     """
     rec.validate()
     key = {"scan_key": rec.scan_key}
     if Scan & key:
         return False
-    n_trials, n_neurons = rec.responses.shape
-    height, width = rec.images.shape[1:]
     trials = [
         dict(
             key,
@@ -88,8 +87,21 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
             behavior=None if rec.behavior is None else rec.behavior[i],
             pupil_center=None if rec.pupil_center is None else rec.pupil_center[i],
         )
-        for i in range(n_trials)
+        for i in range(len(rec.responses))
     ]
+    try:
+        _insert_rows(rec, key, trials, chunk)
+    except dj.errors.DuplicateError:
+        if Scan & key:  # imported by another process since the check above
+            return False
+        raise
+    return True
+
+
+def _insert_rows(rec, key: dict, trials: list[dict], chunk: int) -> None:
+    """The scan's master and part rows, in one transaction."""
+    n_trials, n_neurons = rec.responses.shape
+    height, width = rec.images.shape[1:]
     with Scan.connection.transaction:
         Scan.insert1(
             dict(
@@ -130,7 +142,6 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
             disable=not show_progress(),
         ):
             Scan.Trial.insert(trials[start : start + chunk])
-    return True
 
 
 def load_scan(scan_key: str) -> dict[str, np.ndarray]:

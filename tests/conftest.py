@@ -8,9 +8,61 @@ them at the end, so a developer's own tables are never touched.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+
+# A `v1twin` command in a process that imports everything first, says "ready", and waits for
+# "go" on its stdin, so that processes released together reach the database in the same instant
+# rather than staggered by their imports.
+_GATED = """
+import sys
+import schemas, torch  # noqa: F401
+from v1twin import cli, config, pipeline  # noqa: F401
+print("ready", flush=True)
+sys.stdin.readline()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def run_together(
+    commands, env=None, timeout=300, script=_GATED
+) -> list[subprocess.CompletedProcess]:
+    """Run ``v1twin`` commands (argument lists) in processes of their own, all released in the
+    same instant once each has imported its modules; returns each one's exit code and output.
+
+    ``script`` (Python source) may replace the command: it prints "ready", waits for a line on
+    stdin, then does its work with the arguments in ``sys.argv[1:]``."""
+    procs = []
+    try:
+        for argv in commands:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", script, *map(str, argv)],
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for p in procs:
+            assert p.stdout.readline() == "ready\n", p.communicate(timeout=timeout)[1]
+        for p in procs:  # the same instant: one write to each pipe
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        for p, (out, err) in zip(procs, outputs)
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,11 @@ def cmd_populate(args) -> int:
 
     schemas.activate()
     results = pipeline.populate(
-        cfg, args.stages or None, reserve_jobs=args.reserve_jobs, progress=not args.quiet
+        cfg,
+        args.stages or None,
+        reserve_jobs=args.reserve_jobs,
+        progress=not args.quiet,
+        reconnect_s=args.reconnect_s,
     )
     print(pipeline.summary(results))
     return 1 if any(r.get("error_list") for r in results.values()) else 0
@@ -191,6 +195,8 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from simulator.population import POPULATIONS
 
+    from . import pipeline
+
     parser = argparse.ArgumentParser(prog="v1twin", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,8 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--preset", choices=["cpu", "paper"], default="cpu")
         p.add_argument("--config", type=Path, help="TOML file overriding the preset's parameters")
-        p.set_defaults(func=cmd_populate if name == "populate" else cmd_worker, reserve_jobs=False)
+        p.set_defaults(
+            func=cmd_populate if name == "populate" else cmd_worker,
+            reserve_jobs=False,
+            reconnect_s=pipeline.RECONNECT_S,
+        )
         if name == "worker":
+            p.add_argument(
+                "--reconnect-timeout",
+                dest="reconnect_s",
+                type=float,
+                default=pipeline.RECONNECT_S,
+                help="seconds to wait for a lost database server to answer again, then exit",
+            )
             p.add_argument(
                 "--orphan-timeout",
                 type=float,
@@ -273,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from simulator.population import PopulationError
 
     from .config import ConfigError
+    from .pipeline import DatabaseLost
     from .recording import RecordingError
 
     args = build_parser().parse_args(argv)
@@ -282,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         RecordingError,
         ConfigError,
         PopulationError,
+        DatabaseLost,
         FileNotFoundError,
         KeyError,
         PermissionError,

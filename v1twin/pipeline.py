@@ -65,12 +65,21 @@ def add_parameters(config: dict) -> dict:
     return restriction
 
 
+RECONNECT_S = 300.0  # how long a worker waits for a lost database server to answer again
+_LOST = ("LostConnectionError", "OperationalError", "InterfaceError")  # the server went away
+
+
+class DatabaseLost(RuntimeError):
+    """The database server went away during populate and did not answer again in time."""
+
+
 def populate(
     config: dict,
     stages=None,
     reserve_jobs: bool = False,
     restrict: bool = True,
     progress: bool = True,
+    reconnect_s: float = RECONNECT_S,
 ) -> dict[str, dict]:
     """Populate every table of the stages in order; returns DataJoint's result per table, with
     "stage", "seconds" (wall time of its populate) and "rows_added" (rows of the table and its
@@ -79,7 +88,9 @@ def populate(
     With ``reserve_jobs`` each key is reserved in the table's job queue before its ``make``,
     so concurrent workers never compute the same key twice. Errors are recorded in the job
     table (see ``v1twin jobs``) rather than stopping the other keys. ``progress``: DataJoint's
-    bar over keys and each ``make``'s bars inside itself (``schemas.show_progress``).
+    bar over keys and each ``make``'s bars inside itself (``schemas.show_progress``). A worker
+    that loses the database server waits up to ``reconnect_s`` seconds for it (see
+    ``_populate_reconnecting``).
     """
     import schemas
 
@@ -90,12 +101,10 @@ def populate(
     for table in tables(stages):
         keys = [_restriction_for(table, restriction)] if restrict else []
         rows, start = _rows(table), time.perf_counter()
-        result = table.populate(
-            *keys,
-            reserve_jobs=reserve_jobs,
-            display_progress=progress,
-            suppress_errors=reserve_jobs,
-        )
+        if reserve_jobs:
+            result = _populate_reconnecting(table, keys, reconnect_s, progress)
+        else:
+            result = table.populate(*keys, display_progress=progress)
         name = table.__class__.__name__
         results[name] = dict(
             result,
@@ -134,6 +143,93 @@ def summary(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _populate_reconnecting(
+    table, keys: list, reconnect_s: float, progress: bool = True, max_losses: int = 3
+) -> dict:
+    """``table.populate`` with job reservation that survives a database server restart.
+
+    Each ``make`` runs in one transaction, so a key in progress when the server goes away is
+    rolled back whole (no partial rows). The worker then waits up to ``reconnect_s`` seconds for
+    the server, reconnects, returns the keys it had reserved (and those that failed only for
+    the lost connection) to the queue, and populates again; else it raises
+    :class:`DatabaseLost`, and the next worker on this host releases its reservations.
+    """
+    done, errors = 0, []
+    for _ in range(max_losses):
+        try:
+            result = table.populate(
+                *keys, reserve_jobs=True, display_progress=progress, suppress_errors=True
+            )
+        except Exception as err:
+            if not _is_lost(f"{type(err).__name__}: {err}", err):
+                raise
+            reason = f"{type(err).__name__}: {err}".strip()
+        else:
+            lost = [msg for _, msg in result["error_list"] if _is_lost(str(msg))]
+            done += result["success_count"]
+            errors += [e for e in result["error_list"] if not _is_lost(str(e[1]))]
+            if not lost:
+                return {"success_count": done, "error_list": errors}
+            reason = str(lost[0])
+        _wait_for_server(table.connection, reason.splitlines()[0], reconnect_s)
+        _requeue_own(table)
+    raise DatabaseLost(f"lost the database server {max_losses} times; last: {reason}")
+
+
+def _is_lost(message: str, err: BaseException | None = None) -> bool:
+    """Whether an error (or its message in the job table) means the server went away."""
+    while err is not None:
+        if type(err).__name__ in _LOST:
+            return True
+        err = err.__cause__ or err.__context__
+    return message.startswith(_LOST)
+
+
+def _wait_for_server(conn, reason: str, timeout_s: float) -> None:
+    """Wait (bounded) until the server answers again, then reconnect ``conn``."""
+    import sys
+    import time
+
+    from schemas import connection
+
+    from .server import ping
+
+    creds = connection.credentials()
+    print(
+        f"lost the database server {creds.describe()} ({reason}); the key in progress was "
+        f"rolled back. Waiting up to {timeout_s:.0f} s for the server to answer again",
+        file=sys.stderr,
+        flush=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while ping(creds) is not None:
+        if time.monotonic() > deadline:
+            raise DatabaseLost(
+                f"the database server {creds.describe()} did not answer within {timeout_s:.0f} s "
+                f"({reason}). Nothing partial was written (each key is one transaction); run "
+                "`v1twin worker` again once the server is back: the keys this worker had "
+                "reserved are released then"
+            )
+        time.sleep(1.0)
+    conn.connect()
+    conn.cancel_transaction()  # the transaction the server dropped: clear its flag
+    print("the database server answers again: reconnected", file=sys.stderr, flush=True)
+
+
+def _requeue_own(table) -> None:
+    """Return to the queue the keys this process reserved, or that failed for the lost
+    connection, so that the next ``populate`` (its refresh) schedules them again."""
+    import os
+    import socket
+
+    jobs = table.jobs
+    mine = jobs & {"host": socket.gethostname(), "pid": os.getpid()}
+    (mine & "status = 'reserved'").delete_quick()
+    for job in (mine & "status = 'error'").to_dicts():
+        if _is_lost(job["error_message"]):
+            (jobs & {k: job[k] for k in jobs.primary_key}).delete_quick()
+
+
 def start_worker(
     stages, config: dict, prefix: str | None = None, orphan_timeout: float | None = None
 ) -> dict:
@@ -141,15 +237,14 @@ def start_worker(
 
     Binds the schemas (declaring any missing table), declares the stages' job queues, releases
     keys reserved by dead workers (see ``release_dead_reservations``) and inserts the config's
-    parameter sets. Workers take turns through this under a server-wide lock: declarations are
-    not safe to run concurrently.
+    parameter sets. Workers take turns through each step under a server-wide lock: declarations
+    are not safe to run concurrently.
     """
     import schemas
     from schemas import connection
 
-    connection.connect()
+    schemas.activate(prefix)  # takes the lock itself, on the connection it makes
     with connection.exclusive():
-        schemas.activate(prefix)
         work = tables(stages)
         declare_job_queues(work)
         for table in work:
