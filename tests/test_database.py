@@ -54,6 +54,9 @@ def test_server_moves_off_a_port_taken_while_it_was_down(private_server, capsys)
     creds = private_server.start()
     private_server.stop()
     with socket.socket() as squatter:
+        # the stopped server's closed connections may leave the port in TIME_WAIT; a listener
+        # still on it would refuse the bind all the same
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", creds.port))
         squatter.listen()
         moved = private_server.start()
