@@ -458,20 +458,39 @@ def centred_responses(
 ) -> torch.Tensor:
     """Render stimuli at ``center`` + (x, y) offsets in ``params`` (each (B,)) and call ``respond``
     on chunks of ``chunk_size`` stimuli: (B, N)."""
+    chunks = _centred_chunks(
+        respond, kind, params, center, chunk_size, progress, height, width, device
+    )
+    return torch.cat([r for _, r in chunks], 0)
+
+
+def _centred_chunks(respond, kind, params, center, chunk_size, progress, height, width, device):
+    """Yield ``(start, responses (c, N))`` for consecutive chunks of the stimuli in ``params``
+    rendered at ``center`` + their (x, y) offsets (see :func:`centred_responses`)."""
     render, keys = RENDERERS[kind]
     cx, cy = canvas_center((height, width)) if center is None else center
     p = _tensor_dict({k: v for k, v in params.items() if k in keys}, device or "cpu")
     p["x"] = p["x"] + cx
     p["y"] = p["y"] + cy
-    b = len(p["x"])
-    outs = []
-    starts = range(0, b, chunk_size)
+    starts = range(0, len(p["x"]), chunk_size)
     for s in _progress(starts, len(starts), progress, f"centred {kind}"):
         images = render(
             height=height, width=width, **{k: v[s : s + chunk_size] for k, v in p.items()}
         )
-        outs.append(respond(images).float().cpu())
-    return torch.cat(outs, 0)
+        yield s, respond(images).float().cpu()
+
+
+def _top_k(chunks, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest responses of each neuron over the chunks ``(start, (c, N))`` of a
+    (B, N) table, without holding the table: values and row indices, each (k, N)."""
+    vals = rows = None
+    for start, r in chunks:
+        idx = torch.arange(start, start + len(r)).view(-1, 1).expand_as(r)
+        if vals is not None:
+            r, idx = torch.cat([vals, r]), torch.cat([rows, idx])
+        vals, j = r.topk(min(k, len(r)), dim=0)
+        rows = idx.gather(0, j)
+    return vals, rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,23 +511,25 @@ def _grid_responses(
             chunk_size=chunk_size,
             progress=progress,
         )
+    chunks = _grid_chunks(
+        model, kind, grid_params, pos, respond, center, chunk_size, progress, height, width
+    )
+    return torch.cat([r for _, r in chunks])
+
+
+def _grid_chunks(
+    model, kind, grid_params, pos, respond, center, chunk_size, progress, height, width
+):
+    """The centred path's (B, N) table in chunks of stimuli, ``(start, (c, N))``."""
     if respond is None:
         respond = direct_respond(model, pos, center, chunk_size=chunk_size)
-    return centred_responses(
-        respond,
-        kind,
-        grid_params,
-        center=center,
-        chunk_size=256,
-        progress=progress,
-        height=height,
-        width=width,
-        device=model_device(model),
+    return _centred_chunks(
+        respond, kind, grid_params, center, 256, progress, height, width, model_device(model)
     )
 
 
-def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
-    val, idx = resp.max(0)  # (N,)
+def _best(val: torch.Tensor, idx: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
+    """The stimuli ``idx`` (N,) of the grid, with responses ``val`` (N,), as a Dataset."""
     idx = idx.numpy()
     data = {k: ("neuron", grid_params[k].cpu().numpy()[idx].astype(np.float64)) for k in keys}
     data["x"] = ("neuron", pos[:, 0] + data["x"][1])
@@ -518,16 +539,11 @@ def _best(resp: torch.Tensor, grid_params, pos, keys) -> xr.Dataset:
 
 
 @torch.no_grad()
-def _rescore_direct(
-    model, kind, resp, grid_params, pos, k, chunk_size, progress, height, width
-) -> torch.Tensor:
-    """Each neuron's ``k`` best stimuli in the centred table ``resp`` (B, N), rendered at its RF
-    (+ the grid's offset) and scored by the direct path: a (B, N) table that holds those k*N
-    direct responses and -inf elsewhere."""
+def _rescore_direct(model, kind, top, grid_params, pos, chunk_size, progress, height, width):
+    """The stimuli ``top`` (k, N) (rows of the grid: each neuron's k best by the centred path),
+    rendered at each neuron's RF (+ the grid's offset) and scored by the direct path: (k, N)."""
     render, keys = RENDERERS[kind]
-    k = min(int(k), resp.shape[0])
-    n = resp.shape[1]
-    top = resp.topk(k, dim=0).indices  # (k, N)
+    k, n = top.shape
     nn = torch.arange(n).repeat(k)  # pair i * n + m: candidate i of neuron m
     p = {key: grid_params[key].float().cpu()[top.reshape(-1)] for key in keys}
     rf = torch.as_tensor(np.asarray(pos), dtype=torch.float32)
@@ -541,9 +557,7 @@ def _rescore_direct(
             height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()}
         )
         scores[sl] = own_responses(model, images, nn[sl].to(device)).float().cpu()
-    out = torch.full_like(resp, -math.inf)
-    out[top, torch.arange(n).expand(k, n)] = scores.view(k, n)
-    return out
+    return scores.view(k, n)
 
 
 def _optimal(
@@ -559,32 +573,27 @@ def _optimal(
     progress,
     refine=0,
 ):
-    """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`."""
+    """The grid search shared by :func:`optimal_gabor` and :func:`optimal_dog`. The centred
+    path keeps only each neuron's best ``max(refine, 1)`` stimuli as the chunks of stimuli come
+    (memory (k + chunk) x N, not B x N), unless the whole table is asked for."""
     height, width = image_shape(model)
     pos = rf_positions(model, positions)
     gp = _grid_params(grid)
-    resp = _grid_responses(
-        model,
-        kind,
-        gp,
-        pos,
-        respond=respond,
-        center=center,
-        chunk_size=chunk_size,
-        progress=progress,
-        height=height,
-        width=width,
-    )
     centred = not (respond is None and center is None)
     refine = int(refine) if centred else 0
-    scored = (
-        resp
-        if not refine
-        else _rescore_direct(
-            model, kind, resp, gp, pos, refine, chunk_size, progress, height, width
-        )
-    )
-    ds = _best(scored, gp, pos, keys)
+    k = max(refine, 1)
+    args = (model, kind, gp, pos)
+    kw = dict(chunk_size=chunk_size, progress=progress, height=height, width=width)
+    resp = None
+    if return_responses or not centred:
+        resp = _grid_responses(*args, respond=respond, center=center, **kw)
+        top_val, top = resp.topk(min(k, len(resp)), dim=0)
+    else:
+        top_val, top = _top_k(_grid_chunks(*args, respond, center, **kw), k)
+    if refine:
+        top_val = _rescore_direct(model, kind, top, gp, pos, **kw)
+    best = top_val.argmax(0, keepdim=True)
+    ds = _best(top_val.gather(0, best)[0], top.gather(0, best)[0], gp, pos, keys)
     ds.attrs.update(kind=kind, path="centred" if centred else "direct", refine=refine)
     return (ds, resp) if return_responses else ds
 

@@ -410,3 +410,31 @@ def test_surround_pooling_keeps_the_fast_path_exact_for_compact_stimuli(twin):
         local_only = search.direct_respond(m, center=m.center)(x)
     change = float((local_only[:, inner] - direct[:, inner]).abs().max())
     assert change > 1e-2 * float(direct[:, inner].abs().max())
+
+
+def test_search_keeps_only_each_neurons_best_stimuli_with_identical_results(twin):
+    """The centred search streams the chunks of stimuli into each neuron's k best (memory
+    (k + chunk) x N, not B x N): the same Gabors as from the whole table, with and without the
+    direct re-scoring."""
+    _set_positions(twin, POS_HALF)
+    m = TwinResponseModel(twin, "s")
+    angles = tuple(np.arange(8) * np.pi / 8)
+    grid = search.GaborGrid(
+        offsets=(0.0,),
+        sizes=(4.0, 6.0, 8.0),
+        sfs=(0.1, 0.15, 0.2),
+        contrasts=(1.0,),
+        orientations=angles,
+        phases=tuple(2 * a for a in angles),
+    )
+    fast = dict(respond=m.fast_respond(), center=m.center)
+    with torch.no_grad():
+        for refine in (0, 3):
+            streamed = search.optimal_gabor(m, grid, refine=refine, **fast)
+            whole, table = search.optimal_gabor(
+                m, grid, refine=refine, return_responses=True, **fast
+            )
+            assert table.shape == (576, len(POS_HALF))  # three chunks of 256 stimuli streamed
+            assert streamed.attrs["refine"] == refine
+            for name in streamed.data_vars:
+                np.testing.assert_array_equal(streamed[name].values, whole[name].values)
