@@ -37,6 +37,16 @@ def show_progress(on: bool | None = None) -> bool:
     return _progress
 
 
+def any_of(restriction: dict) -> list[dict]:
+    """A restriction dict whose values may be lists (e.g. the ``model_hash`` of each seed) as
+    DataJoint's OR-list of plain dicts: ``table & any_of(r)`` matches any combination."""
+    import itertools
+
+    names = list(restriction)
+    choices = [v if isinstance(v, (list, tuple)) else [v] for v in restriction.values()]
+    return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+
+
 def new_schema() -> dj.Schema:
     """An unbound schema for a stage module; bound by :func:`activate`."""
     return dj.Schema()

@@ -5,6 +5,10 @@ index (same trained model; one ``InSilicoParams``), so its ``make`` has all indi
 row per neuron (:func:`fetch_neurons`), calls :mod:`insilico.population`, and inserts: KS tests
 per cluster and index, the random-assignment control, correlations between cluster-mean
 indices (all clusters and Gabor-like clusters) and the combinatorial code.
+
+``IndexReliability`` holds each index's reliability across twins trained with different seeds
+(``model.SeedSet``); :func:`reliability` and :func:`corrected_correlations` fetch it and the
+correlations corrected for attenuation by it (:mod:`insilico.reliability`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from insilico import population as pop
+from insilico import reliability as rel
 
 from . import clustering, dj, insilico, model, new_schema  # noqa: F401
 
@@ -102,10 +107,13 @@ def available(table) -> bool:
 
 
 def _restrict(table, key: dict):
-    """`table` restricted by the attributes of `key` that it has (others are ignored)."""
+    """`table` restricted by the attributes of `key` that it has (others are ignored); a list
+    value matches any of its items (several seeds' model_hash)."""
+    from . import any_of
+
     table = _instance(table)
     names = set(table.heading.names)
-    return table & {k: v for k, v in key.items() if k in names}
+    return table & any_of({k: v for k, v in key.items() if k in names})
 
 
 def _fetch(table, key: dict, columns: dict) -> pd.DataFrame:
@@ -302,3 +310,118 @@ class PopulationAnalysis(dj.Computed):
             )
             for r in code.itertuples()
         )
+
+
+#: Indices whose across-seed reliability is stored: every index of neurons.csv.
+RELIABILITY_INDICES = (*pop.INDICES, "phase_f1f0")
+_INDEX_SOURCES = [(n, c) for n, c in _SOURCES if set(c.values()) & set(RELIABILITY_INDICES)]
+_INDEX_TABLES = (
+    "OrientationTuning",
+    "PhaseTuning",
+    "SizeContrastTuning",
+    "PlaidTuning",
+    "StimulusComparison",
+)
+
+
+def _model_indices(key: dict) -> pd.DataFrame:
+    """(scan, unit_id, each of RELIABILITY_INDICES) of one trained model (``key`` names its
+    dataset_hash, model_hash and insilico_hash)."""
+    frame = None
+    for name, columns in _INDEX_SOURCES:
+        part = _fetch(_table(name), key, columns)
+        frame = part if frame is None else frame.merge(part, on=["scan", "unit_id"], how="outer")
+    return frame
+
+
+@schema
+class IndexReliability(dj.Computed):
+    definition = """
+    # each index's reliability across the twins of a seed set (model.SeedSet), over neurons
+    -> model.Dataset
+    -> model.SeedSet
+    -> insilico.InSilicoParams
+    """
+
+    class Index(dj.Part):
+        definition = """
+        -> master
+        index_name      : varchar(32)
+        ---
+        n_neurons       : int32         # neurons with a finite value for every seed
+        icc = null      : float64       # ICC(3,1), consistency, one seed; NULL: unknown (1 seed)
+        split_half = null : float64     # Spearman-Brown, mean of all seeds; NULL: unknown
+        """
+
+    @property
+    def key_source(self):
+        """Seed sets every member of which has every index table populated."""
+        ins = insilico
+        base = (model.Dataset * model.SeedSet * ins.InSilicoParams).proj()
+        needed = (model.Dataset * model.SeedSet.Member * ins.InSilicoParams).proj()
+        have = ins.NonlinearityIndex.proj()
+        for name in _INDEX_TABLES:
+            have = have * getattr(ins, name).proj()
+        return base - (needed - have).proj()
+
+    def make(self, key):
+        members = (model.SeedSet.Member & key).to_dicts(order_by="seed")
+        per_seed = [_model_indices(dict(key, model_hash=m["model_hash"])) for m in members]
+        table = per_seed[0][["scan", "unit_id"]]
+        for i, frame in enumerate(per_seed):
+            renamed = frame.rename(columns={c: f"{c}@{i}" for c in RELIABILITY_INDICES})
+            table = table.merge(renamed, on=["scan", "unit_id"], how="inner")
+        self.insert1(key)
+        rows = []
+        for index in RELIABILITY_INDICES:
+            values = table[[f"{index}@{i}" for i in range(len(members))]].to_numpy(float)
+            rows.append(
+                dict(
+                    key,
+                    index_name=index,
+                    n_neurons=len(rel.finite_rows(values)),
+                    icc=_none_if_nan(rel.icc(values)),
+                    split_half=_none_if_nan(rel.split_half(values)),
+                )
+            )
+        self.Index.insert(rows)
+
+
+def reliability(key: dict) -> pd.DataFrame:
+    """The stored reliabilities for the trained model of ``key`` (dataset_hash, model_hash,
+    insilico_hash; a seedset_hash picks the seed set, else the one with most seeds that has
+    them): ``index_name, n_neurons, n_seeds, icc, split_half`` (NaN: unknown), one row per
+    index of :data:`RELIABILITY_INDICES`; all NaN when none is stored."""
+    columns = ["index_name", "n_neurons", "n_seeds", "icc", "split_half"]
+    empty = pd.DataFrame({"index_name": list(RELIABILITY_INDICES)})
+    if not available(IndexReliability):
+        return empty.reindex(columns=columns)
+    names = ("dataset_hash", "model_hash", "insilico_hash", "seedset_hash")
+    found = IndexReliability * model.SeedSet * model.SeedSet.Member & {
+        k: key[k] for k in names if k in key
+    }
+    sets = found.to_dicts(order_by=("n_seeds DESC", "seedset_hash"))
+    if not sets:
+        return empty.reindex(columns=columns)
+    chosen = IndexReliability.Index * model.SeedSet & {
+        k: sets[0][k] for k in ("dataset_hash", "seedset_hash", "insilico_hash")
+    }
+    frame = pd.DataFrame(chosen.to_dicts())[columns]
+    frame[["icc", "split_half"]] = frame[["icc", "split_half"]].astype(float)
+    return empty.merge(frame, on="index_name", how="left")
+
+
+def corrected_correlations(key: dict) -> pd.DataFrame:
+    """PopulationAnalysis.IndexCorrelation of ``key`` (one PopulationAnalysis) with the
+    reliabilities (ICC) of both indices and the correlations corrected for attenuation
+    (``spearman_r_corrected``, ``pearson_r_corrected``; NaN where a reliability is unknown)."""
+    names = PopulationAnalysis.IndexCorrelation.heading.names
+    rows = _restrict(PopulationAnalysis.IndexCorrelation, key).to_dicts(
+        order_by=("subset", "index_a", "index_b")
+    )
+    frame = pd.DataFrame(rows, columns=names)[
+        ["subset", "index_a", "index_b", "n_clusters", "spearman_r", "pearson_r"]
+    ]
+    frame[["spearman_r", "pearson_r"]] = frame[["spearman_r", "pearson_r"]].astype(float)
+    icc = reliability(key).set_index("index_name")["icc"].to_dict()
+    return rel.corrected_correlations(frame, icc)

@@ -67,6 +67,38 @@ class ModelConfig(dj.Lookup):
         return key
 
 
+@schema
+class SeedSet(dj.Manual):
+    definition = """
+    # ModelConfigs that differ only in their training seed ([model] n_seeds), for reliability
+    seedset_hash    : char(32)      # md5 of the members' model_hashes, in seed order
+    ---
+    n_seeds         : int32
+    """
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        -> ModelConfig
+        ---
+        seed            : int32
+        """
+
+    @classmethod
+    def add(cls, model_hashes: list[str], seeds: list[int]) -> dict:
+        """Insert the set of ModelConfigs (one per seed, same order); returns its key."""
+        if len(model_hashes) != len(seeds) or len(set(seeds)) != len(seeds) or not seeds:
+            raise ValueError(f"one distinct seed per model_hash, got {seeds} for {model_hashes}")
+        key = {"seedset_hash": config_hash({"model_hashes": list(model_hashes)})}
+        with cls.connection.transaction:  # skip_duplicates: safe when workers add it at once
+            cls.insert1(dict(key, n_seeds=len(seeds)), skip_duplicates=True)
+            cls.Member.insert(
+                (dict(key, model_hash=h, seed=int(s)) for h, s in zip(model_hashes, seeds)),
+                skip_duplicates=True,
+            )
+        return key
+
+
 def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 

@@ -133,6 +133,43 @@ def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
     assert not errors
 
 
+def test_two_seeds_store_reliabilities_shown_by_report_and_export(db, tiny, tmp_path):
+    """[model] n_seeds = 2: one TrainedModel per seed, each index's reliability across them
+    (known: phase_f1f0 = 2 phase_index, the same ICC), NULL for the one-seed set; the export
+    and the report take seed 0's clustering, say so, and write/show the reliabilities."""
+    import pandas as pd
+
+    from v1twin import cli, config, export, pipeline
+
+    path = tmp_path / "seeds.toml"
+    path.write_text(TINY_CONFIG.format(epochs=1).replace("[model]\n", "[model]\nn_seeds = 2\n"))
+    assert cli.main(["populate", "--config", str(path)]) == 0
+    chosen = pipeline.add_parameters(config.load(path))
+    an, models = db["analysis"], [{"model_hash": h} for h in chosen["model_hash"]]
+    assert len(chosen["model_hash"]) == 2 and len(db["model"].TrainedModel & models) == 2
+    stored = an.IndexReliability.Index & {"seedset_hash": chosen["seedset_hash"]}
+    icc = dict(zip(*stored.to_arrays("index_name", "icc")))
+    assert set(icc) == set(an.RELIABILITY_INDICES)
+    finite = {k: v for k, v in icc.items() if v is not None and np.isfinite(v)}
+    assert {"orientation_index", "phase_index", "plaid_index"} <= set(finite), icc
+    assert all(-1 <= v <= 1 for v in finite.values())
+    assert finite["phase_f1f0"] == pytest.approx(finite["phase_index"], abs=1e-4)
+    one_seed = an.IndexReliability.Index * db["model"].SeedSet & "n_seeds = 1"
+    assert len(one_seed) and all(v is None for v in one_seed.to_arrays("icc"))  # unknown, not 1
+
+    with pytest.warns(UserWarning, match=r"twins of seeds \[0, 1\]; taking seed 0's"):
+        paths = export.export(tmp_path / "export", chosen)
+    written = pd.read_csv(paths["reliability"]).set_index("index_name")
+    assert (written["n_seeds"] == 2).all()
+    assert written.loc["plaid_index", "icc"] == pytest.approx(finite["plaid_index"])
+    corr = pd.read_csv(paths["index_correlations"])
+    assert {"spearman_r", "spearman_r_corrected", "reliability_a"} <= set(corr.columns)
+    assert corr["spearman_r_corrected"].abs().max() <= 1
+    with pytest.warns(UserWarning, match="seeds"):
+        html = export.report(tmp_path / "report", chosen)["index"].read_text()
+    assert "Reliability of each index across seeds" in html and "spearman_r_corrected" in html
+
+
 def test_three_workers_compute_every_key_exactly_once(db, tiny, tmp_path):
     from schemas import model
 

@@ -54,9 +54,15 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
                 ("patience", "'plateau' only: epochs without improvement before a decay"),
                 ("lr", "peak Adam learning rate"),
                 ("batch_size", "trials per scan per step"),
-                ("seed", "seeds initialisation and batch order"),
+                ("seed", "seeds initialisation and batch order (the first of n_seeds)"),
             )
         },
+        "n_seeds": (
+            1,
+            3,
+            "twins trained, with seeds seed, seed+1, ...: each index's across-seed reliability "
+            "(analysis.IndexReliability; unknown with 1)",
+        ),
     },
     "alignment": {
         "n_betas": (5, 20, "beta values, log-spaced in [0.001, 10] (ICLR: 20)"),

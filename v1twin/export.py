@@ -1,6 +1,7 @@
 """Fetch per-neuron and per-cluster results from the database and write them out.
 
-    v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc, clustering.json
+    v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc, clustering.json,
+                                reliability.csv, index_correlations.csv
     v1twin report --out DIR     the figures of v1twin.report as PNGs, with index.html
 
 neurons.csv holds two phase indices: ``phase_index`` = |F1|/F0 as DT Eq. 11 writes it (a
@@ -11,7 +12,9 @@ modulation ratio (pi/2 for that cell; > 1 = simple). ``orientation_index`` (F2/F
 A *restriction* (dict) picks what to export; attributes it names that a table lacks are ignored.
 :func:`resolve_key` turns it into one full key: the first ``Clustering`` that matches (ordered by
 its key; a warning names the attributes to restrict on when several match) and the first
-``insilico_hash`` with tuning results for that model. Call
+``insilico_hash`` with tuning results for that model; where the matching Clusterings are those of
+twins that differ only in their seed (``[model] n_seeds``), the lowest seed's, with a warning
+that says so (the reliabilities across the seeds go to reliability.csv). Call
 ``schemas.activate()`` first (the CLI does).
 """
 
@@ -90,7 +93,7 @@ def resolve_key(restriction: dict | None = None) -> dict:
     `restriction`."""
     an, clustering, insilico = _modules()
     restriction = dict(restriction or {})
-    known = set(clustering.Clustering.heading.names) | {"insilico_hash"}
+    known = set(clustering.Clustering.heading.names) | {"insilico_hash", "seedset_hash"}
     unknown = sorted(set(restriction) - known)
     if unknown:
         raise KeyError(f"--where: unknown attributes {unknown}; known: {sorted(known)}")
@@ -103,12 +106,23 @@ def resolve_key(restriction: dict | None = None) -> dict:
     key = dict(keys[0])
     if len(keys) > 1:
         differ = sorted(k for k in key if any(other[k] != key[k] for other in keys))
+        seeds = _seeds(keys) if differ == ["model_hash"] else None
+        if seeds:  # the twins of several seeds: the first seed's, and say so
+            key = dict(min(keys, key=lambda k: seeds[k["model_hash"]]))
+            which = (
+                f"twins of seeds {sorted(seeds.values())}; taking seed "
+                f"{seeds[key['model_hash']]}'s (model_hash={key['model_hash']}); the "
+                "reliabilities across the seeds are in reliability.csv"
+            )
+        else:
+            which = f"taking the first ({', '.join(f'{k}={key[k]}' for k in differ)})"
         warnings.warn(
-            f"{len(keys)} Clusterings match {restriction or 'the database'}; taking the first "
-            f"({', '.join(f'{k}={key[k]}' for k in differ)}). Choose one with --where "
-            f"(a restriction) on {', '.join(differ)}.",
+            f"{len(keys)} Clusterings match {restriction or 'the database'}: {which}. Choose one "
+            f"with --where (a restriction) on {', '.join(differ)}.",
             stacklevel=2,
         )
+    if "seedset_hash" in restriction:
+        key["seedset_hash"] = restriction["seedset_hash"]
     if an.available(insilico.OptimalGabor):
         model_key = {k: v for k, v in key.items() if k in ("dataset_hash", "model_hash")}
         if "insilico_hash" in restriction:
@@ -123,6 +137,22 @@ def resolve_key(restriction: dict | None = None) -> dict:
                 key["insilico_hash"] = found[0]["insilico_hash"]
                 break
     return key
+
+
+def _seeds(keys: list[dict]) -> dict[str, int] | None:
+    """{model_hash: training seed} when the keys' models differ only in their seed, else None."""
+    from schemas import model
+
+    configs = dict(
+        zip(
+            *(model.ModelConfig & [{"model_hash": k["model_hash"]} for k in keys]).to_arrays(
+                "model_hash", "config"
+            )
+        )
+    )
+    seeds = {h: c["train"]["seed"] for h, c in configs.items()}
+    unseeded = [{**c, "train": {**c["train"], "seed": None}} for c in configs.values()]
+    return seeds if all(c == unseeded[0] for c in unseeded) else None
 
 
 def neuron_table(restriction: dict | None = None) -> pd.DataFrame:
@@ -210,10 +240,14 @@ def write_export(
     clusters: pd.DataFrame | None = None,
     curves=None,
     arrays: dict | None = None,
+    reliability: pd.DataFrame | None = None,
+    correlations: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write neurons.csv (exactly :data:`NEURON_COLUMNS`; the optimal Gabor's size and spatial
     frequency in degrees), clusters.csv, tuning_curves.nc and, given the clustering arrays,
-    clustering.json (the number of clusters, why it was chosen, and the held-out curve)."""
+    clustering.json (the number of clusters, why it was chosen, and the held-out curve); given
+    them, reliability.csv (each index's ICC(3,1) and split-half reliability across seeds; empty:
+    unknown) and index_correlations.csv (raw and corrected for attenuation)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     missing = [c for c in NEURON_COLUMNS if c not in neurons.columns]
@@ -230,6 +264,10 @@ def write_export(
     if arrays is not None:
         paths["clustering"] = out / "clustering.json"
         paths["clustering"].write_text(json.dumps(_k_summary(arrays), indent=1))
+    for name, frame in (("reliability", reliability), ("index_correlations", correlations)):
+        if frame is not None:
+            paths[name] = out / f"{name}.csv"
+            frame.to_csv(paths[name], index=False)
     return paths
 
 
@@ -251,7 +289,20 @@ def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
     neurons = an.fetch_neurons(key)
     arrays = clustering_arrays(key)
     clusters = cluster_table(neurons, arrays)
-    return write_export(out_dir, neurons, clusters, tuning_curves(neurons, key), arrays)
+    correlations = (
+        an.corrected_correlations(key)
+        if an.available(an.PopulationAnalysis) and len(an._restrict(an.PopulationAnalysis, key))
+        else None
+    )
+    return write_export(
+        out_dir,
+        neurons,
+        clusters,
+        tuning_curves(neurons, key),
+        arrays,
+        reliability=an.reliability(key),
+        correlations=correlations,
+    )
 
 
 def neuron_meis(neurons: pd.DataFrame, key: dict, n: int = 4) -> dict:
@@ -313,6 +364,7 @@ def report_inputs(restriction: dict | None = None) -> dict:
         curves=tuning_curves(neurons, key),
         meis=neuron_meis(neurons, key),
         cluster_meis=cluster_meis(key),
+        reliability=an.reliability(key),
     )
 
 

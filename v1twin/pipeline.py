@@ -33,7 +33,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "insilico.ClusterOptimalGabor",
         "insilico.ClusterMEI",
     ),
-    "analysis": ("analysis.PopulationAnalysis",),
+    "analysis": ("analysis.PopulationAnalysis", "analysis.IndexReliability"),
 }
 
 
@@ -57,7 +57,14 @@ def add_parameters(config: dict) -> dict:
     from schemas import clustering, insilico, model
 
     m = dict(config["model"])
-    restriction = dict(model.ModelConfig.add(m.pop("preset"), **m))
+    preset, first, n_seeds = m.pop("preset"), m.pop("seed"), m.pop("n_seeds")
+    if n_seeds < 1:
+        raise ValueError(f"[model] n_seeds must be >= 1, got {n_seeds}")
+    seeds = [first + i for i in range(n_seeds)]
+    hashes = [model.ModelConfig.add(preset, seed=s, **m)["model_hash"] for s in seeds]
+    # several seeds: a list, which restricts to any of them (schemas.any_of)
+    restriction = {"model_hash": hashes if n_seeds > 1 else hashes[0]}
+    restriction.update(model.SeedSet.add(hashes, seeds))
     restriction.update(model.Dataset.add())
     restriction.update(clustering.AlignmentParams.add(**config["alignment"]))
     restriction.update(clustering.ClusteringParams.add(**config["clustering"]))
@@ -256,10 +263,13 @@ def start_worker(
         return add_parameters(config)
 
 
-def _restriction_for(table, restriction: dict) -> dict:
-    """The part of the restriction that names attributes of the table's key source."""
+def _restriction_for(table, restriction: dict) -> list[dict]:
+    """The part of the restriction that names attributes of the table's key source, as
+    DataJoint's OR-list (a list value, e.g. several seeds' model_hash, matches any of them)."""
+    from schemas import any_of
+
     names = set(table.key_source.primary_key)
-    return {k: v for k, v in restriction.items() if k in names}
+    return any_of({k: v for k, v in restriction.items() if k in names})
 
 
 def declare_job_queues(tables) -> None:

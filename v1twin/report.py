@@ -16,6 +16,9 @@ Inputs:
   orthogonal_contrast), ``stimulus_comparison`` (neuron, stimulus, energy); any may be missing.
 - ``meis``: {cluster: [(label, image (H, W)), ...]} MEIs of the best-predicted neurons.
 - ``cluster_meis``: {cluster: image (H, W)}; empty or None when the table does not exist yet.
+- ``reliability``: DataFrame ``index_name, n_seeds, icc, split_half`` (NaN: unknown, one seed):
+  each index's reliability across the twins' seeds (``schemas.analysis.IndexReliability``),
+  shown over its histogram; correlations are then also given corrected for attenuation.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from insilico import population as pop
+from insilico import reliability as rel
 
 __all__ = [
     "fig_tsne_clusters",
@@ -125,8 +129,22 @@ def fig_tsne_clusters(neurons: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def fig_tsne_indices(neurons: pd.DataFrame, indices=None, ncols: int = 3) -> Figure | None:
-    """For each tuning index: the t-SNE coloured by it (1st-99th percentile) over its histogram."""
+def _reliability_label(index: str, reliability: pd.DataFrame) -> str:
+    """'ICC 0.83, split-half 0.91 (3 seeds)', or why the reliability is unknown."""
+    row = reliability.set_index("index_name").reindex([index]).iloc[0]
+    if np.isfinite(row["icc"]):
+        return (
+            f"ICC(3,1) {row['icc']:.2f}, split-half {row['split_half']:.2f} "
+            f"({int(row['n_seeds'])} seeds)"
+        )
+    return "reliability unknown (1 seed)" if row["n_seeds"] == 1 else "reliability not computed"
+
+
+def fig_tsne_indices(
+    neurons: pd.DataFrame, indices=None, ncols: int = 3, reliability: pd.DataFrame | None = None
+) -> Figure | None:
+    """For each tuning index: the t-SNE coloured by it (1st-99th percentile) over its histogram;
+    with ``reliability``, the index's across-seed reliability above the histogram."""
     indices = _indices(neurons, indices)
     if not indices or not _has_tsne(neurons):
         return None
@@ -165,6 +183,8 @@ def fig_tsne_indices(neurons: pd.DataFrame, indices=None, ncols: int = 3) -> Fig
         hax.hist(values[ok], bins=40, color="0.4")
         hax.axvline(values[ok].mean(), color="red", lw=1)
         hax.set_yticks([])
+        if reliability is not None:
+            hax.set_title(_reliability_label(index, reliability), fontsize=8)
     return fig
 
 
@@ -440,7 +460,7 @@ FIGURES = {
     "tsne_clusters": ("t-SNE coloured by cluster", lambda d: fig_tsne_clusters(d["neurons"])),
     "tsne_indices": (
         "t-SNE coloured by each tuning index",
-        lambda d: fig_tsne_indices(d["neurons"]),
+        lambda d: fig_tsne_indices(d["neurons"], reliability=d["reliability"]),
     ),
     "neuron_meis": ("MEIs of the best-predicted neurons", lambda d: fig_neuron_meis(d["meis"])),
     "cluster_meis": ("Cluster MEIs", lambda d: fig_cluster_meis(d["cluster_meis"])),
@@ -471,7 +491,7 @@ FIGURES = {
 }
 
 
-def _tables_html(neurons: pd.DataFrame) -> str:
+def _tables_html(neurons: pd.DataFrame, reliability: pd.DataFrame | None = None) -> str:
     indices = _indices(neurons)
     if not indices:
         return "<p>No tuning indices yet.</p>"
@@ -494,10 +514,20 @@ def _tables_html(neurons: pd.DataFrame) -> str:
         )
     )
     corr = pop.index_correlations(pop.cluster_means(neurons, indices), indices)
-    parts.append(
-        "<h2>Correlations of cluster-mean indices</h2>"
-        + corr.to_html(index=False, float_format="%.3g")
-    )
+    heading = "<h2>Correlations of cluster-mean indices</h2>"
+    if reliability is not None:
+        parts.append(
+            "<h2>Reliability of each index across seeds</h2><p>ICC(3,1): consistency of one "
+            "seed's index over neurons; split-half: Spearman-Brown, the mean over all seeds; "
+            "empty: unknown (one seed).</p>" + reliability.to_html(index=False, float_format="%.3g")
+        )
+        icc = reliability.set_index("index_name")["icc"].to_dict()
+        corr = rel.corrected_correlations(corr, icc)
+        heading += (
+            "<p>*_corrected: r / sqrt(ICC_a ICC_b), corrected for attenuation by the "
+            "indices' neuron-level reliabilities, clipped to [-1, 1]; empty where unknown.</p>"
+        )
+    parts.append(heading + corr.to_html(index=False, float_format="%.3g"))
     if set(pop.CODE_PROPERTIES) | {pop.GATE} <= set(indices):
         code = pop.combinatorial_code(neurons)
         parts.append("<h2>Combinatorial code</h2>" + code.to_html(index=False))
@@ -511,6 +541,7 @@ def write_report(
     curves=None,
     meis: dict | None = None,
     cluster_meis: dict | None = None,
+    reliability: pd.DataFrame | None = None,
     dpi: int = 100,
     title: str = "v1twin report",
 ) -> dict[str, Path]:
@@ -525,6 +556,7 @@ def write_report(
         curves=curves,
         meis=meis,
         cluster_meis=cluster_meis,
+        reliability=reliability,
     )
     written, sections = {}, []
     for name, (caption, make) in FIGURES.items():
@@ -538,7 +570,7 @@ def write_report(
         sections.append(
             f'<h2>{html.escape(caption)}</h2><img src="{path.name}" style="max-width:100%">'
         )
-    body = "\n".join(sections) + "\n" + _tables_html(neurons)
+    body = "\n".join(sections) + "\n" + _tables_html(neurons, reliability)
     index = out / "index.html"
     index.write_text(
         f"<!doctype html><html><head><meta "
