@@ -30,7 +30,7 @@ import torch
 from simulator import TYPES, simulate_scans
 from twin.data import ScanData
 from twin.glm import PoissonGLM
-from twin.metrics import correlation, correlation_to_average, evaluate, feve
+from twin.metrics import evaluate, prediction_scores
 from twin.presets import SCHEDULES, get_preset
 from twin.training import build_model, fit, resolve_device
 
@@ -79,15 +79,6 @@ def parse_args(argv=None):
     if args.quick:
         args.scans, args.neurons, args.trials, args.test_images, args.epochs = 1, 60, 800, 40, 2
     return args
-
-
-def scores(pred: np.ndarray, test: ScanData) -> dict[str, np.ndarray]:
-    """Per-neuron measures (N,) of predictions (T_test, N) against the test tier."""
-    return {
-        "test_correlation": correlation(pred, test.responses),
-        "correlation_to_average": correlation_to_average(pred, test.responses, test.image_ids),
-        "feve": feve(pred, test.responses, test.image_ids),
-    }
 
 
 def main(argv=None):
@@ -173,15 +164,15 @@ def main(argv=None):
         ev = evaluate(model, d)
         oracles.append(ev["oracle_correlation"])
         twin_pred = model.predict(model.standardize(test.images), d.name)
-        check = scores(twin_pred, test)
+        check = prediction_scores(twin_pred, test)
         assert np.allclose(check["feve"], ev["feve"]), (
             "twin scores disagree with twin.metrics.evaluate"
         )
         per["twin"].append(
             {k: ev[k] for k in ("test_correlation", "correlation_to_average", "feve")}
         )
-        per["GLM"].append(scores(glm.predict(test.images), test))
-        per["truth"].append(scores(sim.rates[m], test))
+        per["GLM"].append(prediction_scores(glm.predict(test.images), test))
+        per["truth"].append(prediction_scores(sim.rates[m], test))
         types.append(sim.truth["type"].to_numpy())
     types = np.concatenate(types)
     cat = {

@@ -27,21 +27,17 @@ On a CPU the baseline is the slow part: one forward + backward pass of a batch o
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simulator import simulate_scans  # noqa: E402
-from twin.data import ScanData  # noqa: E402
-from twin.metrics import correlation, correlation_to_average, feve  # noqa: E402
-from twin.presets import get_preset  # noqa: E402
-from twin.training import build_model, fit, resolve_device  # noqa: E402
-from v1twin.interop.neuralpredictors import load  # noqa: E402
+from simulator import simulate_scans
+from twin.data import ScanData
+from twin.metrics import correlation, prediction_scores
+from twin.presets import get_preset
+from twin.training import build_model, fit, resolve_device
+from v1twin.interop.neuralpredictors import load
 
 
 def log(*a):
@@ -186,14 +182,6 @@ def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> d
     }
 
 
-def scores(pred: np.ndarray, test: ScanData) -> dict[str, np.ndarray]:
-    return {
-        "test corr": correlation(pred, test.responses),
-        "corr-to-avg": correlation_to_average(pred, test.responses, test.image_ids),
-        "FEVE": feve(pred, test.responses, test.image_ids),
-    }
-
-
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -239,10 +227,12 @@ def main(argv=None):
         for d in data:
             test = d.select("test")
             x = twin.standardize(test.images)
-            per["twin"].append(scores(twin.predict(x, d.name), test))
+            per["twin"].append(prediction_scores(twin.predict(x, d.name), test))
             xb = torch.tensor(x).to(device)
             pb = torch.cat([base(xb[i : i + 256], data_key=d.name) for i in range(0, len(xb), 256)])
-            per["Sensorium baseline"].append(scores(pb.cpu().numpy() * bh["std"][d.name], test))
+            per["Sensorium baseline"].append(
+                prediction_scores(pb.cpu().numpy() * bh["std"][d.name], test)
+            )
     n_params = {
         "twin": sum(p.numel() for p in twin.parameters()),
         "Sensorium baseline": sum(p.numel() for p in base.parameters()),
@@ -255,7 +245,7 @@ def main(argv=None):
     for name, lst in per.items():
         med = {k: np.median(np.concatenate([s[k] for s in lst])) for k in lst[0]}
         log(
-            f"{name:<20}{med['test corr']:>11.3f}{med['corr-to-avg']:>13.3f}{med['FEVE']:>8.3f}"
+            f"{name:<20}{med['test_correlation']:>11.3f}{med['correlation_to_average']:>13.3f}{med['feve']:>8.3f}"
             f"{epochs[name]:>8}{seconds[name]:>9.1f}{n_params[name]:>10}"
         )
     log(f"fit time ratio baseline / twin: {seconds['Sensorium baseline'] / seconds['twin']:.2f}")

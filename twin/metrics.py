@@ -98,6 +98,18 @@ def feve(predictions, responses, image_ids) -> np.ndarray:
     return 1 - (mse - noise_var) / (total_var - noise_var)
 
 
+def prediction_scores(predictions: np.ndarray, test) -> dict[str, np.ndarray]:
+    """Per-neuron measures (N,) of ``predictions`` (T_test, N) against ``test`` (a ScanData of
+    the test tier): {"test_correlation", "correlation_to_average", "feve"}."""
+    return {
+        "test_correlation": single_trial_correlation(predictions, test.responses),
+        "correlation_to_average": correlation_to_average(
+            predictions, test.responses, test.image_ids
+        ),
+        "feve": feve(predictions, test.responses, test.image_ids),
+    }
+
+
 def evaluate(model, scan) -> dict[str, np.ndarray]:
     """All measures of `model` (a Twin) on the test tier of `scan` (a ScanData).
 
@@ -109,8 +121,6 @@ def evaluate(model, scan) -> dict[str, np.ndarray]:
         raise ValueError(f"scan {scan.name!r} has no test-tier trials")
     pred = model.predict(model.standardize(test.images), scan.name)
     return {
-        "test_correlation": single_trial_correlation(pred, test.responses),
-        "correlation_to_average": correlation_to_average(pred, test.responses, test.image_ids),
+        **prediction_scores(pred, test),
         "oracle_correlation": oracle_correlation(test.responses, test.image_ids),
-        "feve": feve(pred, test.responses, test.image_ids),
     }
