@@ -464,6 +464,7 @@ def centred_responses(
     return torch.cat([r for _, r in chunks], 0)
 
 
+@torch.no_grad()
 def _centred_chunks(respond, kind, params, center, chunk_size, progress, height, width, device):
     """Yield ``(start, responses (c, N))`` for consecutive chunks of the stimuli in ``params``
     rendered at ``center`` + their (x, y) offsets (see :func:`centred_responses`)."""
