@@ -20,12 +20,18 @@ def make_recording(n_neurons: int, n_trials: int, seed: int = 0):
     from v1twin.recording import Recording
 
     rng = np.random.default_rng(seed)
-    n_test = 1000
+    # 100 test images x 10 repeats and 500 validation trials from 6,000 trials up, fewer below
+    n_test_images = min(100, max(2, n_trials // 60))
+    n_test, n_validation = 10 * n_test_images, min(500, max(1, n_trials // 12))
+    if n_trials - n_test - n_validation < 1:
+        raise SystemExit(f"--trials {n_trials}: too few for train, validation and test tiers")
     tiers = np.array(
-        ["train"] * (n_trials - n_test - 500) + ["validation"] * 500 + ["test"] * n_test
+        ["train"] * (n_trials - n_test - n_validation)
+        + ["validation"] * n_validation
+        + ["test"] * n_test
     )
     image_ids = np.concatenate(
-        [np.arange(n_trials - n_test), 10**6 + np.repeat(np.arange(100), 10)]
+        [np.arange(n_trials - n_test), 10**6 + np.repeat(np.arange(n_test_images), 10)]
     )
     index = np.unique(image_ids)
     return Recording(
