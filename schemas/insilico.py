@@ -163,18 +163,24 @@ class OptimalGabor(dj.Computed):
         """
 
     def make(self, key):
-        params = _params(key)
-        rows = []
-        for scan, unit_ids, rm in scan_models(key):
-            grid, _ = _grids(params, rm.pixels_per_degree)
-            best = twin_adapter.optimal_gabor(
-                rm, grid, refine=_refine(params), progress=show_progress()
-            )
-            best = units.in_degrees(best, rm.pixels_per_degree)
-            keys = search.GABOR_KEYS + ("size_deg", "sf_cpd", "response")
-            rows += _rows(key, scan, unit_ids, _columns(best, keys))
-        self.insert1(dict(key, pixels_per_degree=rm.pixels_per_degree))
+        keys = search.GABOR_KEYS + ("size_deg", "sf_cpd", "response")
+        rows, ppd = _search_rows(key, twin_adapter.optimal_gabor, 0, keys)
+        self.insert1(dict(key, pixels_per_degree=ppd))
         self.Unit.insert(rows)
+
+
+def _search_rows(key: dict, find, which: int, keys) -> tuple[list[dict], float]:
+    """Part rows of every scan's optimal stimuli, found by ``find`` (twin_adapter.optimal_gabor or
+    optimal_dog) on the named grid ``which`` (0: Gabor, 1: DoG, see ``_grids``), with ``keys``
+    (sizes also in degrees); and the canvas pixels per degree."""
+    params = _params(key)
+    rows = []
+    for scan, unit_ids, rm in scan_models(key):
+        grid = _grids(params, rm.pixels_per_degree)[which]
+        best = find(rm, grid, refine=_refine(params), progress=show_progress())
+        best = units.in_degrees(best, rm.pixels_per_degree)
+        rows += _rows(key, scan, unit_ids, _columns(best, keys))
+    return rows, rm.pixels_per_degree
 
 
 def _optimal_params(part, keys, key: dict, scan: str) -> dict[str, np.ndarray]:
@@ -212,16 +218,8 @@ class OptimalDoG(dj.Computed):
         """
 
     def make(self, key):
-        params = _params(key)
-        rows = []
-        for scan, unit_ids, rm in scan_models(key):
-            _, grid = _grids(params, rm.pixels_per_degree)
-            best = twin_adapter.optimal_dog(
-                rm, grid, refine=_refine(params), progress=show_progress()
-            )
-            best = units.in_degrees(best, rm.pixels_per_degree)
-            keys = search.DOG_KEYS + ("sigma_center_deg", "sigma_surround_deg", "response")
-            rows += _rows(key, scan, unit_ids, _columns(best, keys))
+        keys = search.DOG_KEYS + ("sigma_center_deg", "sigma_surround_deg", "response")
+        rows, _ = _search_rows(key, twin_adapter.optimal_dog, 1, keys)
         self.insert1(key)
         self.Unit.insert(rows)
 

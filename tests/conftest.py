@@ -100,6 +100,18 @@ def db():
         os.environ["V1TWIN_SCHEMA_PREFIX"] = saved
 
 
+def import_virtual_v1(db, out, **simulate_kwargs):
+    """Simulate a virtual V1 (``simulator.simulate_scans(**simulate_kwargs)``), write it as
+    Sensorium folders under ``out`` and import them; returns the SimulatedScans."""
+    from simulator import simulate_scans, write_simulation
+    from v1twin.sensorium import read_sensorium
+
+    scans = simulate_scans(**simulate_kwargs)
+    for folder in write_simulation(out, scans):
+        db["recording"].insert_recording(read_sensorium(folder, progress=False))
+    return scans
+
+
 @pytest.fixture
 def recording_tables(db):
     """The recording module, emptied after the test."""

@@ -10,6 +10,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
+from conftest import import_virtual_v1
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +23,17 @@ max_epochs = 1
 @pytest.fixture(scope="module")
 def tiny(db, tmp_path_factory):
     """Two tiny simulated scans imported into the test schemas; removed afterwards."""
-    from simulator import simulate_scans, write_simulation
-    from v1twin.sensorium import read_sensorium
-
-    out = tmp_path_factory.mktemp("virtual_v1")
-    scans = simulate_scans(
-        n_scans=2, n_neurons=8, n_train=160, n_validation=40, n_test_images=6, n_repeats=3, seed=2
+    scans = import_virtual_v1(
+        db,
+        tmp_path_factory.mktemp("virtual_v1"),
+        n_scans=2,
+        n_neurons=8,
+        n_train=160,
+        n_validation=40,
+        n_test_images=6,
+        n_repeats=3,
+        seed=2,
     )
-    for folder in write_simulation(out, scans):
-        db["recording"].insert_recording(read_sensorium(folder, progress=False))
     yield scans
     db["recording"].Scan.delete(prompt=False, part_integrity="cascade")
 

@@ -166,15 +166,9 @@ def _v1twin(*args, **kw) -> subprocess.Popen:
 
 
 def _sql(creds, query: str):
-    import psycopg2
+    from v1twin.server import pg_connect
 
-    conn = psycopg2.connect(
-        host=creds.host,
-        port=creds.port,
-        user=creds.user,
-        password=creds.password,
-        dbname="postgres",
-    )
+    conn = pg_connect(creds)
     try:
         with conn.cursor() as cur:
             cur.execute(query)

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import import_virtual_v1
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +33,17 @@ energies = [4.0, 8.0]
 @pytest.fixture(scope="module")
 def tiny(db, tmp_path_factory):
     """Three tiny simulated scans imported into the test schemas; removed afterwards."""
-    from simulator import simulate_scans, write_simulation
-    from v1twin.sensorium import read_sensorium
-
-    out = tmp_path_factory.mktemp("virtual_v1")
-    scans = simulate_scans(
-        n_scans=3, n_neurons=12, n_train=240, n_validation=60, n_test_images=10, n_repeats=3, seed=1
+    scans = import_virtual_v1(
+        db,
+        tmp_path_factory.mktemp("virtual_v1"),
+        n_scans=3,
+        n_neurons=12,
+        n_train=240,
+        n_validation=60,
+        n_test_images=10,
+        n_repeats=3,
+        seed=1,
     )
-    for folder in write_simulation(out, scans):
-        db["recording"].insert_recording(read_sensorium(folder))
     yield scans
     db["recording"].Scan.delete(prompt=False, part_integrity="cascade")
 

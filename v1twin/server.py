@@ -268,20 +268,25 @@ def free_port(start: int, tries: int = 100) -> int:
     raise RuntimeError(f"no free port in {start}..{start + tries - 1}; set V1TWIN_DB_PORT")
 
 
+def pg_connect(creds: settings.Credentials, **kwargs):
+    """A psycopg2 connection to the server's maintenance database ``postgres`` as ``creds``."""
+    import psycopg2
+
+    return psycopg2.connect(
+        host=creds.host,
+        port=creds.port,
+        user=creds.user,
+        password=creds.password,
+        dbname="postgres",
+        **kwargs,
+    )
+
+
 def ping(creds: settings.Credentials) -> str | None:
     """None where the server answers a query with these credentials, else the reason."""
     try:
         if creds.backend == "postgresql":
-            import psycopg2
-
-            conn = psycopg2.connect(
-                host=creds.host,
-                port=creds.port,
-                user=creds.user,
-                password=creds.password,
-                dbname="postgres",
-                connect_timeout=3,
-            )
+            conn = pg_connect(creds, connect_timeout=3)
         else:
             import pymysql
 
