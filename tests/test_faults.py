@@ -191,7 +191,8 @@ def test_worker_survives_a_server_restart_mid_make_and_computes_each_key_once(ow
     )
     assert _v1twin("import", "sensorium", folder).wait(timeout=300) == 0
     config = tmp_path / "tiny.toml"
-    config.write_text("[model]\nmax_epochs = 4\ncanvas = [10, 16]\n")
+    # long enough (no early stop) that the server is stopped inside make() on a quiet machine too
+    config.write_text("[model]\nmax_epochs = 200\npatience = 200\ncanvas = [10, 16]\n")
     worker = _v1twin("worker", "model", "--config", config, "--reconnect-timeout", 120)
     jobs = '"restart_model"."~~trained_model"'
     deadline = time.monotonic() + 300
