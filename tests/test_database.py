@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas import connection
-from v1twin.server import LocalServer, ping
+from v1twin.server import LocalServer, find_binaries, has_lz4, ping
 
 
 @pytest.fixture
@@ -146,3 +147,23 @@ def test_closed_checkout_keeps_its_database_in_the_temp_folder(tmp_path, monkeyp
     # a home the user chose is kept (and, when closed, named in an error: the test above)
     monkeypatch.setenv("V1TWIN_HOME", str(tmp_path / "home"))
     assert LocalServer.default().root == tmp_path / "home" / "db"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pgserver") is None, reason="the pgserver wheel is not installed"
+)
+def test_server_starts_on_the_pgserver_wheels_binaries(private_server, monkeypatch):
+    """pgserver's PostgreSQL is built without lz4, so the lz4 TOAST option must be left out."""
+    bin_dir = Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin"
+    monkeypatch.setenv("V1TWIN_PG_BIN", str(bin_dir))
+    assert find_binaries() == bin_dir and not has_lz4(bin_dir)
+    creds = private_server.start()
+    assert ping(creds) is None
+
+
+def test_lz4_is_detected_in_debians_server():
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_config"))
+    if not debian:
+        pytest.skip("no Debian PostgreSQL")
+    assert has_lz4(debian[-1].parent)
+    assert not has_lz4(Path(tempfile.gettempdir()))  # no pg_config there: no lz4

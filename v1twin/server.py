@@ -56,6 +56,17 @@ def find_binaries() -> Path:
     )
 
 
+def has_lz4(binaries: Path) -> bool:
+    """Whether the server in ``binaries`` was built with lz4 (``pg_config --configure`` says
+    ``--with-lz4``: Debian's is, the pgserver wheel's is not; a server without it refuses to start
+    with ``default_toast_compression=lz4``)."""
+    pg_config = binaries / "pg_config"
+    if not pg_config.exists():
+        return False
+    result = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True)
+    return "--with-lz4" in result.stdout
+
+
 def _closed_folder(path: Path) -> Path | None:
     """The first existing folder above ``path`` that other users cannot enter, or None."""
     for folder in reversed(path.parents):
@@ -195,9 +206,10 @@ class LocalServer:
             creds = self._claim_port(creds)
             options = (
                 f"-p {creds.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories='{self.socket_dir}' -c max_connections=100 "
-                "-c default_toast_compression=lz4"  # pglz made bulk import 2x slower
+                f"-c unix_socket_directories='{self.socket_dir}' -c max_connections=100"
             )
+            if has_lz4(find_binaries()):
+                options += " -c default_toast_compression=lz4"  # pglz made bulk import 2x slower
             self.log_file.touch()
             self._own(self.log_file)
             result = self._run(
