@@ -18,12 +18,20 @@ from .model import Twin
 from .outputs import OUTPUTS
 from .presets import Preset, TrainConfig, get_preset
 
-__all__ = ["TrainConfig", "build_model", "fit", "poisson_loss", "resolve_device"]
+__all__ = ["TrainConfig", "autocast", "build_model", "fit", "poisson_loss", "resolve_device"]
 
 
 def resolve_device(device: str | None) -> torch.device:
     """None -> cuda if available, else cpu."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast(device: torch.device):
+    """The mixed precision the training steps run under: bfloat16 autocast on CUDA (no
+    GradScaler: bfloat16 has float32's exponent range), none (float32) elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def poisson_loss(rates: torch.Tensor, responses: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -112,7 +120,7 @@ def _cosine(optimizer, config: TrainConfig, steps: int) -> torch.optim.lr_schedu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, autocast, bar):
+def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, mixed, bar):
     """`steps` optimizer steps, each on one minibatch of every scan; returns the summed loss."""
     model.train()
     total = 0.0
@@ -121,7 +129,7 @@ def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, aut
         loss = model.core.regularizer() * config.core_reg
         for name, (x, y) in train.items():
             idx = next(batches[name]).to(x.device)
-            with autocast:
+            with mixed:
                 rates = model(x[idx], name)
             loss = (
                 loss
@@ -159,9 +167,7 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     steps = math.ceil(max(len(x) for x, _ in train.values()) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = _cosine(optimizer, config, steps) if config.schedule == "cosine" else None
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    )
+    mixed = autocast(device)
 
     best = _validation_correlation(model, val, 4 * config.batch_size)
     history = {
@@ -178,9 +184,7 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     wait, decays, n_steps, start = 0, 0, 0, time.perf_counter()
     bar = tqdm(total=config.max_epochs * steps, disable=not progress, desc="fit", unit="step")
     for epoch in range(1, config.max_epochs + 1):
-        total = _train_epoch(
-            model, train, batches, optimizer, scheduler, config, steps, autocast, bar
-        )
+        total = _train_epoch(model, train, batches, optimizer, scheduler, config, steps, mixed, bar)
         lr = optimizer.param_groups[0]["lr"]
         n_steps += steps
         corr = _validation_correlation(model, val, 4 * config.batch_size)
