@@ -107,7 +107,8 @@ if [ "$LEFT" -gt 30 ]; then
     XDIST=""
     $PY -c 'import xdist' 2>/dev/null && XDIST="-n ${SUITE_WORKERS:-8} --dist loadfile"
     # SIGINT at the limit: pytest stops and still prints what passed and failed
-    SECTION_SIGNAL=INT section suite "$LEFT" "$OUT/suite.log" $PYTEST $XDIST \
+    # with -v (xdist: one "[gwN] PASSED test" line each) a cut-off run still lists its results
+    SECTION_SIGNAL=INT section suite "$LEFT" "$OUT/suite.log" ${PYTEST/ -q/} -v $XDIST \
         --ignore tests/test_cuda.py \
         --deselect tests/test_pipeline.py::test_report_export_and_notebook_on_pipeline_data \
         --deselect tests/test_report.py::test_notebook_runs_headless \
@@ -126,7 +127,12 @@ timeout 20 $PY -m v1twin.cli db stop >>"$OUT/setup.log" 2>&1
     for log in tests_cuda suite; do
         [ -f "$OUT/$log.log" ] || continue
         echo "--- $log:"
-        grep -E "^(FAILED|ERROR|SKIPPED)" "$OUT/$log.log" | cut -c1-160 | head -n 25
+        grep -E "(^| )(FAILED|ERROR) " "$OUT/$log.log" | cut -c1-160 | sort -u | head -n 25
+        grep -E "^SKIPPED" "$OUT/$log.log" | cut -c1-160 | head -n 12
+        for word in PASSED FAILED SKIPPED ERROR; do
+            printf '%s=%s ' "$word" "$(grep -cE "(\] | )$word( |$)" "$OUT/$log.log")"
+        done
+        echo "(-v lines)"
         grep -E "(passed|failed|error|skipped|no tests ran)" "$OUT/$log.log" | tail -n 1
     done
     timeout 30 $GPU --part summary
