@@ -113,7 +113,21 @@ def inputs():
         clustering=synthetic_clustering(),
         curves=synthetic_curves(neurons),
         meis=meis,
+        battery=synthetic_battery(neurons),
     )
+
+
+def synthetic_battery(neurons):
+    """battery.csv's long format: the neurons' indices at their own Gabor, and lower ones at
+    their cluster's."""
+    from schemas.analysis import BATTERY_INDICES
+
+    own = neurons[["scan", "unit_id", "cluster"]].assign(gabor_source="neuron")
+    at_cluster = own.assign(gabor_source="cluster")
+    for name in BATTERY_INDICES:
+        values = neurons[name] if name in neurons else np.linspace(0.1, 1, len(neurons))
+        own[name], at_cluster[name] = values, 0.8 * values
+    return pd.concat([own, at_cluster], ignore_index=True)
 
 
 def test_each_figure_function_returns_a_figure(inputs):
@@ -132,8 +146,11 @@ def test_each_figure_function_returns_a_figure(inputs):
         rp.fig_confusion(cl["confusion"], cl["block"], cl["block_order"]),
         rp.fig_index_pairs(n),
         rp.fig_combinatorial_code(n),
+        rp.fig_battery_sources(inputs["battery"]),
     ]
     assert all(isinstance(f, Figure) for f in figures)
+    at_neuron_only = inputs["battery"][inputs["battery"].gabor_source == "neuron"]
+    assert rp.fig_battery_sources(at_neuron_only) is None and rp.fig_battery_sources(None) is None
     # absent inputs: None, not an error
     assert rp.fig_cluster_meis(None) is None and rp.fig_cluster_meis({}) is None
     assert rp.fig_neuron_meis({}) is None and rp.fig_tuning_examples(None, n) is None
