@@ -177,6 +177,7 @@ def clustering_arrays(restriction: dict | None = None) -> dict:
             "heldout_k",
             "heldout_ll",
             "heldout_se",
+            "stability",
             "confusion",
             "block",
             "block_order",
@@ -292,8 +293,9 @@ def write_export(
 
 
 def _k_summary(arrays: dict) -> dict:
-    """The chosen number of clusters, the reason, and the held-out likelihood curve (JSON)."""
-    curve = ("heldout_k", "heldout_ll", "heldout_se")
+    """The chosen number of clusters, the reason, the held-out likelihood curve and the
+    stability of each k (JSON)."""
+    curve = ("heldout_k", "heldout_ll", "heldout_se", "stability")
     return {
         "n_clusters": int(arrays["n_clusters"]),
         "k_reason": str(arrays["k_reason"]),

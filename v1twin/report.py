@@ -309,15 +309,29 @@ def fig_tuning_examples(
 
 
 def fig_heldout_likelihood(
-    heldout_k, heldout_ll, n_clusters: int | None = None, heldout_se=None, k_reason=None
+    heldout_k,
+    heldout_ll,
+    n_clusters: int | None = None,
+    heldout_se=None,
+    k_reason=None,
+    stability=None,
 ) -> Figure | None:
     """Held-out GMM log-likelihood per neuron over the number of clusters; the chosen k and
-    why (``k_reason``); error bars: the s.e. of each k's difference from the best k."""
+    why (``k_reason``); error bars: the s.e. of each k's difference from the best k; given it,
+    the stability of each k (ARI between halves, right axis, with the threshold of
+    clustering.mixture.STABLE_ARI)."""
     if heldout_k is None or len(heldout_k) == 0:
         return None
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.add_subplot()
     ax.errorbar(np.asarray(heldout_k), np.asarray(heldout_ll), yerr=heldout_se, fmt="o-")
+    if stability is not None:
+        from clustering.mixture import STABLE_ARI
+
+        right = ax.twinx()
+        right.plot(np.asarray(heldout_k), np.asarray(stability), "s:", color="tab:green")
+        right.axhline(STABLE_ARI, color="tab:green", lw=0.8, alpha=0.5)
+        right.set(ylabel="stability (ARI between halves)", ylim=(0, 1.05))
     if n_clusters is not None:
         ax.axvline(n_clusters, color="red", ls="--", lw=1, label=f"chosen k = {n_clusters}")
         ax.legend()
@@ -505,6 +519,7 @@ FIGURES = {
             d["clustering"].get("n_clusters"),
             d["clustering"].get("heldout_se"),
             d["clustering"].get("k_reason"),
+            d["clustering"].get("stability"),
         ),
     ),
     "confusion": (
