@@ -5,7 +5,14 @@ scikit-learn, openTSNE."""
 from .alignment import CyclicAligner, energy_angles, pairwise_mean, select_fit
 from .confusion import cluster_confusion, elu1, greedy_blocks
 from .embedding import tsne_embedding
-from .mixture import K_RULE, choose_k, fit_clusters, heldout_likelihood, heldout_scores
+from .mixture import (
+    K_RULE,
+    choose_k,
+    fit_clusters,
+    heldout_likelihood,
+    heldout_scores,
+    stability,
+)
 from .rotation import as_barcodes, relaxed_rotate, relaxed_rotation_matrix, rotate, rotation_matrix
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "fit_clusters",
     "heldout_likelihood",
     "heldout_scores",
+    "stability",
     "as_barcodes",
     "relaxed_rotate",
     "relaxed_rotation_matrix",

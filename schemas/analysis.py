@@ -155,6 +155,49 @@ def fetch_neurons(key: dict) -> pd.DataFrame:
     return frame.sort_values(["scan", "unit_id"], ignore_index=True)
 
 
+#: battery.csv's index columns (the per-neuron battery's, meaning the same at either Gabor)
+BATTERY_INDICES = (
+    "orientation_index",
+    "phase_index",
+    "phase_f1f0",
+    "suppression_index",
+    "contrast_index",
+    "plaid_index",
+)
+
+
+def fetch_battery(key: dict) -> pd.DataFrame:
+    """The tuning battery's indices at both optimal Gabors, long format: one row per neuron and
+    ``gabor_source`` ('neuron': each neuron's own optimal Gabor, the indices of neurons.csv;
+    'cluster': its cluster's optimal Gabor, DT's per-cluster battery), columns scan, unit_id,
+    cluster, gabor_source, :data:`BATTERY_INDICES`; tables not populated leave NaN. Ordered by
+    (gabor_source, scan, unit_id)."""
+    base = _fetch(clustering.Clustering.Unit, key, {"cluster": "cluster"})
+    frames = []
+    for source, tables in (("neuron", 0), ("cluster", 1)):
+        frame = base.copy()
+        for pair in insilico.BATTERY_PAIRS:
+            table = pair[tables]
+            columns = {c: c for c in table.indices}
+            frame = frame.merge(
+                _fetch(table.Unit, key, columns), on=["scan", "unit_id"], how="left"
+            )
+        frame.insert(3, "gabor_source", source)
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True)
+    out["unit_id"] = out["unit_id"].astype(np.int64)
+    out["cluster"] = out["cluster"].astype(np.int64)
+    out[list(BATTERY_INDICES)] = out[list(BATTERY_INDICES)].astype(float)
+    out = out[["scan", "unit_id", "cluster", "gabor_source", *BATTERY_INDICES]]
+    return out.sort_values(
+        ["gabor_source", "scan", "unit_id"], ignore_index=True, key=_source_order
+    )
+
+
+def _source_order(column: pd.Series) -> pd.Series:
+    return column.map({"neuron": 0, "cluster": 1}) if column.name == "gabor_source" else column
+
+
 def _none_if_nan(x):
     x = float(x)
     return None if not np.isfinite(x) else x

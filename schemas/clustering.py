@@ -145,7 +145,7 @@ class ClusteringParams(dj.Lookup):
     clustering_hash : char(32)
     ---
     method          : enum('gmm', 'kmeans')  # gmm: spherical covariances
-    n_clusters      : int32         # 0: chosen from the held-out likelihood (clustering.choose_k)
+    n_clusters      : int32         # 0: chosen from held-out likelihood + stability (choose_k)
     seed            : int32
     heldout_max_k   : int32         # held-out likelihood curve over k = 2..heldout_max_k
     """
@@ -185,6 +185,7 @@ class Clustering(dj.Computed):
     heldout_k       : <array>       # (K,) numbers of clusters tried
     heldout_ll      : <array>       # (K,) held-out GMM log-likelihood per neuron (nats)
     heldout_se      : <array>       # (K,) s.e. of each k's mean difference from the best k
+    stability       : <array>       # (K,) ARI of k-means partitions between random halves
     confusion       : <array>       # (k, k) correlation of cluster-mean neurons over train images
     block           : <array>       # (k,) block of each cluster at correlation 0.5
     block_order     : <array>       # (k,) cluster order that puts blocks together
@@ -203,7 +204,8 @@ class Clustering(dj.Computed):
         neurons, aligned, _ = fetch_aligned(key)
         ks = np.arange(1, max(3, min(p["heldout_max_k"], len(aligned) // 10)) + 1)
         scores = cl.heldout_scores(aligned, ks, random_state=p["seed"], progress=show_progress())
-        chosen, se = cl.choose_k(ks, scores)
+        stable = cl.stability(aligned, ks, random_state=p["seed"], progress=show_progress())
+        chosen, se = cl.choose_k(ks, scores, stable)
         k, reason = (
             (p["n_clusters"], "n_clusters set in the config")
             if p["n_clusters"]
@@ -223,6 +225,7 @@ class Clustering(dj.Computed):
                 heldout_k=ks,
                 heldout_ll=scores.mean(0),
                 heldout_se=se,
+                stability=stable,
                 confusion=confusion,
                 block=np.asarray(block),
                 block_order=np.asarray(order),

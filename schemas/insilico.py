@@ -2,12 +2,17 @@
 
 OptimalGabor, OptimalDoG and MEI per neuron; the tuning batteries (orientation, phase,
 size-contrast, plaids, Gabor vs DoG vs MEI) from each neuron's optimal Gabor; the non-linearity
-index against the GLM; ClusterOptimalGabor and ClusterMEI per cluster. Curves are stored per
+index against the GLM; ClusterOptimalGabor and ClusterMEI per cluster, and the orientation, phase,
+size-contrast and plaid battery again at the cluster's optimal Gabor (``Cluster<Table>``, DT's
+per-cluster battery: shared size, sf, contrast and phase at each neuron's own RF and
+orientation). Curves are stored per
 neuron as ``<array>`` values with their coordinates in the master row; indices are columns, so
 population statistics are queries.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -302,15 +307,24 @@ def mei_images(key: dict, scan: str) -> np.ndarray:
 class _Battery:
     """Shared ``make`` of the tuning tables: run one experiment per scan, store curves + indices.
 
-    A subclass defines ``_experiment(key, scan, rm) -> DataArray (neuron, ...)``, ``coords``
+    A subclass defines ``run(rm, gabor) -> DataArray (neuron, ...)`` (the experiment at the
+    per-neuron Gabor parameters ``gabor``, (N,) each; or overrides ``_curve``), ``coords``
     (master attribute -> the curve's dimension holding its coordinates) and ``indices`` (part
-    attribute -> function of the curve giving one value per neuron).
+    attribute -> function of the curve giving one value per neuron). The Gabors are each
+    neuron's own optimal Gabor; the ``Cluster...`` tables (:class:`_AtClusterGabor`) take the
+    cluster's instead.
     """
+
+    def _gabor(self, key, scan) -> dict[str, np.ndarray]:
+        return gabor_params(key, scan)
+
+    def _curve(self, key, scan, rm):
+        return self.run(rm, self._gabor(key, scan))
 
     def make(self, key):
         rows, coords = [], None
         for scan, unit_ids, rm in scan_models(key):
-            curve = self._experiment(key, scan, rm)
+            curve = self._curve(key, scan, rm)
             coords = {
                 name: np.asarray(curve[dim].values, np.float32) for name, dim in self.coords.items()
             }
@@ -321,6 +335,23 @@ class _Battery:
             rows += _rows(key, scan, unit_ids, columns)
         self.insert1(dict(key, **coords))
         self.Unit.insert(rows)
+
+
+class _AtClusterGabor(_Battery):
+    """A tuning table at the cluster's optimal Gabor (ClusterOptimalGabor.Unit: the shared size,
+    sf, contrast and phase, at each neuron's own RF position and orientation, as DT runs its
+    battery per cluster)."""
+
+    def _gabor(self, key, scan) -> dict[str, np.ndarray]:
+        return _optimal_params(ClusterOptimalGabor.Unit, search.GABOR_KEYS, key, scan)
+
+
+def _at_cluster_gabor(definition: str) -> str:
+    """The definition of a per-neuron tuning table (or its part), keyed by the cluster's optimal
+    Gabor instead of the neuron's: the same columns, meaning the same, at the other stimulus."""
+    out = definition.replace("-> OptimalGabor.Unit", "-> ClusterOptimalGabor.Unit")
+    out = re.sub(r"-> OptimalGabor\n", "-> ClusterOptimalGabor\n", out)
+    return re.sub(r"^(\s*)# ", r"\1# at the cluster's optimal Gabor: ", out, count=1, flags=re.M)
 
 
 @schema
@@ -344,10 +375,9 @@ class OrientationTuning(_Battery, dj.Computed):
     coords = {"orientations": "orientation"}
     indices = {"orientation_index": lambda c: insilico.indices.orientation_index(c)}
 
-    def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(
-            experiments.orientation_tuning, rm, gabor_params(key, scan), 16
-        )
+    @staticmethod
+    def run(rm, gabor):
+        return twin_adapter.per_neuron_experiment(experiments.orientation_tuning, rm, gabor, 16)
 
 
 @schema
@@ -375,10 +405,9 @@ class PhaseTuning(_Battery, dj.Computed):
         "phase_f1f0": lambda c: insilico.indices.phase_f1f0(c),
     }
 
-    def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(
-            experiments.phase_tuning, rm, gabor_params(key, scan), 16
-        )
+    @staticmethod
+    def run(rm, gabor):
+        return twin_adapter.per_neuron_experiment(experiments.phase_tuning, rm, gabor, 16)
 
 
 @schema
@@ -407,8 +436,9 @@ class SizeContrastTuning(_Battery, dj.Computed):
         "contrast_index": lambda c: insilico.indices.contrast_index(c),
     }
 
-    def _experiment(self, key, scan, rm):
-        return twin_adapter.size_contrast_tuning(rm, gabor_params(key, scan))
+    @staticmethod
+    def run(rm, gabor):
+        return twin_adapter.size_contrast_tuning(rm, gabor)
 
 
 @schema
@@ -436,10 +466,9 @@ class PlaidTuning(_Battery, dj.Computed):
     }
     indices = {"plaid_index": lambda c: insilico.indices.plaid_index(c)}
 
-    def _experiment(self, key, scan, rm):
-        return twin_adapter.per_neuron_experiment(
-            experiments.plaid_tuning, rm, gabor_params(key, scan)
-        )
+    @staticmethod
+    def run(rm, gabor):
+        return twin_adapter.per_neuron_experiment(experiments.plaid_tuning, rm, gabor)
 
 
 @schema
@@ -477,7 +506,7 @@ class StimulusComparison(_Battery, dj.Computed):
         ),
     }
 
-    def _experiment(self, key, scan, rm):
+    def _curve(self, key, scan, rm):
         energies = np.asarray(_params(key)["energies"]) * rm.pixels_per_degree
         return experiments.stimulus_comparison(
             rm, gabor_params(key, scan), dog_params(key, scan), mei_images(key, scan), energies
@@ -530,8 +559,9 @@ class NonlinearityIndex(dj.Computed):
 
 
 def cluster_inputs(key: dict):
-    """(ScanStack, cluster labels (N,), positions (N, 2), orientations (N,)) over every scan,
-    neurons in (scan_key, neuron_idx) order; RFs and orientations from the optimal Gabors."""
+    """(ScanStack, cluster labels (N,), positions (N, 2), orientations (N,), ids) over every scan,
+    neurons in (scan_key, neuron_idx) order; RFs and orientations from the optimal Gabors; ids:
+    one {scan_key, unit_id} per neuron."""
     from insilico.twin_adapter import ScanStack
 
     rows = (clustering.Clustering.Unit * OptimalGabor.Unit * recording.Scan.Neuron & key).to_dicts(
@@ -546,7 +576,8 @@ def cluster_inputs(key: dict):
     labels = np.array([r["cluster"] for r in rows])
     positions = np.array([[r["x"], r["y"]] for r in rows], np.float64)
     orientations = np.array([r["orientation"] for r in rows], np.float64)
-    return stack, labels, positions, orientations
+    ids = [{"scan_key": r["scan_key"], "unit_id": r["unit_id"]} for r in rows]
+    return stack, labels, positions, orientations, ids
 
 
 @schema
@@ -576,8 +607,24 @@ class ClusterOptimalGabor(dj.Computed):
         response            : float32   # mean predicted rate over the cluster
         """
 
+    class Unit(dj.Part):
+        definition = """
+        # the cluster's Gabor as each neuron sees it: own RF and orientation, the rest shared
+        -> master
+        -> OptimalGabor.Unit
+        ---
+        x               : float32   # the neuron's RF centre (its optimal Gabor's), canvas pixels
+        y               : float32
+        size            : float32   # the cluster's
+        sf              : float32   # the cluster's
+        contrast        : float32   # the cluster's
+        orientation     : float32   # own preferred + the cluster's offset (+ pi where better)
+        phase           : float32   # the cluster's
+        response        : float32   # this neuron's predicted rate
+        """
+
     def make(self, key):
-        stack, labels, positions, orientations = cluster_inputs(key)
+        stack, labels, positions, orientations, ids = cluster_inputs(key)
         grid, _ = _grids(_params(key), stack.pixels_per_degree)
         best = search.cluster_optimal_gabor(
             stack,
@@ -600,6 +647,44 @@ class ClusterOptimalGabor(dj.Computed):
             )
             for i, c in enumerate(best.cluster.values)
         )
+        per_neuron = _columns(best, search.GABOR_KEYS + ("response",))
+        self.Unit.insert(
+            dict(key, **n, **{k: v[i] for k, v in per_neuron.items()}) for i, n in enumerate(ids)
+        )
+
+
+def _at_cluster(table):
+    """``Cluster<Table>``: the tuning table ``table`` run at the cluster's optimal Gabor; the same
+    curves and indices (columns meaning the same), keyed by ClusterOptimalGabor."""
+
+    class Unit(dj.Part):
+        definition = _at_cluster_gabor(table.Unit.definition)
+
+    attrs = dict(
+        __doc__=_AtClusterGabor.__doc__,
+        __module__=__name__,
+        definition=_at_cluster_gabor(table.definition),
+        Unit=Unit,
+        coords=table.coords,
+        indices=table.indices,
+        run=staticmethod(table.run),
+    )
+    return type(f"Cluster{table.__name__}", (_AtClusterGabor, dj.Computed), attrs)
+
+
+# The tuning battery at the cluster's optimal Gabor (``gabor_source = 'cluster'`` in the export);
+# declared here, where the schema resolves the foreign keys among this module's tables.
+ClusterOrientationTuning = schema(_at_cluster(OrientationTuning))
+ClusterPhaseTuning = schema(_at_cluster(PhaseTuning))
+ClusterSizeContrastTuning = schema(_at_cluster(SizeContrastTuning))
+ClusterPlaidTuning = schema(_at_cluster(PlaidTuning))
+#: (tuning table at each neuron's optimal Gabor, the same at the cluster's)
+BATTERY_PAIRS = (
+    (OrientationTuning, ClusterOrientationTuning),
+    (PhaseTuning, ClusterPhaseTuning),
+    (SizeContrastTuning, ClusterSizeContrastTuning),
+    (PlaidTuning, ClusterPlaidTuning),
+)
 
 
 @schema
@@ -685,7 +770,7 @@ class ClusterMEI(dj.Computed):
     def make(self, key):
         from insilico.cluster_mei import cluster_mei
 
-        stack, labels, positions, orientations = cluster_inputs(key)
+        stack, labels, positions, orientations, _ = cluster_inputs(key)
         p = _params(key)
         result = cluster_mei(
             stack,

@@ -318,3 +318,52 @@ def test_greedy_gabor_set_covers_centred_neurons():
     np.testing.assert_allclose(ds.x.values, cx)
     np.testing.assert_array_equal(ds.n_covered.values, [3, 2])
     np.testing.assert_allclose(ds.coverage.values, [3 / 6, 5 / 6])
+
+
+def test_battery_at_cluster_gabor_differs_where_the_neuron_differs_from_its_cluster():
+    # One cluster of three linear neurons: two prefer sf 1/8, one 1/5. The cluster's optimal
+    # Gabor takes the majority's sf (1/8), so the battery at it (what schemas.insilico's
+    # Cluster<Table> tables run: the cluster's size, sf, contrast and phase at each neuron's own
+    # RF and orientation) is the battery at the own Gabor for the first two, while the third sees
+    # a grating below its preferred sf. Closed form for a linear Gabor filter: its orientation
+    # tuning broadens at a lower stimulus sf, and a large grating off its sf drives it less than a
+    # small Gabor (whose broad spectrum reaches the filter's): apparent surround suppression.
+    tr = dict(
+        x=[20.0, 44.0, 32.0],
+        y=[12.0, 22.0, 18.0],
+        size=[8.0] * 3,
+        sf=[1 / 8, 1 / 8, 1 / 5],
+        orientation=[0.0, math.pi / 3, 2 * math.pi / 3],
+        phase=[0.0] * 3,
+    )
+    grid = search.GaborGrid(
+        offsets=(0.0,),
+        sizes=(8.0, 12.0),
+        sfs=(1 / 10, 1 / 8, 1 / 5),
+        contrasts=(2.0,),
+        orientations=tuple(np.arange(8) * math.pi / 8),
+        phases=tuple(np.arange(4) * math.pi / 2),
+    )
+    model = GaborFilterModel(**tr)
+    cluster = search.cluster_optimal_gabor(model, np.zeros(3, int), grid)
+    own = search.optimal_gabor(model, grid)
+    np.testing.assert_allclose(own.sf.values, tr["sf"])
+    np.testing.assert_allclose(cluster.sf.values, 1 / 8)
+
+    def battery(ds):
+        p = search.params_of(ds)
+        sc = experiments.size_contrast_tuning(model, p, (2.0, 4.0, 8.0, 16.0, 24.0), (1.0, 2.0))
+        return dict(
+            ori=indices.orientation_index(experiments.orientation_tuning(model, p, 16)).values,
+            f1f0=indices.phase_f1f0(experiments.phase_tuning(model, p, 16)).values,
+            supp=indices.suppression_index(sc).values,
+        )
+
+    at_own, at_cluster = battery(own), battery(cluster)
+    for name in at_own:  # the majority's own Gabor is the cluster's: identical indices
+        np.testing.assert_allclose(at_cluster[name][:2], at_own[name][:2], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(at_own["supp"], 0.0, atol=1e-6)  # linear: no suppression at own
+    assert at_cluster["supp"][2] > 0.05  # spurious suppression off the preferred sf
+    assert at_cluster["ori"][2] < at_own["ori"][2] - 0.03  # broader at the lower sf
+    # a half-wave rectified linear cell: 2|F1|/F0 = pi/2 whatever the drive's amplitude
+    np.testing.assert_allclose(at_cluster["f1f0"], math.pi / 2, rtol=0.03)

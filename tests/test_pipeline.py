@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import import_virtual_v1
 
@@ -87,6 +88,7 @@ def test_every_stage_populates(db, tiny, tmp_path):
     assert set(db["model"].GLM().to_arrays("downsample")) == twin_down
     phase = ins.PhaseTuning.Unit().to_arrays("phase_index")
     assert np.all(np.isfinite(phase)) and np.all((phase >= 0) & (phase <= 1))
+    _check_battery_at_cluster_gabor(db, n_neurons)
     # A second populate finds nothing to do.
     results = pipeline.populate(
         __import__("v1twin.config", fromlist=["load"]).load(_config(tmp_path))
@@ -94,20 +96,57 @@ def test_every_stage_populates(db, tiny, tmp_path):
     assert all(r["success_count"] == 0 for r in results.values())
 
 
+def _check_battery_at_cluster_gabor(db, n_neurons):
+    """Each neuron's stimulus for the cluster battery is its cluster's optimal Gabor (shared size,
+    sf, contrast, phase) at its own RF and orientation (+ the offset, mod pi); the four tables of
+    the battery at it have a row per neuron with finite indices."""
+    ins = db["insilico"]
+    cog = ins.ClusterOptimalGabor
+    ids = ["scan_key", "unit_id"]
+    shared = pd.DataFrame(cog.Cluster().to_dicts())[
+        ["cluster", "size", "sf", "contrast", "phase", "orientation_offset"]
+    ]
+    own = pd.DataFrame(ins.OptimalGabor.Unit().to_dicts())[[*ids, "x", "y", "orientation"]]
+    labels = pd.DataFrame(db["clustering"].Clustering.Unit().to_dicts())[[*ids, "cluster"]]
+    rows = (
+        pd.DataFrame(cog.Unit().to_dicts())
+        .merge(labels, on=ids)
+        .merge(shared, on="cluster", suffixes=("", "_c"))
+        .merge(own, on=ids, suffixes=("", "_own"))
+    )
+    assert len(rows) == n_neurons
+    for k in ("size", "sf", "contrast", "phase"):
+        np.testing.assert_allclose(rows[k], rows[f"{k}_c"])
+    np.testing.assert_allclose(rows[["x", "y"]].to_numpy(), rows[["x_own", "y_own"]].to_numpy())
+    turn = rows["orientation"] - rows["orientation_own"] - rows["orientation_offset"]
+    np.testing.assert_allclose(np.mod(turn + 0.1, np.pi) - 0.1, 0.0, atol=1e-5)
+    for table, index in (
+        (ins.ClusterOrientationTuning, "orientation_index"),
+        (ins.ClusterPhaseTuning, "phase_f1f0"),
+        (ins.ClusterSizeContrastTuning, "suppression_index"),
+        (ins.ClusterPlaidTuning, "plaid_index"),
+    ):
+        assert np.isfinite(table.Unit().to_arrays(index)).sum() == n_neurons, table.__name__
+
+
 def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
     """The demo's outputs from real tables: every figure, the export, the notebook headless."""
     from pathlib import Path
 
     import nbformat
-    import pandas as pd
     from nbclient import NotebookClient
 
     from v1twin import export
 
     written = export.report(tmp_path / "report")
-    assert {"tsne_clusters", "cluster_meis", "confusion", "combinatorial_code", "index"} <= set(
-        written
-    )
+    assert {
+        "tsne_clusters",
+        "cluster_meis",
+        "confusion",
+        "combinatorial_code",
+        "battery_sources",
+        "index",
+    } <= set(written)
     for path in written.values():
         assert Path(path).stat().st_size > 1000
     with pytest.raises(KeyError, match="no_such_attribute"):
@@ -121,6 +160,16 @@ def test_report_export_and_notebook_on_pipeline_data(db, tiny, tmp_path):
         .all()
         .all()
     )
+    # the battery at both Gabors: the 'neuron' rows are neurons.csv's indices
+    battery = pd.read_csv(paths["battery"])
+    assert battery.groupby("gabor_source").size().to_dict() == {
+        "cluster": len(neurons),
+        "neuron": len(neurons),
+    }
+    at_neuron = battery[battery.gabor_source == "neuron"].merge(neurons, on=["scan", "unit_id"])
+    for index in ("orientation_index", "phase_f1f0", "suppression_index", "plaid_index"):
+        np.testing.assert_allclose(at_neuron[f"{index}_x"], at_neuron[f"{index}_y"])
+    assert battery[battery.gabor_source == "cluster"].notna().all().all()
     root = Path(__file__).resolve().parents[1]
     nb = nbformat.read(root / "notebooks" / "explore_clusters.ipynb", as_version=4)
     NotebookClient(
@@ -140,7 +189,6 @@ def test_two_seeds_store_reliabilities_shown_by_report_and_export(db, tiny, tmp_
     """[model] n_seeds = 2: one TrainedModel per seed, each index's reliability across them
     (known: phase_f1f0 = 2 phase_index, the same ICC), NULL for the one-seed set; the export
     and the report take seed 0's clustering, say so, and write/show the reliabilities."""
-    import pandas as pd
 
     from v1twin import cli, config, export, pipeline
 

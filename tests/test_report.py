@@ -88,6 +88,7 @@ def synthetic_clustering(k=6):
     return dict(
         heldout_k=np.arange(2, 9),
         heldout_ll=-np.linspace(5, 3, 7) + 0.01 * np.arange(7) ** 2,
+        stability=np.array([1.0, 0.97, 0.95, 0.93, 0.8, 0.7, 0.6]),
         confusion=c,
         block=np.array([0, 0, 1, 2, 2, 2]),
         block_order=np.array([1, 0, 2, 5, 3, 4]),
@@ -113,7 +114,21 @@ def inputs():
         clustering=synthetic_clustering(),
         curves=synthetic_curves(neurons),
         meis=meis,
+        battery=synthetic_battery(neurons),
     )
+
+
+def synthetic_battery(neurons):
+    """battery.csv's long format: the neurons' indices at their own Gabor, and lower ones at
+    their cluster's."""
+    from schemas.analysis import BATTERY_INDICES
+
+    own = neurons[["scan", "unit_id", "cluster"]].assign(gabor_source="neuron")
+    at_cluster = own.assign(gabor_source="cluster")
+    for name in BATTERY_INDICES:
+        values = neurons[name] if name in neurons else np.linspace(0.1, 1, len(neurons))
+        own[name], at_cluster[name] = values, 0.8 * values
+    return pd.concat([own, at_cluster], ignore_index=True)
 
 
 def test_each_figure_function_returns_a_figure(inputs):
@@ -129,11 +144,17 @@ def test_each_figure_function_returns_a_figure(inputs):
         rp.fig_cluster_meis({0: np.ones((9, 16)), 3: -np.ones((9, 16))}),
         rp.fig_tuning_examples(inputs["curves"], n),
         rp.fig_heldout_likelihood(cl["heldout_k"], cl["heldout_ll"], 6),
+        rp.fig_heldout_likelihood(
+            cl["heldout_k"], cl["heldout_ll"], 5, stability=cl["stability"], k_reason="rule"
+        ),
         rp.fig_confusion(cl["confusion"], cl["block"], cl["block_order"]),
         rp.fig_index_pairs(n),
         rp.fig_combinatorial_code(n),
+        rp.fig_battery_sources(inputs["battery"]),
     ]
     assert all(isinstance(f, Figure) for f in figures)
+    at_neuron_only = inputs["battery"][inputs["battery"].gabor_source == "neuron"]
+    assert rp.fig_battery_sources(at_neuron_only) is None and rp.fig_battery_sources(None) is None
     # absent inputs: None, not an error
     assert rp.fig_cluster_meis(None) is None and rp.fig_cluster_meis({}) is None
     assert rp.fig_neuron_meis({}) is None and rp.fig_tuning_examples(None, n) is None
@@ -362,6 +383,7 @@ def _insert_fake_pipeline(modules) -> dict:
             heldout_k=np.arange(2, 6),
             heldout_ll=np.array([-3.0, -2.5, -2.4, -2.45]),
             heldout_se=np.array([0.1, 0.05, 0.0, 0.02]),
+            stability=np.array([1.0, 0.95, 0.92, 0.7]),
             confusion=np.eye(N_CLUSTERS),
             block=np.array([0, 0, 1, 2]),
             block_order=np.arange(N_CLUSTERS),
@@ -582,6 +604,7 @@ def test_db_population_analysis_export_and_report(fake_pipeline, tmp_path):
     np.testing.assert_allclose(written.gabor_size_deg, 4.0 / 0.3, rtol=1e-5)  # in degrees
     summary = json.loads(paths["clustering"].read_text())
     assert summary["n_clusters"] == N_CLUSTERS and "config" in summary["k_reason"]
+    assert summary["stability"] == [1.0, 0.95, 0.92, 0.7]
     row = (analysis.PopulationAnalysis & key).fetch1()
     assert row["n_clusters"] == N_CLUSTERS and row["k_reason"] == summary["k_reason"]
     assert "block" in pd.read_csv(paths["clusters"]).columns

@@ -84,7 +84,7 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
         "n_clusters": (
             0,
             0,
-            "number of clusters; 0: chosen from the held-out GMM likelihood (clustering.choose_k)",
+            "number of clusters; 0: chosen (held-out likelihood + stability, clustering.choose_k)",
         ),
         "seed": (0, 0, "random state of the clustering"),
         "heldout_max_k": (12, 60, "held-out GMM likelihood is computed for k = 1..heldout_max_k"),

@@ -1,13 +1,18 @@
 """Fetch per-neuron and per-cluster results from the database and write them out.
 
     v1twin export --out DIR     neurons.csv, clusters.csv, tuning_curves.nc, clustering.json,
-                                reliability.csv, index_correlations.csv
+                                reliability.csv, index_correlations.csv, battery.csv
     v1twin report --out DIR     the figures of v1twin.report as PNGs, with index.html
 
 neurons.csv holds two phase indices: ``phase_index`` = |F1|/F0 as DT Eq. 11 writes it (a
 half-wave rectified simple cell scores pi/4) and ``phase_f1f0`` = 2|F1|/F0, the textbook
 modulation ratio (pi/2 for that cell; > 1 = simple). ``orientation_index`` (F2/F0 of Eq. 11) is
 1 - circular variance, the conventional global orientation selectivity, with no factor 2.
+Those indices are measured at each neuron's own optimal Gabor. battery.csv holds the battery's
+indices at both Gabors, one row per neuron and ``gabor_source``: 'neuron' (the neuron's own
+optimal Gabor; the values of neurons.csv) or 'cluster' (its cluster's optimal Gabor: the shared
+size, sf, contrast and phase at the neuron's own RF and orientation, as DT runs the battery per
+cluster).
 
 A *restriction* (dict) picks what to export; attributes it names that a table lacks are ignored.
 :func:`resolve_key` turns it into one full key: the first ``Clustering`` that matches (ordered by
@@ -168,7 +173,15 @@ def clustering_arrays(restriction: dict | None = None) -> dict:
     row = (clustering.Clustering & key).fetch1()
     out = {
         k: np.asarray(row[k])
-        for k in ("heldout_k", "heldout_ll", "heldout_se", "confusion", "block", "block_order")
+        for k in (
+            "heldout_k",
+            "heldout_ll",
+            "heldout_se",
+            "stability",
+            "confusion",
+            "block",
+            "block_order",
+        )
     }
     out["n_clusters"] = int(row["n_clusters"])
     out["k_reason"] = row["k_reason"]
@@ -242,12 +255,15 @@ def write_export(
     arrays: dict | None = None,
     reliability: pd.DataFrame | None = None,
     correlations: pd.DataFrame | None = None,
+    battery: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write neurons.csv (exactly :data:`NEURON_COLUMNS`; the optimal Gabor's size and spatial
     frequency in degrees), clusters.csv, tuning_curves.nc and, given the clustering arrays,
     clustering.json (the number of clusters, why it was chosen, and the held-out curve); given
     them, reliability.csv (each index's ICC(3,1) and split-half reliability across seeds; empty:
-    unknown) and index_correlations.csv (raw and corrected for attenuation)."""
+    unknown) and index_correlations.csv (raw and corrected for attenuation); given it, battery.csv
+    (the battery's indices at each neuron's and at its cluster's optimal Gabor, ``gabor_source``
+    'neuron' / 'cluster')."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     missing = [c for c in NEURON_COLUMNS if c not in neurons.columns]
@@ -264,7 +280,12 @@ def write_export(
     if arrays is not None:
         paths["clustering"] = out / "clustering.json"
         paths["clustering"].write_text(json.dumps(_k_summary(arrays), indent=1))
-    for name, frame in (("reliability", reliability), ("index_correlations", correlations)):
+    frames = (
+        ("reliability", reliability),
+        ("index_correlations", correlations),
+        ("battery", battery),
+    )
+    for name, frame in frames:
         if frame is not None:
             paths[name] = out / f"{name}.csv"
             frame.to_csv(paths[name], index=False)
@@ -272,8 +293,9 @@ def write_export(
 
 
 def _k_summary(arrays: dict) -> dict:
-    """The chosen number of clusters, the reason, and the held-out likelihood curve (JSON)."""
-    curve = ("heldout_k", "heldout_ll", "heldout_se")
+    """The chosen number of clusters, the reason, the held-out likelihood curve and the
+    stability of each k (JSON)."""
+    curve = ("heldout_k", "heldout_ll", "heldout_se", "stability")
     return {
         "n_clusters": int(arrays["n_clusters"]),
         "k_reason": str(arrays["k_reason"]),
@@ -302,6 +324,7 @@ def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
         arrays,
         reliability=an.reliability(key),
         correlations=correlations,
+        battery=an.fetch_battery(key),
     )
 
 
@@ -365,6 +388,7 @@ def report_inputs(restriction: dict | None = None) -> dict:
         meis=neuron_meis(neurons, key),
         cluster_meis=cluster_meis(key),
         reliability=an.reliability(key),
+        battery=an.fetch_battery(key),
     )
 
 

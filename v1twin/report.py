@@ -45,6 +45,7 @@ __all__ = [
     "fig_confusion",
     "fig_index_pairs",
     "fig_combinatorial_code",
+    "fig_battery_sources",
     "best_predicted",
     "write_report",
     "FIGURES",
@@ -308,15 +309,29 @@ def fig_tuning_examples(
 
 
 def fig_heldout_likelihood(
-    heldout_k, heldout_ll, n_clusters: int | None = None, heldout_se=None, k_reason=None
+    heldout_k,
+    heldout_ll,
+    n_clusters: int | None = None,
+    heldout_se=None,
+    k_reason=None,
+    stability=None,
 ) -> Figure | None:
     """Held-out GMM log-likelihood per neuron over the number of clusters; the chosen k and
-    why (``k_reason``); error bars: the s.e. of each k's difference from the best k."""
+    why (``k_reason``); error bars: the s.e. of each k's difference from the best k; given it,
+    the stability of each k (ARI between halves, right axis, with the threshold of
+    clustering.mixture.STABLE_ARI)."""
     if heldout_k is None or len(heldout_k) == 0:
         return None
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     ax = fig.add_subplot()
     ax.errorbar(np.asarray(heldout_k), np.asarray(heldout_ll), yerr=heldout_se, fmt="o-")
+    if stability is not None:
+        from clustering.mixture import STABLE_ARI
+
+        right = ax.twinx()
+        right.plot(np.asarray(heldout_k), np.asarray(stability), "s:", color="tab:green")
+        right.axhline(STABLE_ARI, color="tab:green", lw=0.8, alpha=0.5)
+        right.set(ylabel="stability (ARI between halves)", ylim=(0, 1.05))
     if n_clusters is not None:
         ax.axvline(n_clusters, color="red", ls="--", lw=1, label=f"chosen k = {n_clusters}")
         ax.legend()
@@ -455,6 +470,34 @@ def fig_combinatorial_code(
     return fig
 
 
+def fig_battery_sources(battery: pd.DataFrame | None) -> Figure | None:
+    """Each battery index at the neuron's own optimal Gabor (x) against the same index at its
+    cluster's optimal Gabor (y), one point per neuron, coloured by cluster (``battery``: the
+    export's battery.csv, long format with ``gabor_source``)."""
+    if battery is None or not (battery["gabor_source"] == "cluster").any():
+        return None
+    wide = battery.pivot_table(index=["scan", "unit_id", "cluster"], columns="gabor_source")
+    names = [
+        c
+        for c in battery.columns[4:]
+        if c in wide and {"neuron", "cluster"} <= set(wide[c].dropna().columns)
+    ]
+    if not names:
+        return None
+    fig = Figure(figsize=(3 * len(names), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    clusters = wide.index.get_level_values("cluster")
+    colours = _cluster_colours(clusters)
+    for ax, name in zip(axes, names):
+        x, y = wide[name]["neuron"].to_numpy(), wide[name]["cluster"].to_numpy()
+        ax.scatter(x, y, s=6, c=[colours[c] for c in clusters])
+        lo, hi = np.nanmin([x.min(), y.min()]), np.nanmax([x.max(), y.max()])
+        ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+        ax.set(title=name, xlabel="at the neuron's optimal Gabor")
+    axes[0].set_ylabel("at the cluster's optimal Gabor")
+    return fig
+
+
 #: file stem -> (title, function of the write_report inputs)
 FIGURES = {
     "tsne_clusters": ("t-SNE coloured by cluster", lambda d: fig_tsne_clusters(d["neurons"])),
@@ -476,6 +519,7 @@ FIGURES = {
             d["clustering"].get("n_clusters"),
             d["clustering"].get("heldout_se"),
             d["clustering"].get("k_reason"),
+            d["clustering"].get("stability"),
         ),
     ),
     "confusion": (
@@ -488,6 +532,10 @@ FIGURES = {
     ),
     "index_pairs": ("Pairwise cluster-mean indices", lambda d: fig_index_pairs(d["neurons"])),
     "combinatorial_code": ("Combinatorial code", lambda d: fig_combinatorial_code(d["neurons"])),
+    "battery_sources": (
+        "Battery indices at the neuron's (x) vs the cluster's (y) optimal Gabor",
+        lambda d: fig_battery_sources(d["battery"]),
+    ),
 }
 
 
@@ -542,6 +590,7 @@ def write_report(
     meis: dict | None = None,
     cluster_meis: dict | None = None,
     reliability: pd.DataFrame | None = None,
+    battery: pd.DataFrame | None = None,
     dpi: int = 100,
     title: str = "v1twin report",
 ) -> dict[str, Path]:
@@ -557,6 +606,7 @@ def write_report(
         meis=meis,
         cluster_meis=cluster_meis,
         reliability=reliability,
+        battery=battery,
     )
     written, sections = {}, []
     for name, (caption, make) in FIGURES.items():
