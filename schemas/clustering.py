@@ -243,9 +243,8 @@ class Clustering(dj.Computed):
             else (chosen, f"{cl.K_RULE}, over k = {ks[0]}..{ks[-1]}")
         )
         labels, centres = cl.fit_clusters(aligned, p["method"], k, random_state=p["seed"])
-        twin = model.load_model(key, device="cpu")
-        output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
-        confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)
+        features, output = _centre_inputs(key)
+        confusion = cl.cluster_confusion(features, centres, nonlinearity=output)
         order, block = cl.greedy_blocks(confusion, threshold=0.5)
         self.insert1(
             dict(
@@ -262,6 +261,32 @@ class Clustering(dj.Computed):
             )
         )
         self.Unit.insert(dict(key, **n, cluster=int(c)) for n, c in zip(neurons, labels))
+
+
+def _centre_inputs(key: dict):
+    """(core output (n_images, F, O) at the canvas centre, output nonlinearity) of the trained
+    model, for the confusion matrix: the twin's; or an imported model's core read in its
+    bar-code order, with neuralpredictors' ELU + 1 (``elu_offset``) where it has one, else
+    none (a linear output)."""
+    if not model.is_external(key):
+        twin = model.load_model(key, device="cpu")
+        return centre_features(twin), lambda a: twin.output(torch.as_tensor(a)).numpy()
+    module, spec = model.load_external(key)
+    scan = sorted(spec["data_keys"])[0]
+    arrays = recording.load_scan(scan)
+    images = arrays["images"][arrays["tiers"] == "train"]
+    images = to_canvas(images, spec["image_shape"], f"scan {scan!r}")
+    images = (images - images.mean()) / images.std()  # as the model's metrics (model.py)
+    with torch.no_grad():
+        out = module.core(torch.from_numpy(images[:2000]).float())
+    h, w = out.shape[-2:]
+    orientations = (Readout & key).fetch1("orientations")
+    order = (model.ExternalModel & key).fetch1("barcode_order")
+    features = cl.as_barcodes(out[:, :, h // 2, w // 2].numpy(), orientations, order)
+    offset = getattr(module, "elu_offset", None)
+    if offset is None:
+        return features, lambda a: np.asarray(a)
+    return features, lambda a: torch.nn.functional.elu(torch.as_tensor(a) + offset).numpy() + 1
 
 
 def centre_features(twin, max_images: int = 2000) -> np.ndarray:

@@ -22,11 +22,18 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The averaged value of regularizer:UserWarning"),
     pytest.mark.filterwarnings("ignore:Readout is NOT initialized:UserWarning"),
 ]
-N = 6  # neurons of the tiny scan
+N = 8  # neurons of the tiny scan (t-SNE needs more than 6)
 CONFIG = """
 [insilico]
 mei_steps = 5
 energies = [4.0]
+"""
+CLUSTER_CONFIG = """
+[alignment]
+n_betas = 2
+max_iter = 30
+[clustering]
+n_clusters = 2
 """
 
 
@@ -197,3 +204,43 @@ def test_bad_model_files_give_clear_errors_and_write_nothing(db, scan, tmp_path,
     assert cli.main(["import", "model", str(good), "--scan", "nosuch", *builder()]) == 2
     assert "scans ['nosuch'] are not in" in capsys.readouterr().err
     assert _rows(db) == before
+
+
+def test_rotation_equivariant_model_is_clustered_from_its_readout(db, scan, tmp_path, capsys):
+    """An imported model with a RotationEquivariant2dCore and FullGaussian2d readouts: its bar
+    codes are the readout's feature vectors read rotation-major, and the clustering stage and
+    the per-cluster in-silico tables run on it."""
+    from clustering import as_barcodes
+
+    model = build(N, scan.name, hidden=2, rotations=4)
+    with torch.no_grad():  # distinct neurons (the initial feature vectors are all equal)
+        model.readout[scan.name].features.normal_()
+    path = tmp_path / "equivariant.pt"
+    torch.save(model.state_dict(), path)
+    kwargs = json.dumps({"n_neurons": N, "data_key": scan.name, "hidden": 2, "rotations": 4})
+    args = ["import", "model", str(path), "--scan", scan.name, "--quiet"]
+    assert (
+        cli.main([*args, "--builder", "test_import_model:build", "--builder-kwargs", kwargs]) == 0
+    )
+    assert "clustering: bar codes" in capsys.readouterr().out
+    m = db["model"]
+    (key,) = (m.TrainedModel & (m.ExternalModel & "barcode_order = 'rotation-major'")).keys()
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG + CLUSTER_CONFIG)
+    assert cli.main(["populate", "clustering", "insilico", "--config", str(config), "-q"]) == 0
+    clustering, insilico = db["clustering"], db["insilico"]
+    codes = np.stack((clustering.Readout.Unit & key).to_arrays("barcode", order_by="unit_id"))
+    flat = model.readout[scan.name].features.detach().numpy()[0, :, 0, :].T
+    unit_order = np.argsort(
+        (db["recording"].Scan.Neuron & {"scan_key": scan.name}).to_arrays(
+            "unit_id", order_by="neuron_idx"
+        )
+    )
+    np.testing.assert_allclose(codes, as_barcodes(flat, 4, "rotation-major")[unit_order], rtol=1e-6)
+    assert codes.shape == (N, 2, 4)
+    assert len(clustering.Clustering.Unit & key) == N
+    assert len(insilico.ClusterOptimalGabor.Cluster & key) >= 1
+    where = f"model_hash={key['model_hash']}"
+    assert cli.main(["export", "--out", str(tmp_path / "x"), "--where", where]) == 0
+    neurons = pd.read_csv(tmp_path / "x" / "neurons.csv")
+    assert (neurons["cluster"] >= 0).all() and (tmp_path / "x" / "clusters.csv").exists()
