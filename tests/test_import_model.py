@@ -80,6 +80,8 @@ def scan(db, tmp_path_factory):
     )
     yield sim
     db["recording"].Scan.delete(prompt=False, part_integrity="cascade")
+    (db["model"].ModelConfig & "preset = 'external'").delete(prompt=False, part_integrity="cascade")
+    assert not db["model"].ExternalModel()
 
 
 def _fitted(sim, steps: int = 15):
