@@ -121,7 +121,9 @@ def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> d
     from neuralpredictors.measures.modules import PoissonLoss
     from neuralpredictors.training import LongCycler, early_stopping
 
-    model.to(device)
+    # channels_last: the same arithmetic, but torch's CPU depthwise-convolution backward is ~13x
+    # faster on it (one 7 x 7 depthwise layer, batch 128: 12 s -> 0.9 s on 2 threads)
+    model.to(device, memory_format=torch.channels_last)
     data = {}
     for s in scans:
         tr, va = s.select("train"), s.select("validation")
@@ -169,7 +171,7 @@ def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> d
         model.train()
         for key, (x, y) in LongCycler(loaders):
             scale = np.sqrt(n_train / x.shape[0])
-            out = model(x.to(device), data_key=key)
+            out = model(x.to(device, memory_format=torch.channels_last), data_key=key)
             loss = scale * criterion(out, y.to(device)) + model.regularizer(data_key=key)
             optimizer.zero_grad()
             loss.backward()

@@ -18,11 +18,28 @@ RF positions come from the readout's ``mu`` (neuralpredictors' ``FullGaussian2d`
 output map, read with ``grid_sample(align_corners=True)`` by default), mapped to canvas pixels
 by :func:`grid_to_canvas`, or are passed as ``rf_positions=`` (N, 2) for other readouts.
 No fast path: the module declares no equivariance that insilico could use.
+
+Model files (``v1twin import model``; :func:`read_module` reads them, :func:`rebuild` rebuilds
+the module from what the database stores):
+
+* ``"state_dict"``: ``torch.save(model.state_dict(), PATH)`` plus a *builder*, the importable
+  function ``"package.module:function"`` that ``function(**builder_kwargs)`` returns the
+  untrained ``nn.Module`` (neuralpredictors / nnfabrik models are a builder + a state_dict).
+  The file is read with ``torch.load(weights_only=True)`` and loaded strictly (every key).
+* ``"module"``: ``torch.save(model, PATH)``, the whole pickled ``nn.Module``. Its classes must be
+  importable when it is read and whenever the database rebuilds it; unpickling runs code from
+  the file, so import only files you trust.
+
+neuralpredictors 0.3 models need :func:`v1twin.interop.neuralpredictors.load` before either is
+read or rebuilt (the CLI calls it).
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +47,145 @@ from torch import nn
 
 from .model import NeuronSubsetModel, eval_mode
 
-__all__ = ["ExternalResponseModel", "grid_to_canvas", "readout_of"]
+__all__ = [
+    "ExternalResponseModel",
+    "grid_to_canvas",
+    "readout_of",
+    "read_module",
+    "rebuild",
+    "equivariant_features",
+]
+
+FORMATS = ("state_dict", "module")
+
+
+def _builder(spec: str):
+    """The function named ``"package.module:function"``; ValueError naming what is missing."""
+    module_name, sep, name = str(spec).partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"builder {spec!r}: expected 'package.module:function'")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"builder {spec!r} cannot be imported: {err}") from err
+    if not callable(fn):
+        raise ValueError(f"builder {spec!r} is not a function")
+    return fn
+
+
+def _build(spec: str, kwargs: dict, state: dict, where: str) -> nn.Module:
+    """``builder(**kwargs)`` with ``state`` loaded strictly; ValueError naming ``where``."""
+    module = _builder(spec)(**kwargs)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"builder {spec!r} returned {type(module).__name__}, not an nn.Module")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{where} does not fit the model that {spec!r} builds: {err}") from err
+    return module.eval()
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, dict):
+        return f"a dict of {len(obj)} entries (first keys {list(obj)[:3]})"
+    return f"a {type(obj).__module__}.{type(obj).__name__}"
+
+
+def read_module(
+    path, fmt: str, builder: str | None = None, builder_kwargs: dict | None = None
+) -> tuple[nn.Module, dict, dict]:
+    """Read a model file of format ``fmt`` (module docstring) on the CPU.
+
+    Returns (module in eval mode, spec (JSON: format, builder, builder_kwargs), weights
+    ({name: array}: the state_dict, or {"pickle": uint8 bytes of the file})), which
+    :func:`rebuild` turns back into the module. A ValueError names the file and what is wrong.
+    """
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"{path}: unknown model format {fmt!r}; choose from {FORMATS}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if fmt == "module":
+        if builder is not None:
+            raise ValueError(f"{path}: format 'module' takes no builder (the file holds the model)")
+        raw = path.read_bytes()
+        module = _unpickle(raw, str(path))
+        return module, {"format": fmt}, {"pickle": np.frombuffer(raw, np.uint8).copy()}
+    if builder is None:
+        raise ValueError(
+            f"{path}: a state_dict needs the builder of its model, a function "
+            "'package.module:function' that returns the untrained model (--builder)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means: not a state_dict file
+        raise ValueError(
+            f"{path} is not a state_dict saved with torch.save (a whole pickled model is read "
+            f"without --builder): {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds {_describe(state)}, not a state_dict {{name: tensor}}")
+    kwargs = dict(builder_kwargs or {})
+    module = _build(builder, kwargs, state, str(path))
+    spec = {"format": fmt, "builder": builder, "builder_kwargs": kwargs}
+    return module, spec, {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def _unpickle(raw: bytes, where: str) -> nn.Module:
+    try:
+        module = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure means: not a loadable pickled model
+        raise ValueError(
+            f"{where} does not load as a pickled nn.Module (torch.save(model, path)); "
+            "its classes must be importable (neuralpredictors: call "
+            f"v1twin.interop.neuralpredictors.load() first): {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(module, nn.Module):
+        raise ValueError(
+            f"{where} holds {_describe(module)}, not an nn.Module: a state_dict needs the "
+            "builder of its model (v1twin import model --builder package.module:function)"
+        )
+    return module.eval()
+
+
+def rebuild(spec: dict, weights: dict, where: str = "the stored model") -> nn.Module:
+    """The module that :func:`read_module` read, from its spec and weights (eval mode, CPU)."""
+    if spec.get("format") == "module":
+        return _unpickle(np.asarray(weights["pickle"], np.uint8).tobytes(), where)
+    state = {k: torch.as_tensor(np.array(v)) for k, v in weights.items()}
+    return _build(spec["builder"], spec.get("builder_kwargs", {}), state, where)
+
+
+def equivariant_features(module: nn.Module, data_key: str) -> tuple[np.ndarray, int]:
+    """A neuralpredictors rotation-equivariant model's readout feature vectors: ((N, O*F), O),
+    channels rotation-major (``clustering.rotation.as_barcodes(x, O, "rotation-major")`` makes
+    them bar codes). Requires a core with ``num_rotations`` (``RotationEquivariant2dCore``) whose
+    output is its last layer alone (``stack=-1``: O*F channels) and a factorised readout with
+    one feature vector per neuron (``features`` of shape (1, O*F, 1, N), e.g. FullGaussian2d).
+    Otherwise ValueError saying why the model has no bar codes."""
+    core = getattr(module, "core", None)
+    n_rot = getattr(core, "num_rotations", None)
+    if n_rot is None:
+        raise ValueError(
+            f"its core ({type(core).__name__}) is not rotation-equivariant (no num_rotations)"
+        )
+    readout = readout_of(module, data_key)
+    features = getattr(readout, "features", None)
+    channels = int(readout.in_shape[0])
+    hidden = getattr(core, "hidden_channels", None)
+    if not torch.is_tensor(features) or features.dim() != 4 or features.shape[1] != channels:
+        raise ValueError(
+            f"its readout ({type(readout).__name__}) has no per-neuron feature vectors "
+            "(features (1, C, 1, N))"
+        )
+    if features.shape[0] != 1 or features.shape[2] != 1:
+        raise ValueError(f"its readout's features {tuple(features.shape)} are not (1, C, 1, N)")
+    if hidden is None or channels != n_rot * int(hidden):
+        raise ValueError(
+            f"its core outputs {channels} channels, not num_rotations x hidden_channels = "
+            f"{n_rot} x {hidden} (a core stacking several layers has per-layer rotation blocks)"
+        )
+    return features.detach().cpu().numpy()[0, :, 0, :].T.astype(np.float64), int(n_rot)
 
 
 def readout_of(module: nn.Module, data_key: str) -> nn.Module:
@@ -141,7 +296,14 @@ class ExternalResponseModel(NeuronSubsetModel):
         glob = idx if self._index is None else self._index[idx]
         pref = None if self._pref is None else self._pref[idx]
         return ExternalResponseModel(
-            self.module, self.data_key, self.image_shape, self._all_positions, pref, None, glob
+            self.module,
+            self.data_key,
+            self.image_shape,
+            self._all_positions,
+            pref,
+            None,
+            glob,
+            self._ppd,
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from .stimuli import gabor_radius
 __all__ = [
     "TwinResponseModel",
     "ScanStack",
+    "has_fast_path",
     "merge",
     "per_neuron_experiment",
     "size_contrast_tuning",
@@ -303,7 +304,20 @@ def run_battery(model: TwinResponseModel, gabor_params, **kw):
     return curves, experiments.battery_indices(curves)
 
 
+def has_fast_path(model) -> bool:
+    """Whether the model offers the equivariant fast path (``fast_respond`` and
+    ``border_mask``: a TwinResponseModel); other ResponseModels (an imported model,
+    ``insilico.external``) run every experiment and search by the direct path."""
+    return callable(getattr(model, "fast_respond", None)) and callable(
+        getattr(model, "border_mask", None)
+    )
+
+
 def _search(fn, model: TwinResponseModel, grid, margin, extent, refine, **kw):
+    if not has_fast_path(model):
+        ds = fn(model, grid, **kw)
+        ds.attrs["path"] = "direct"
+        return ds
     border = model.border_mask(margin, extent)
     ds = fn(model, grid, respond=model.fast_respond(), center=model.center, refine=refine, **kw)
     if border.any():
@@ -350,7 +364,8 @@ def optimal_dog(
 
 
 class ScanStack:
-    """Several scans of one twin as one ResponseModel, neurons concatenated in `models` order.
+    """Several scans of one model as one ResponseModel, neurons concatenated in `models` order
+    (TwinResponseModels, with the fast path; or models without it, direct path only).
 
     Clusters span scans; a cluster's stimulus (DT Eq. 6-8) is scored over all its neurons.
     """
@@ -368,6 +383,11 @@ class ScanStack:
     def preferred_orientations(self) -> np.ndarray | None:
         prefs = [m.preferred_orientations for m in self.models]
         return None if any(p is None for p in prefs) else np.concatenate(prefs)
+
+    @property
+    def has_fast_path(self) -> bool:
+        """Whether every scan's model has the fast path (:func:`has_fast_path`)."""
+        return all(has_fast_path(m) for m in self.models)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -417,6 +437,8 @@ def per_neuron_experiment(
     (:meth:`TwinResponseModel.hybrid_respond` would evaluate every border neuron on every
     neuron's stimuli; here each border neuron sees only its own.)
     """
+    if not has_fast_path(model):
+        return fn(model, neuron_params, *args, **kw)
     border = np.flatnonzero(model.border_mask(margin, extent))
     if border.size == model.n_neurons:
         return fn(model, neuron_params, *args, **kw)

@@ -137,9 +137,14 @@ def fetch_neurons(key: dict) -> pd.DataFrame:
 
     `key` names one ``Clustering`` (dataset, model, alignment, clustering hashes) and, for the
     indices, one ``insilico_hash``; tables not yet populated leave their columns NaN. Neurons are
-    ordered by (scan, unit_id).
+    ordered by (scan, unit_id). A key without ``clustering_hash`` names one trained model that
+    has no clustering (an imported model without bar codes): every neuron of it, cluster -1.
     """
-    base = _fetch(clustering.Clustering.Unit, key, {"cluster": "cluster"})
+    if "clustering_hash" in key:
+        base = _fetch(clustering.Clustering.Unit, key, {"cluster": "cluster"})
+    else:
+        base = _fetch(model.TrainedModel.Unit, key, {})
+        base["cluster"] = -1
     if base.empty:
         raise KeyError(f"no clustered neurons for {key}")
     if base.duplicated(["scan", "unit_id"]).any():

@@ -38,14 +38,19 @@ class Readout(dj.Computed):
         rf_y            : float32   # canvas pixels (row)
         """
 
+    @property
+    def key_source(self):
+        """Trained models whose readout gives bar codes: imported models only with a
+        rotation-equivariant core and a factorised readout (:func:`skipped` says which not)."""
+        no_codes = model.ExternalModel & "barcode_order is null"
+        return model.TrainedModel.proj() - no_codes.proj()
+
     def make(self, key):
-        twin = model.load_model(key, device="cpu")
         rows = []
-        for scan in twin.readouts:
+        for scan, codes, rf in _scan_barcodes(key):
             unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays(
                 "unit_id", order_by="neuron_idx"
             )
-            codes, rf = twin.barcodes(scan), twin.rf_positions(scan)
             rows += [
                 dict(
                     key,
@@ -60,6 +65,34 @@ class Readout(dj.Computed):
         f, o = rows[0]["barcode"].shape
         self.insert1(dict(key, features=f, orientations=o))
         self.Unit.insert(rows)
+
+
+def _scan_barcodes(key: dict):
+    """(scan_key, bar codes (N, F, O), RF positions (N, 2)) per scan of a trained model: a
+    twin's (feature-major), or an imported model's readout features read rotation-major."""
+    if not model.is_external(key):
+        twin = model.load_model(key, device="cpu")
+        for scan in sorted(twin.readouts):
+            yield scan, twin.barcodes(scan), twin.rf_positions(scan)
+        return
+    from insilico.external import ExternalResponseModel, equivariant_features
+
+    module, spec = model.load_external(key)
+    order = (model.ExternalModel & key).fetch1("barcode_order")
+    for scan, data_key in sorted(spec["data_keys"].items()):
+        flat, n_rot = equivariant_features(module, data_key)
+        rf = ExternalResponseModel(module, data_key, spec["image_shape"]).rf_positions
+        yield scan, cl.as_barcodes(flat, n_rot, order), rf
+
+
+def skipped() -> list[str]:
+    """One line per imported model that the clustering stage (and the per-cluster in-silico
+    tables) skips, saying why: its readout gives no bar codes."""
+    rows = (model.ExternalModel & "barcode_order is null").to_dicts(order_by="model_hash")
+    return [
+        f"clustering skips imported model {r['model_hash']} ({r['source']}): {r['barcode_note']}"
+        for r in rows
+    ]
 
 
 def fetch_barcodes(key: dict) -> tuple[list[dict], np.ndarray]:
@@ -212,9 +245,8 @@ class Clustering(dj.Computed):
             else (chosen, f"{cl.K_RULE}, over k = {ks[0]}..{ks[-1]}")
         )
         labels, centres = cl.fit_clusters(aligned, p["method"], k, random_state=p["seed"])
-        twin = model.load_model(key, device="cpu")
-        output = lambda a: twin.output(torch.as_tensor(a)).numpy()  # noqa: E731  (the twin's own)
-        confusion = cl.cluster_confusion(centre_features(twin), centres, nonlinearity=output)
+        features, output = _centre_inputs(key)
+        confusion = cl.cluster_confusion(features, centres, nonlinearity=output)
         order, block = cl.greedy_blocks(confusion, threshold=0.5)
         self.insert1(
             dict(
@@ -232,6 +264,32 @@ class Clustering(dj.Computed):
             )
         )
         self.Unit.insert(dict(key, **n, cluster=int(c)) for n, c in zip(neurons, labels))
+
+
+def _centre_inputs(key: dict):
+    """(core output (n_images, F, O) at the canvas centre, output nonlinearity) of the trained
+    model, for the confusion matrix: the twin's; or an imported model's core read in its
+    bar-code order, with neuralpredictors' ELU + 1 (``elu_offset``) where it has one, else
+    none (a linear output)."""
+    if not model.is_external(key):
+        twin = model.load_model(key, device="cpu")
+        return centre_features(twin), lambda a: twin.output(torch.as_tensor(a)).numpy()
+    module, spec = model.load_external(key)
+    scan = sorted(spec["data_keys"])[0]
+    arrays = recording.load_scan(scan)
+    images = arrays["images"][arrays["tiers"] == "train"]
+    images = to_canvas(images, spec["image_shape"], f"scan {scan!r}")
+    images = (images - images.mean()) / images.std()  # as the model's metrics (model.py)
+    with torch.no_grad():
+        out = module.core(torch.from_numpy(images[:2000]).float())
+    h, w = out.shape[-2:]
+    orientations = (Readout & key).fetch1("orientations")
+    order = (model.ExternalModel & key).fetch1("barcode_order")
+    features = cl.as_barcodes(out[:, :, h // 2, w // 2].numpy(), orientations, order)
+    offset = getattr(module, "elu_offset", None)
+    if offset is None:
+        return features, lambda a: np.asarray(a)
+    return features, lambda a: torch.nn.functional.elu(torch.as_tensor(a) + offset).numpy() + 1
 
 
 def centre_features(twin, max_images: int = 2000) -> np.ndarray:

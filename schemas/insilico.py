@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import insilico
 from insilico import experiments, search, twin_adapter, units
+from insilico.external import ExternalResponseModel
 from insilico.indices import nonlinearity_index
 from insilico.mei import mei
 from insilico.twin_adapter import TwinResponseModel
@@ -118,14 +119,27 @@ def canvas_pixels_per_degree(key: dict, canvas) -> float:
 
 
 def scan_models(key: dict):
-    """(scan_key, unit_ids (N,), TwinResponseModel) for every scan of the trained twin."""
-    twin = model.load_model(key)
-    ppd = canvas_pixels_per_degree(key, twin.image_shape)
-    for scan in sorted(twin.readouts):
+    """(scan_key, unit_ids (N,), ResponseModel) for every scan of the trained model: a
+    TwinResponseModel (fast path) for a twin, an ExternalResponseModel (direct path only) for an
+    imported model (model.ExternalModel)."""
+    if model.is_external(key):
+        module, spec = model.load_external(key)
+        ppd = canvas_pixels_per_degree(key, spec["image_shape"])
+        models = {
+            scan: ExternalResponseModel(
+                module, data_key, spec["image_shape"], pixels_per_degree=ppd
+            )
+            for scan, data_key in spec["data_keys"].items()
+        }
+    else:
+        twin = model.load_model(key)
+        ppd = canvas_pixels_per_degree(key, twin.image_shape)
+        models = {s: TwinResponseModel(twin, s, pixels_per_degree=ppd) for s in twin.readouts}
+    for scan in sorted(models):
         unit_ids = (recording.Scan.Neuron & {"scan_key": scan}).to_arrays(
             "unit_id", order_by="neuron_idx"
         )
-        yield scan, unit_ids, TwinResponseModel(twin, scan, pixels_per_degree=ppd)
+        yield scan, unit_ids, models[scan]
 
 
 def _rows(key, scan, unit_ids, columns: dict) -> list[dict]:
@@ -580,6 +594,14 @@ def cluster_inputs(key: dict):
     return stack, labels, positions, orientations, ids
 
 
+def _cluster_path(stack) -> dict:
+    """``respond`` and ``center`` of the equivariant fast path for a twin's stack; none (the
+    direct path) for an imported model's."""
+    if not stack.has_fast_path:
+        return {}
+    return dict(respond=stack.fast_respond(), center=stack.center)
+
+
 @schema
 class ClusterOptimalGabor(dj.Computed):
     """Scored by the equivariant fast path for every neuron, border neurons included: for them it
@@ -632,8 +654,7 @@ class ClusterOptimalGabor(dj.Computed):
             grid,
             positions=positions,
             orientations=orientations,
-            respond=stack.fast_respond(),
-            center=stack.center,
+            **_cluster_path(stack),
             progress=show_progress(),
         )
         best = units.in_degrees(best, stack.pixels_per_degree)
@@ -777,8 +798,7 @@ class ClusterMEI(dj.Computed):
             labels,
             positions=positions,
             orientations=orientations,
-            respond=stack.fast_respond(),
-            center=stack.center,
+            **_cluster_path(stack),
             norm=p["mei_norm"] * stack.pixels_per_degree,
             steps=p["mei_steps"],
             progress=show_progress(),

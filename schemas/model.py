@@ -2,6 +2,11 @@
 
 ``TrainedModel`` stores the weights (a dict of arrays) and the architecture (``Twin.config``),
 so :func:`load_model` rebuilds the model without any data loader.
+
+A model trained elsewhere (``v1twin import model``) is an :class:`ExternalModel`: a ModelConfig
+of preset ``"external"`` whose TrainedModel row is inserted by :meth:`ExternalModel.add` (never
+trained by populate), with ``architecture = {"external": spec}`` (see :func:`external_spec`);
+:func:`load_external` rebuilds its module (``insilico.external``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,16 @@ import time
 import numpy as np
 import torch
 
+from insilico import external
 from twin.data import ScanData, to_canvas
 from twin.glm import PoissonGLM
-from twin.metrics import evaluate, single_trial_correlation
+from twin.metrics import (
+    correlation,
+    evaluate,
+    oracle_correlation,
+    prediction_scores,
+    single_trial_correlation,
+)
 from twin.model import Twin
 from twin.presets import get_preset
 from twin.training import TrainConfig, build_model, fit
@@ -190,6 +202,11 @@ class TrainedModel(dj.Computed):
         rf_y            : float32   # (row)
         """
 
+    @property
+    def key_source(self):
+        """Every dataset x ModelConfig to train: imported models (ExternalModel) are not."""
+        return Dataset.proj() * (ModelConfig.proj() - ExternalModel.proj())
+
     def make(self, key):
         config = (ModelConfig & key).fetch1("config")
         scans = load_scans(key, config["canvas"])
@@ -240,6 +257,189 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
             )
         allm.append(m)
     return rows, {k: np.concatenate([m[k] for m in allm]) for k in allm[0]}
+
+
+@schema
+class ExternalModel(dj.Manual):
+    definition = """
+    # a model trained elsewhere (v1twin import model): its ModelConfig, file and bar codes
+    -> ModelConfig
+    ---
+    source          : varchar(255)  # the file it was imported from
+    format          : varchar(16)   # insilico.external.FORMATS
+    barcode_order = null : varchar(16)  # "rotation-major" when its readout gives bar codes
+    barcode_note    : varchar(255)  # why it has no bar codes (clustering skips it), or ""
+    """
+
+    @classmethod
+    def add(
+        cls, path, module, spec: dict, weights: dict, data_keys: dict, canvas, barcodes: str
+    ) -> dict:
+        """Insert a model read by ``insilico.external.read_module`` as a TrainedModel of the
+        dataset of the scans ``data_keys`` ({scan_key: the module's data_key}) on the canvas
+        (H, W); ``barcodes``: "" if its readout gives bar codes, else why not. Checks first
+        (scans, canvas, neuron counts, RF positions: a ValueError naming file and scan) and
+        evaluates it on each scan's test tier; then writes every row in one transaction.
+        Returns the TrainedModel key; a model already imported (same file bytes, scans and
+        canvas) is left as it is."""
+        canvas = [int(c) for c in canvas]
+        spec = dict(spec, data_keys=dict(sorted(data_keys.items())), image_shape=canvas)
+        digest = hashlib.md5(b"".join(np.asarray(v).tobytes() for v in weights.values()))
+        config = {"external": dict(spec, md5=digest.hexdigest()), "canvas": canvas}
+        key = {"model_hash": config_hash(config)}
+        scans = sorted(data_keys)
+        missing = [s for s in scans if not recording.Scan & {"scan_key": s}]
+        if missing:
+            known = sorted(str(s) for s in recording.Scan().to_arrays("scan_key"))
+            raise ValueError(
+                f"{path}: scans {missing} are not in {recording.Scan.full_table_name}; "
+                f"imported scans: {known}"
+            )
+        check_canvas(scans, canvas)
+        data = [
+            ScanData(name=s, **_model_fields(recording.load_scan(s))).on_canvas(canvas)
+            for s in scans
+        ]
+        units, metrics = _external_units(path, module, spec, data)
+        dataset = {"dataset_hash": config_hash({"scans": scans})}
+        if TrainedModel & dataset & key:
+            return dict(dataset, **key)
+        row = dict(
+            dataset,
+            **key,
+            architecture={"external": spec},
+            weights=weights,
+            device="cpu",
+            epochs=0,
+            train_seconds=0.0,
+            **metrics,
+        )
+        with cls.connection.transaction:
+            Dataset.insert1(dict(dataset, n_scans=len(scans)), skip_duplicates=True)
+            Dataset.Member.insert((dict(dataset, scan_key=s) for s in scans), skip_duplicates=True)
+            ModelConfig.insert1(dict(key, preset="external", config=config), skip_duplicates=True)
+            cls.insert1(
+                dict(
+                    key,
+                    source=str(path)[-255:],
+                    format=spec["format"],
+                    barcode_order=None if barcodes else "rotation-major",
+                    barcode_note=barcodes[:255],
+                ),
+                skip_duplicates=True,
+            )
+            TrainedModel.insert1(row, allow_direct_insert=True)
+            TrainedModel.Unit.insert(
+                (dict(dataset, **key, **u) for u in units), allow_direct_insert=True
+            )
+        return dict(dataset, **key)
+
+
+def external_response_model(path, module, spec, scan: ScanData):
+    """The ExternalResponseModel of one scan (its data_key in ``spec``), with clear errors
+    naming the file and the scan where the module does not take the scan's canvas, returns
+    another neuron count, or has no readable RF positions."""
+    data_key, canvas = spec["data_keys"][scan.name], tuple(spec["image_shape"])
+    where = f"{path} (data_key {data_key!r}) on scan {scan.name!r}"
+    try:
+        readout = external.readout_of(module, data_key)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{where}: {err.args[0]}") from err
+    try:
+        with torch.no_grad():
+            _check_feature_map(module, readout, canvas)
+            out = module.eval()(torch.zeros(2, 1, *canvas), data_key=data_key)
+    except Exception as err:  # noqa: BLE001 - whatever the module raises on this image shape
+        raise ValueError(
+            f"{where}: the model does not take the scan's images on the canvas {list(canvas)} "
+            f"(B, 1, H, W; --canvas H W): {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    if tuple(out.shape) != (2, scan.n_neurons):
+        raise ValueError(
+            f"{where}: the model returns {tuple(out.shape)[1:]} neurons for a batch of 2; the "
+            f"scan has {scan.n_neurons}"
+        )
+    try:
+        return external.ExternalResponseModel(module, data_key, canvas)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+
+
+def _check_feature_map(module, readout, canvas) -> None:
+    """ValueError when the core's feature map on the canvas is not the one the readout was
+    built for (neuralpredictors' FullGaussian2d only warns, then reads the wrong positions)."""
+    core = getattr(module, "core", None)
+    expected = getattr(readout, "in_shape", None)
+    if core is None or expected is None:
+        return
+    got = tuple(core(torch.zeros(1, 1, *canvas)).shape[1:])
+    if got != tuple(expected):
+        raise ValueError(
+            f"its core gives a {got} feature map, its readout expects {tuple(expected)}: it was "
+            "trained on images of another size"
+        )
+
+
+def _external_units(path, module, spec, scans: list[ScanData]) -> tuple[list[dict], dict]:
+    """Unit rows (no key) and the TrainedModel metric columns of an external model; its inputs
+    are each scan's images standardized by the train tier's pixel mean and std."""
+    rows, allm, val = [], [], []
+    for scan in scans:
+        rm = external_response_model(path, module, spec, scan)
+        train = scan.select("train").images
+        mean, std = float(train.mean()), float(train.std())
+
+        def predict(images, rm=rm, mean=mean, std=std):
+            x = torch.as_tensor((images - mean) / std, dtype=torch.float32)
+            with torch.no_grad():
+                return torch.cat([rm(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+
+        test, valid = scan.select("test"), scan.select("validation")
+        if len(test.responses) == 0:
+            raise ValueError(f"scan {scan.name!r} has no test-tier trials")
+        m = prediction_scores(predict(test.images), test)
+        m["oracle_correlation"] = oracle_correlation(test.responses, test.image_ids)
+        if len(valid.responses):
+            val.append(correlation(predict(valid.images), valid.responses))
+        unit_ids = (recording.Scan.Neuron & {"scan_key": scan.name}).to_arrays(
+            "unit_id", order_by="neuron_idx"
+        )
+        for i, (unit, rf) in enumerate(zip(unit_ids, rm.rf_positions)):
+            rows.append(
+                dict(
+                    scan_key=scan.name,
+                    unit_id=int(unit),
+                    test_corr=m["test_correlation"][i],
+                    corr_to_avg=m["correlation_to_average"][i],
+                    oracle_corr=m["oracle_correlation"][i],
+                    feve=m["feve"][i],
+                    rf_x=rf[0],
+                    rf_y=rf[1],
+                )
+            )
+        allm.append(m)
+    metrics = {k: np.concatenate([m[k] for m in allm]) for k in allm[0]}
+    return rows, dict(
+        best_val_corr=float(np.nanmean(np.concatenate(val))) if val else float("nan"),
+        test_corr=float(np.nanmedian(metrics["test_correlation"])),
+        feve=float(np.nanmedian(metrics["feve"])),
+    )
+
+
+def is_external(key: dict) -> bool:
+    """Whether the key's model was imported (ExternalModel) rather than trained here."""
+    return bool(ExternalModel & {"model_hash": key["model_hash"]})
+
+
+def load_external(key: dict):
+    """(module (eval mode, CPU), spec) of an imported model: spec["data_keys"] maps each
+    scan_key to the module's data_key, spec["image_shape"] is its canvas (H, W)."""
+    row = TrainedModel & key
+    architecture, weights = row.fetch1("architecture", "weights")
+    spec = architecture["external"]
+    pk = {k: v for k, v in key.items() if k in TrainedModel.primary_key}
+    where = f"{TrainedModel.full_table_name} {pk} (imported from {spec.get('format')} file)"
+    return external.rebuild(spec, weights, where), spec
 
 
 def load_model(key: dict, device: str | None = None) -> Twin:

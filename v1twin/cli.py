@@ -4,6 +4,8 @@
     v1twin simulate --out DIR [--seed S] [--neurons N] [--scans K] [--trials T] [--population P]
     v1twin import sensorium PATH...      (folders or zips)
     v1twin import netcdf PATH...
+    v1twin import model PATH --scan SCAN [--scan SCAN...] [--data-key KEY...] [--canvas H W]
+                         [--builder package.module:function [--builder-kwargs JSON]]
     v1twin populate [STAGE...] [--preset cpu|paper] [--config FILE]
     v1twin worker [STAGE...] [--preset cpu|paper] [--config FILE]   (reserve_jobs: many at once)
     v1twin jobs [--retry]
@@ -89,6 +91,10 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_import(args) -> int:
+    if args.format == "model":
+        return cmd_import_model(args)
+    if args.scan or args.builder or args.data_key or args.canvas:
+        raise KeyError("--scan, --data-key, --canvas and --builder belong to `v1twin import model`")
     from .recording import read_netcdf
     from .sensorium import read_sensorium
 
@@ -115,6 +121,76 @@ def cmd_import(args) -> int:
             else "already imported: nothing changed"
         )
         print(f"scan {rec.scan_key}: {n_neurons} neurons x {n_trials} trials, {status}")
+    return 0
+
+
+def cmd_import_model(args) -> int:
+    """Register a model trained elsewhere (insilico.external: a state_dict + its builder, or a
+    whole pickled nn.Module) as a TrainedModel of the scans; checked before anything is written."""
+    import json
+
+    from .interop.neuralpredictors import NotInstalled, load
+
+    if len(args.paths) != 1:
+        raise KeyError(f"v1twin import model takes one model file, got {len(args.paths)}")
+    if not args.scan:
+        raise KeyError("v1twin import model needs --scan SCAN_KEY (one per scan of the model)")
+    data_keys = args.data_key or args.scan
+    if len(data_keys) != len(args.scan) or len(set(args.scan)) != len(args.scan):
+        raise KeyError(
+            f"--data-key: one per --scan, in the same order (got scans {args.scan}, data keys "
+            f"{args.data_key})"
+        )
+    try:
+        load()  # neuralpredictors 0.3's import shims, for its models' classes
+    except NotInstalled:
+        pass
+    from insilico.external import equivariant_features, read_module
+
+    path = args.paths[0]
+    kwargs = json.loads(args.builder_kwargs) if args.builder_kwargs else {}
+    fmt = "state_dict" if args.builder else "module"
+    try:
+        module, spec, weights = read_module(path, fmt, args.builder, kwargs)
+    except ValueError as err:
+        print(f"v1twin import model: error: {err}", file=sys.stderr)
+        return 2
+    _ensure_database()
+    import schemas
+
+    modules = schemas.activate()
+    recording, model = modules["recording"], modules["model"]
+    canvas = args.canvas
+    if canvas is None:
+        shape = (recording.Scan & {"scan_key": args.scan[0]}).to_arrays(
+            "image_height", "image_width"
+        )
+        canvas = [int(s[0]) for s in shape] if len(shape[0]) else [0, 0]
+    notes = []
+    for key in data_keys:
+        try:
+            equivariant_features(module, key)
+        except (KeyError, ValueError) as err:
+            notes.append(f"no bar codes ({err})")
+    try:
+        key = model.ExternalModel.add(
+            path, module, spec, weights, dict(zip(args.scan, data_keys)), canvas, "; ".join(notes)
+        )
+    except ValueError as err:
+        print(f"v1twin import model: error: {err}", file=sys.stderr)
+        return 2
+    row = (model.TrainedModel & key).fetch1()
+    print(
+        f"imported {path} ({fmt}) as model_hash={key['model_hash']} on scans {args.scan}, "
+        f"canvas {canvas}: median test correlation {row['test_corr']:.3f}, FEVE {row['feve']:.3f}"
+    )
+    print(
+        "clustering: " + ("; ".join(notes) + ": skipped for this model" if notes else "bar codes")
+    )
+    print(
+        "next: v1twin populate insilico; v1twin export --out DIR --where "
+        f"model_hash={key['model_hash']}"
+    )
     return 0
 
 
@@ -223,8 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     imp = sub.add_parser("import", help="import recordings into the database", parents=[quiet])
-    imp.add_argument("format", choices=["sensorium", "netcdf"])
+    imp.add_argument("format", choices=["sensorium", "netcdf", "model"])
     imp.add_argument("paths", nargs="+", type=Path)
+    imp.add_argument(
+        "--scan", action="append", default=[], help="model: a scan_key it predicts (repeatable)"
+    )
+    imp.add_argument(
+        "--data-key",
+        action="append",
+        default=[],
+        help="model: its data_key for each --scan, same order (default: the scan_key)",
+    )
+    imp.add_argument(
+        "--canvas",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="model: the image size it takes (default: the scan's stored images)",
+    )
+    imp.add_argument(
+        "--builder",
+        metavar="PACKAGE.MODULE:FUNCTION",
+        help="model: PATH is a state_dict; FUNCTION(**builder_kwargs) builds the model "
+        "(default: PATH is a whole pickled nn.Module, torch.save(model, PATH))",
+    )
+    imp.add_argument("--builder-kwargs", metavar="JSON", help="model: the builder's arguments")
     imp.set_defaults(func=cmd_import)
 
     for name, helptext in (

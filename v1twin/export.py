@@ -19,7 +19,10 @@ A *restriction* (dict) picks what to export; attributes it names that a table la
 its key; a warning names the attributes to restrict on when several match) and the first
 ``insilico_hash`` with tuning results for that model; where the matching Clusterings are those of
 twins that differ only in their seed (``[model] n_seeds``), the lowest seed's, with a warning
-that says so (the reliabilities across the seeds go to reliability.csv). Call
+that says so (the reliabilities across the seeds go to reliability.csv). Where no Clustering
+matches, the first trained model with in-silico results and no clustering (an imported model
+whose readout gives no bar codes, ``v1twin import model``): its neurons.csv has cluster -1 and
+no alignment angle, and there is no clusters.csv or clustering.json. Call
 ``schemas.activate()`` first (the CLI does).
 """
 
@@ -104,10 +107,7 @@ def resolve_key(restriction: dict | None = None) -> dict:
         raise KeyError(f"--where: unknown attributes {unknown}; known: {sorted(known)}")
     keys = an._restrict(clustering.Clustering, restriction).keys(order_by="KEY")
     if not keys:
-        raise KeyError(
-            f"no Clustering matches {restriction or 'the database'}: populate the clustering stage "
-            f"first"
-        )
+        return _unclustered_key(restriction)
     key = dict(keys[0])
     if len(keys) > 1:
         differ = sorted(k for k in key if any(other[k] != key[k] for other in keys))
@@ -128,6 +128,12 @@ def resolve_key(restriction: dict | None = None) -> dict:
         )
     if "seedset_hash" in restriction:
         key["seedset_hash"] = restriction["seedset_hash"]
+    return _with_insilico(key, restriction)
+
+
+def _with_insilico(key: dict, restriction: dict) -> dict:
+    """``key`` with the first ``insilico_hash`` that has tuning results for its model."""
+    an, clustering, insilico = _modules()
     if an.available(insilico.OptimalGabor):
         model_key = {k: v for k, v in key.items() if k in ("dataset_hash", "model_hash")}
         if "insilico_hash" in restriction:
@@ -144,6 +150,36 @@ def resolve_key(restriction: dict | None = None) -> dict:
     return key
 
 
+def _unclustered_key(restriction: dict) -> dict:
+    """The key of the first trained model matching ``restriction`` that has in-silico results
+    but no clustering (an imported model whose readout gives no bar codes)."""
+    an, clustering, insilico = _modules()
+    from schemas import model
+
+    found = []
+    if an.available(insilico.OptimalGabor):
+        names = ("dataset_hash", "model_hash", "insilico_hash")
+        rows = an._restrict(insilico.OptimalGabor, restriction)
+        found = (rows.proj() - clustering.Clustering.proj()).keys(order_by="KEY")
+        found = [{k: r[k] for k in names[:2]} for r in found]
+    if not found:
+        raise KeyError(
+            f"no Clustering matches {restriction or 'the database'}, nor a trained model with "
+            "in-silico results and no clustering: populate the clustering (or insilico) stage "
+            "first"
+        )
+    key = dict(found[0])
+    if any(f != key for f in found):
+        warnings.warn(
+            f"several unclustered models match {restriction or 'the database'}: taking "
+            f"model_hash={key['model_hash']}. Choose one with --where model_hash=...",
+            stacklevel=3,
+        )
+    if not (model.TrainedModel & key):
+        raise KeyError(f"no trained model {key}")
+    return _with_insilico(key, restriction)
+
+
 def _seeds(keys: list[dict]) -> dict[str, int] | None:
     """{model_hash: training seed} when the keys' models differ only in their seed, else None."""
     from schemas import model
@@ -155,6 +191,8 @@ def _seeds(keys: list[dict]) -> dict[str, int] | None:
             )
         )
     )
+    if any("train" not in c for c in configs.values()):  # an imported model has no seed
+        return None
     seeds = {h: c["train"]["seed"] for h, c in configs.items()}
     unseeded = [{**c, "train": {**c["train"], "seed": None}} for c in configs.values()]
     return seeds if all(c == unseeded[0] for c in unseeded) else None
@@ -271,9 +309,10 @@ def write_export(
         raise KeyError(f"neurons table lacks columns {missing}")
     paths = {"neurons": out / "neurons.csv"}
     neurons[list(NEURON_COLUMNS)].to_csv(paths["neurons"], index=False)
-    clusters = cluster_table(neurons) if clusters is None else clusters
-    paths["clusters"] = out / "clusters.csv"
-    clusters.to_csv(paths["clusters"], index=False)
+    if (neurons["cluster"] >= 0).any():  # all -1: a model without clustering, no clusters.csv
+        clusters = cluster_table(neurons) if clusters is None else clusters
+        paths["clusters"] = out / "clusters.csv"
+        clusters.to_csv(paths["clusters"], index=False)
     if curves is not None:
         paths["tuning_curves"] = out / "tuning_curves.nc"
         curves.to_netcdf(paths["tuning_curves"], engine="h5netcdf")
@@ -309,8 +348,9 @@ def export(out_dir, restriction: dict | None = None) -> dict[str, Path]:
     an, clustering, insilico = _modules()
     key = resolve_key(restriction)
     neurons = an.fetch_neurons(key)
-    arrays = clustering_arrays(key)
-    clusters = cluster_table(neurons, arrays)
+    clustered = "clustering_hash" in key
+    arrays = clustering_arrays(key) if clustered else None
+    clusters = cluster_table(neurons, arrays) if clustered else None
     correlations = (
         an.corrected_correlations(key)
         if an.available(an.PopulationAnalysis) and len(an._restrict(an.PopulationAnalysis, key))

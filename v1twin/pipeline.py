@@ -76,6 +76,23 @@ def add_parameters(config: dict) -> dict:
     return restriction
 
 
+def imported_models(restriction: dict) -> list[dict]:
+    """The config's restriction for each imported model (``v1twin import model``) in place of
+    the config's twin: populate runs every stage after ``model`` on them too. Makes their
+    modules loadable first (neuralpredictors' import shims, when it is installed)."""
+    from schemas import model
+
+    keys = (model.TrainedModel & model.ExternalModel.proj()).keys(order_by="KEY")
+    if keys:
+        from .interop.neuralpredictors import NotInstalled, load
+
+        try:
+            load()
+        except NotInstalled:
+            pass
+    return [{**restriction, **k} for k in keys]
+
+
 RECONNECT_S = 300.0  # how long a worker waits for a lost database server to answer again
 _LOST = ("LostConnectionError", "OperationalError", "InterfaceError")  # the server went away
 
@@ -107,10 +124,16 @@ def populate(
 
     schemas.show_progress(progress)
     restriction = add_parameters(config)
+    restrictions = [restriction, *imported_models(restriction)]
+    if "clustering" in (stages or STAGES):
+        from schemas import clustering
+
+        for line in clustering.skipped():
+            print(line, flush=True)
     stage_of = {name.split(".")[1]: stage for stage, names in STAGES.items() for name in names}
     results = {}
     for table in tables(stages):
-        keys = [_restriction_for(table, restriction)] if restrict else []
+        keys = [sum((_restriction_for(table, r) for r in restrictions), [])] if restrict else []
         rows, start = _rows(table), time.perf_counter()
         if reserve_jobs:
             result = _populate_reconnecting(table, keys, reconnect_s, progress)
