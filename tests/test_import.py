@@ -169,3 +169,29 @@ def test_truncated_zip_is_refused(scan_folder, tmp_path):
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(RecordingError, match="no-such-scan"):
         read_sensorium(tmp_path / "no-such-scan")
+
+
+def test_import_holds_one_scan_at_a_time(recording_tables, scan_folder, tmp_path, monkeypatch):
+    """Importing several scans keeps at most one Recording (its images) alive while reading the
+    next: a Sensorium scan's images are 0.9 GB, five at once would not fit a small machine."""
+    import gc
+    import weakref
+
+    import v1twin.sensorium
+
+    folder, _ = scan_folder
+    folders = [shutil.copytree(folder, tmp_path / f"static3333{i}-1-1-Copy") for i in range(3)]
+    refs, most = [], []
+    read = v1twin.sensorium.read_sensorium
+
+    def counting_reader(path, progress=True):
+        gc.collect()
+        most.append(sum(r() is not None for r in refs))
+        rec = read(path, progress)
+        refs.append(weakref.ref(rec))
+        return rec
+
+    monkeypatch.setattr(v1twin.sensorium, "read_sensorium", counting_reader)
+    assert cli.main(["import", "sensorium", "-q", *map(str, folders)]) == 0
+    assert len(recording_tables.Scan()) == 3
+    assert len(most) == 6 and max(most) == 0  # checked, then read again to insert, one by one
