@@ -141,9 +141,7 @@ def load_scans(dataset_key: dict, canvas) -> list[ScanData]:
     canvas (H, W) (`twin.data.to_canvas`; the stored images stay as they are)."""
     keys = (Dataset.Member & dataset_key).to_arrays("scan_key", order_by="scan_key")
     check_canvas(keys, canvas)
-    return [
-        ScanData(name=k, **_model_fields(recording.load_scan(k))).on_canvas(canvas) for k in keys
-    ]
+    return [ScanData(name=k, **_model_fields(recording.load_scan(k, canvas))) for k in keys]
 
 
 def check_canvas(scan_keys, canvas) -> None:
@@ -284,10 +282,10 @@ class GLM(dj.Computed):
         """
 
     def make(self, key):
-        arrays = recording.load_scan(key["scan_key"])
-        scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
         config = (ModelConfig & key).fetch1("config")
-        scan = scan.on_canvas(config["canvas"])  # the images the twin sees, at its pooling
+        # the images the twin sees, at its pooling
+        arrays = recording.load_scan(key["scan_key"], config["canvas"])
+        scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
         glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
