@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from twin.data import ScanData, to_canvas
-from twin.glm import PoissonGLM
+from twin.glm import DT_ALPHAS, PoissonGLM
 from twin.metrics import evaluate, single_trial_correlation
 from twin.model import Twin
 from twin.presets import get_preset
@@ -41,10 +41,15 @@ class ModelConfig(dj.Lookup):
     """
 
     @classmethod
-    def add(cls, preset: str = "cpu", canvas=None, **train_overrides) -> dict:
-        """Insert a preset (with optional TrainConfig overrides and model canvas (H, W), default
-        the preset's); returns its key."""
+    def add(
+        cls, preset: str = "cpu", canvas=None, glm_alphas: int = len(DT_ALPHAS), **train_overrides
+    ) -> dict:
+        """Insert a preset (with optional TrainConfig overrides, model canvas (H, W), default the
+        preset's, and the number of L2 strengths the GLM baseline chooses from, log-spaced over
+        DT's range (default DT's 48)); returns its key."""
         p = get_preset(preset)
+        if int(glm_alphas) < 1:
+            raise ValueError(f"glm_alphas must be >= 1, got {glm_alphas!r}")
         canvas = p.canvas if canvas is None else canvas
         if len(canvas) != 2 or any(int(c) != c or c < 1 for c in canvas):
             raise ValueError(f"model canvas must be [H, W] (two positive ints), got {canvas!r}")
@@ -62,6 +67,8 @@ class ModelConfig(dj.Lookup):
         }
         if p.output != "elu1":  # only when set, so that stored ELU+1 models keep their hashes
             config["output"] = p.output
+        if int(glm_alphas) != len(DT_ALPHAS):  # likewise: DT's grid is the default
+            config["glm_alphas"] = int(glm_alphas)
         key = {"model_hash": config_hash(config)}
         cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
         return key
@@ -286,7 +293,9 @@ class GLM(dj.Computed):
         # the images the twin sees, at its pooling
         arrays = recording.load_scan(key["scan_key"], config["canvas"])
         scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
-        glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
+        glm = PoissonGLM(
+            downsample=int(config.get("downsample", 1)), alphas=glm_alphas(config)
+        ).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
         self.insert1(dict(key, downsample=glm.downsample))
@@ -294,3 +303,10 @@ class GLM(dj.Computed):
             dict(key, unit_id=int(u), test_corr=c, alpha=a)
             for u, c, a in zip(arrays["unit_ids"], corr, glm.alpha_)
         )
+
+
+def glm_alphas(config: dict) -> tuple:
+    """The GLM's L2 strengths for a ModelConfig's config: DT's 48, or ``glm_alphas`` of them
+    log-spaced over the same range [0.1, 5]."""
+    n = int(config.get("glm_alphas", len(DT_ALPHAS)))
+    return DT_ALPHAS if n == len(DT_ALPHAS) else tuple(np.geomspace(DT_ALPHAS[0], DT_ALPHAS[-1], n))
