@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 import clustering as cl
-from twin.data import to_canvas
 
 from . import codecs, dj, model, new_schema, recording, show_progress  # noqa: F401  (codecs registers <array>)
 from .model import config_hash
@@ -295,12 +294,8 @@ def _centre_inputs(key: dict):
 def centre_features(twin, max_images: int = 2000) -> np.ndarray:
     """Core output (n_images, F, O) at the canvas centre for the twin's training images."""
     scan = sorted(twin.readouts)[0]
-    arrays = recording.load_scan(scan)
-    images = to_canvas(
-        arrays["images"][arrays["tiers"] == "train"][:max_images],
-        twin.image_shape,
-        f"scan {scan!r}",
-    )
+    arrays = recording.load_scan(scan, twin.image_shape)
+    images = arrays["images"][arrays["tiers"] == "train"][:max_images]
     with torch.no_grad():
         out = twin.features(torch.from_numpy(twin.standardize(images)))
     h, w = out.shape[-2:]

@@ -20,7 +20,7 @@ import torch
 
 from insilico import external
 from twin.data import ScanData, to_canvas
-from twin.glm import PoissonGLM
+from twin.glm import DT_ALPHAS, PoissonGLM
 from twin.metrics import (
     correlation,
     evaluate,
@@ -53,10 +53,15 @@ class ModelConfig(dj.Lookup):
     """
 
     @classmethod
-    def add(cls, preset: str = "cpu", canvas=None, **train_overrides) -> dict:
-        """Insert a preset (with optional TrainConfig overrides and model canvas (H, W), default
-        the preset's); returns its key."""
+    def add(
+        cls, preset: str = "cpu", canvas=None, glm_alphas: int = len(DT_ALPHAS), **train_overrides
+    ) -> dict:
+        """Insert a preset (with optional TrainConfig overrides, model canvas (H, W), default the
+        preset's, and the number of L2 strengths the GLM baseline chooses from, log-spaced over
+        DT's range (default DT's 48)); returns its key."""
         p = get_preset(preset)
+        if int(glm_alphas) < 1:
+            raise ValueError(f"glm_alphas must be >= 1, got {glm_alphas!r}")
         canvas = p.canvas if canvas is None else canvas
         if len(canvas) != 2 or any(int(c) != c or c < 1 for c in canvas):
             raise ValueError(f"model canvas must be [H, W] (two positive ints), got {canvas!r}")
@@ -74,6 +79,8 @@ class ModelConfig(dj.Lookup):
         }
         if p.output != "elu1":  # only when set, so that stored ELU+1 models keep their hashes
             config["output"] = p.output
+        if int(glm_alphas) != len(DT_ALPHAS):  # likewise: DT's grid is the default
+            config["glm_alphas"] = int(glm_alphas)
         key = {"model_hash": config_hash(config)}
         cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
         return key
@@ -153,9 +160,7 @@ def load_scans(dataset_key: dict, canvas) -> list[ScanData]:
     canvas (H, W) (`twin.data.to_canvas`; the stored images stay as they are)."""
     keys = (Dataset.Member & dataset_key).to_arrays("scan_key", order_by="scan_key")
     check_canvas(keys, canvas)
-    return [
-        ScanData(name=k, **_model_fields(recording.load_scan(k))).on_canvas(canvas) for k in keys
-    ]
+    return [ScanData(name=k, **_model_fields(recording.load_scan(k, canvas))) for k in keys]
 
 
 def check_canvas(scan_keys, canvas) -> None:
@@ -484,11 +489,13 @@ class GLM(dj.Computed):
         """
 
     def make(self, key):
-        arrays = recording.load_scan(key["scan_key"])
-        scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
         config = (ModelConfig & key).fetch1("config")
-        scan = scan.on_canvas(config["canvas"])  # the images the twin sees, at its pooling
-        glm = PoissonGLM(downsample=int(config.get("downsample", 1))).fit(scan)
+        # the images the twin sees, at its pooling
+        arrays = recording.load_scan(key["scan_key"], config["canvas"])
+        scan = ScanData(name=key["scan_key"], **_model_fields(arrays))
+        glm = PoissonGLM(
+            downsample=int(config.get("downsample", 1)), alphas=glm_alphas(config)
+        ).fit(scan)
         test = scan.select("test")
         corr = single_trial_correlation(glm.predict(test.images), test.responses)
         self.insert1(dict(key, downsample=glm.downsample))
@@ -496,3 +503,10 @@ class GLM(dj.Computed):
             dict(key, unit_id=int(u), test_corr=c, alpha=a)
             for u, c, a in zip(arrays["unit_ids"], corr, glm.alpha_)
         )
+
+
+def glm_alphas(config: dict) -> tuple:
+    """The GLM's L2 strengths for a ModelConfig's config: DT's 48, or ``glm_alphas`` of them
+    log-spaced over the same range [0.1, 5]."""
+    n = int(config.get("glm_alphas", len(DT_ALPHAS)))
+    return DT_ALPHAS if n == len(DT_ALPHAS) else tuple(np.geomspace(DT_ALPHAS[0], DT_ALPHAS[-1], n))

@@ -65,32 +65,27 @@ class Scan(dj.Manual):
         """
 
 
-def insert_recording(rec, chunk: int = 1000) -> bool:
+#: Bytes of array values per INSERT statement: DataJoint builds one query string of all the rows
+#: it is given (escaped, so several copies of the data), so the scan's images and trials go in
+#: statements of about this size (a Sensorium scan holds 0.75 GB of images, 0.2 GB of responses).
+INSERT_BYTES = 32 * 2**20
+
+
+def insert_recording(rec, insert_bytes: int = INSERT_BYTES) -> bool:
     """Insert a validated :class:`v1twin.recording.Recording`; False where the scan exists.
 
     Importing the same scan twice changes nothing, also when two processes import it at once:
     the second's insert of the scan row waits for the first's transaction and, once that has
     committed, finds the key taken, so its own transaction is rolled back and it returns False.
     All rows go in one transaction, so a failure part way leaves the database as it was.
+    Images and trials are inserted in statements of about ``insert_bytes`` of array data.
     """
     rec.validate()
     key = {"scan_key": rec.scan_key}
     if Scan & key:
         return False
-    trials = [
-        dict(
-            key,
-            trial_idx=i,
-            tier=str(rec.tiers[i]),
-            image_id=int(rec.image_ids[i]),
-            responses=rec.responses[i].astype(np.float32),
-            behavior=None if rec.behavior is None else rec.behavior[i],
-            pupil_center=None if rec.pupil_center is None else rec.pupil_center[i],
-        )
-        for i in range(len(rec.responses))
-    ]
     try:
-        _insert_rows(rec, key, trials, chunk)
+        _insert_rows(rec, key, insert_bytes)
     except dj.errors.DuplicateError:
         if Scan & key:  # imported by another process since the check above
             return False
@@ -98,7 +93,31 @@ def insert_recording(rec, chunk: int = 1000) -> bool:
     return True
 
 
-def _insert_rows(rec, key: dict, trials: list[dict], chunk: int) -> None:
+def _trial_row(rec, key: dict, i: int) -> dict:
+    return dict(
+        key,
+        trial_idx=i,
+        tier=str(rec.tiers[i]),
+        image_id=int(rec.image_ids[i]),
+        responses=rec.responses[i].astype(np.float32),
+        behavior=None if rec.behavior is None else rec.behavior[i],
+        pupil_center=None if rec.pupil_center is None else rec.pupil_center[i],
+    )
+
+
+def _insert_chunked(table, make_row, n_rows: int, row_bytes: int, insert_bytes: int, desc: str):
+    """Insert ``make_row(i)`` for i < n_rows, about ``insert_bytes`` of arrays per statement."""
+    chunk = max(1, insert_bytes // max(1, row_bytes))
+    for start in tqdm(
+        range(0, n_rows, chunk),
+        desc=desc,
+        leave=False,
+        disable=not show_progress() or n_rows <= chunk,
+    ):
+        table.insert([make_row(i) for i in range(start, min(n_rows, start + chunk))])
+
+
+def _insert_rows(rec, key: dict, insert_bytes: int) -> None:
     """The scan's master and part rows, in one transaction."""
     n_trials, n_neurons = rec.responses.shape
     height, width = rec.images.shape[1:]
@@ -131,21 +150,32 @@ def _insert_rows(rec, key: dict, trials: list[dict], chunk: int) -> None:
                 zip(rec.unit_ids, rec.area, rec.layer, rec.motor_coordinates)
             )
         )
-        Scan.Image.insert(
-            dict(key, image_id=int(i), image=img.astype(np.float32))
-            for i, img in zip(rec.image_index, rec.images)
+        _insert_chunked(
+            Scan.Image,
+            lambda i: dict(
+                key, image_id=int(rec.image_index[i]), image=rec.images[i].astype(np.float32)
+            ),
+            len(rec.images),
+            4 * height * width,
+            insert_bytes,
+            f"insert {rec.scan_key} images",
         )
-        for start in tqdm(
-            range(0, n_trials, chunk),
-            desc=f"insert {rec.scan_key}",
-            leave=False,
-            disable=not show_progress(),
-        ):
-            Scan.Trial.insert(trials[start : start + chunk])
+        _insert_chunked(
+            Scan.Trial,
+            lambda i: _trial_row(rec, key, i),
+            n_trials,
+            4 * n_neurons,
+            insert_bytes,
+            f"insert {rec.scan_key} trials",
+        )
 
 
-def load_scan(scan_key: str) -> dict[str, np.ndarray]:
+def load_scan(scan_key: str, canvas=None, chunk: int = 512) -> dict[str, np.ndarray]:
     """Everything a model needs from one scan, as arrays.
+
+    canvas: (h, w) to area-average the images onto (`twin.data.to_canvas`), image by image as
+    they are fetched, ``chunk`` at a time, so that the stored resolution is never held for every
+    trial (a Sensorium scan's 6,000 trials at 144 x 256 are 0.9 GB). None: stored size.
 
     Returns:
         images (T, 1, H, W) float32 per trial, responses (T, N) float32, tiers (T,) str,
@@ -157,13 +187,29 @@ def load_scan(scan_key: str) -> dict[str, np.ndarray]:
     trial_idx, tiers, image_ids, responses = (Scan.Trial & key).to_arrays(
         "trial_idx", "tier", "image_id", "responses", order_by="trial_idx"
     )
-    ids, imgs = (Scan.Image & key).to_arrays("image_id", "image", order_by="image_id")
+    ids, imgs = _images(key, canvas, chunk)
     lookup = np.searchsorted(ids, image_ids.astype(np.int64))
     unit_ids = (Scan.Neuron & key).to_arrays("unit_id", order_by="neuron_idx")
     return dict(
-        images=np.stack(imgs)[lookup][:, None].astype(np.float32),
-        responses=np.stack(responses).astype(np.float32),
+        images=imgs[lookup],
+        responses=np.stack(responses).astype(np.float32, copy=False),
         tiers=tiers.astype(str),
         image_ids=image_ids.astype(np.int64),
         unit_ids=np.asarray(unit_ids).astype(np.int64),
     )
+
+
+def _images(key: dict, canvas, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's image ids (I,) ascending and images (I, 1, h, w) float32, fetched ``chunk`` at a
+    time and area-averaged onto ``canvas`` (None: as stored)."""
+    from twin.data import to_canvas
+
+    ids = np.asarray((Scan.Image & key).to_arrays("image_id", order_by="image_id"), np.int64)
+    out = []
+    for start in range(0, len(ids), chunk):
+        lo, hi = ids[start], ids[min(len(ids), start + chunk) - 1]
+        part = Scan.Image & key & f"image_id between {lo} and {hi}"
+        arr = np.stack(part.to_arrays("image", order_by="image_id"))[:, None]
+        arr = arr.astype(np.float32, copy=False)
+        out.append(arr if canvas is None else to_canvas(arr, canvas, f"scan {key['scan_key']!r}"))
+    return ids, np.concatenate(out)

@@ -78,3 +78,23 @@ def test_cli_refuses_bad_config_before_touching_the_database(tmp_path, capsys, m
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(config.ConfigError, match="nope.toml"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_glm_alphas_default_keeps_the_model_hash(db, tmp_path):
+    """[model] glm_alphas: DT's 48 by default, which leaves the stored config (and so every
+    existing model_hash) as it was; fewer give another key and that many log-spaced alphas."""
+    import numpy as np
+
+    from schemas.model import ModelConfig, glm_alphas
+    from twin.glm import DT_ALPHAS
+
+    assert config.defaults("cpu")["model"]["glm_alphas"] == len(DT_ALPHAS) == 48
+    plain = ModelConfig.add("cpu")
+    assert ModelConfig.add("cpu", glm_alphas=48) == plain
+    assert "glm_alphas" not in (ModelConfig & plain).fetch1("config")
+    few = ModelConfig.add("cpu", glm_alphas=4)
+    assert few != plain
+    alphas = glm_alphas((ModelConfig & few).fetch1("config"))
+    np.testing.assert_allclose(alphas, [0.1, 0.1 * 50 ** (1 / 3), 0.1 * 50 ** (2 / 3), 5.0])
+    path = _write(tmp_path, "[model]\nglm_alphas = 4\n")
+    assert config.load(path)["model"]["glm_alphas"] == 4

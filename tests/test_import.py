@@ -169,3 +169,51 @@ def test_truncated_zip_is_refused(scan_folder, tmp_path):
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(RecordingError, match="no-such-scan"):
         read_sensorium(tmp_path / "no-such-scan")
+
+
+def test_import_holds_one_scan_at_a_time(recording_tables, scan_folder, tmp_path, monkeypatch):
+    """Importing several scans keeps at most one Recording (its images) alive while reading the
+    next: a Sensorium scan's images are 0.9 GB, five at once would not fit a small machine."""
+    import gc
+    import weakref
+
+    import v1twin.sensorium
+
+    folder, _ = scan_folder
+    folders = [shutil.copytree(folder, tmp_path / f"static3333{i}-1-1-Copy") for i in range(3)]
+    refs, most = [], []
+    read = v1twin.sensorium.read_sensorium
+
+    def counting_reader(path, progress=True):
+        gc.collect()
+        most.append(sum(r() is not None for r in refs))
+        rec = read(path, progress)
+        refs.append(weakref.ref(rec))
+        return rec
+
+    monkeypatch.setattr(v1twin.sensorium, "read_sensorium", counting_reader)
+    assert cli.main(["import", "sensorium", "-q", *map(str, folders)]) == 0
+    assert len(recording_tables.Scan()) == 3
+    assert len(most) == 6 and max(most) == 0  # checked, then read again to insert, one by one
+
+
+def test_chunked_insert_and_fetch_give_the_whole_scan(recording_tables, tmp_path):
+    """Images and trials inserted a few rows per statement and images fetched 5 at a time (and
+    area-averaged onto a canvas as they come) read back as the scan written."""
+    from conftest import make_scan_arrays
+
+    from twin.data import to_canvas
+    from v1twin.sensorium import write_sensorium
+
+    arrays = make_scan_arrays(height=18, width=32)
+    folder = write_sensorium(
+        tmp_path / "static11111-2-3-Test", animal_id=11111, session=2, scan_idx=3, **arrays
+    )
+    # 2,304 bytes an image, 48 a trial: 1 image and 52 of the 62 trials per statement
+    assert recording_tables.insert_recording(read_sensorium(folder), insert_bytes=2500)
+    whole = recording_tables.load_scan("11111-2-3", chunk=5)
+    np.testing.assert_array_equal(whole["images"], arrays["images"])
+    np.testing.assert_array_equal(whole["responses"], arrays["responses"])
+    small = recording_tables.load_scan("11111-2-3", canvas=(9, 16), chunk=5)
+    np.testing.assert_allclose(small["images"], to_canvas(arrays["images"], (9, 16)), rtol=1e-6)
+    assert small["images"].shape == (len(arrays["tiers"]), 1, 9, 16)

@@ -57,6 +57,12 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
                 ("seed", "seeds initialisation and batch order (the first of n_seeds)"),
             )
         },
+        "glm_alphas": (
+            48,
+            48,
+            "L2 strengths the GLM baseline chooses from per neuron, log-spaced in [0.1, 5] (DT: "
+            "48); its cost grows with their number",
+        ),
         "n_seeds": (
             1,
             3,

@@ -120,10 +120,16 @@ def _trial_files(tree: _Tree, key: str, n_trials: int) -> list[str]:
     return [f"data/{key}/{i}.npy" for i in range(n_trials)]
 
 
-def _stack(tree: _Tree, files: list[str], key: str, progress: bool) -> np.ndarray:
-    """Load per-trial arrays and stack them; every file must have the first file's shape."""
+def _stack(
+    tree: _Tree, files: list[str], key: str, progress: bool, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Load per-trial arrays and stack those of ``rows`` (default: all) in that order; every file
+    is read and must have the first file's shape."""
     first = tree.load(files[0])
-    out = np.empty((len(files),) + first.shape, dtype=np.float32)
+    rows = np.arange(len(files)) if rows is None else np.asarray(rows)
+    slot = np.full(len(files), -1)
+    slot[rows] = np.arange(len(rows))
+    out = np.empty((len(rows),) + first.shape, dtype=np.float32)
     for i, rel in enumerate(
         tqdm(files, f"read {key}", leave=False, mininterval=1, disable=not progress)
     ):
@@ -132,7 +138,8 @@ def _stack(tree: _Tree, files: list[str], key: str, progress: bool) -> np.ndarra
             raise RecordingError(
                 f"{tree.name(rel)}: shape {arr.shape}, but {tree.name(files[0])} has {first.shape}"
             )
-        out[i] = arr
+        if slot[i] >= 0:
+            out[slot[i]] = arr
     return out
 
 
@@ -150,7 +157,11 @@ def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
         )
     present = [k for k in DATA_KEYS if k in REQUIRED_DATA or tree.exists(f"data/{k}")]
     files = {k: _trial_files(tree, k, n_trials) for k in present}
-    data = {k: _stack(tree, files[k], k, progress) for k in present}
+    keep = ~np.isin(tiers, SKIPPED_TIERS)
+    image_index, first = np.unique(frame_ids[keep], return_index=True)
+    # one image per distinct id is kept (repeats are not stacked: 0.9 GB per Sensorium scan)
+    shown = {"images": np.flatnonzero(keep)[first]}
+    data = {k: _stack(tree, files[k], k, progress, shown.get(k)) for k in present}
     neurons = {
         k: tree.load(f"meta/neurons/{k}.npy")
         for k in NEURON_KEYS
@@ -161,14 +172,12 @@ def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
         raise RecordingError(
             f"{tree.name(files['images'][0])}: expected (1, H, W), got {images.shape[1:]}"
         )
-    keep = ~np.isin(tiers, SKIPPED_TIERS)
-    image_index, first = np.unique(frame_ids[keep], return_index=True)
     rec = Recording(
         *_scan_key(tree),
         responses=data["responses"][keep],
         tiers=tiers[keep],
         image_ids=frame_ids[keep],
-        images=images[keep][first, 0],
+        images=images[:, 0],
         image_index=image_index,
         unit_ids=neurons["unit_ids"].astype(np.int64),
         area=neurons["area"].astype(str),
