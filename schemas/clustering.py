@@ -275,9 +275,8 @@ def _centre_inputs(key: dict):
         return centre_features(twin), lambda a: twin.output(torch.as_tensor(a)).numpy()
     module, spec = model.load_external(key)
     scan = sorted(spec["data_keys"])[0]
-    arrays = recording.load_scan(scan)
+    arrays = recording.load_scan(scan, tuple(spec["image_shape"]))
     images = arrays["images"][arrays["tiers"] == "train"]
-    images = to_canvas(images, spec["image_shape"], f"scan {scan!r}")
     images = (images - images.mean()) / images.std()  # as the model's metrics (model.py)
     with torch.no_grad():
         out = module.core(torch.from_numpy(images[:2000]).float())
