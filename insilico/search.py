@@ -15,7 +15,9 @@ Two ways to get the response of every neuron to every stimulus of a grid:
 * **Centred, then direct** (``refine=k`` with a centred search): each neuron's k best stimuli of
   the centred table are rendered at its RF and scored by the direct path (k*N images); the best
   of those is the result, with its direct response. The choice then equals the direct path's
-  whenever the direct optimum is among the centred path's k best.
+  whenever the direct optimum is among the centred path's k best. ``refine`` may also be one
+  count per neuron, (N,) (the twin gives its border neurons more candidates,
+  :func:`insilico.twin_adapter.optimal_gabor`).
 
 Nothing loops over neurons: loops run over chunks of stimuli (or stimulus-neuron pairs).
 
@@ -540,25 +542,38 @@ def _best(val: torch.Tensor, idx: torch.Tensor, grid_params, pos, keys) -> xr.Da
 
 
 @torch.no_grad()
-def _rescore_direct(model, kind, top, grid_params, pos, chunk_size, progress, height, width):
+def _rescore_direct(
+    model, kind, top, counts, grid_params, pos, chunk_size, progress, height, width
+):
     """The stimuli ``top`` (k, N) (rows of the grid: each neuron's k best by the centred path),
-    rendered at each neuron's RF (+ the grid's offset) and scored by the direct path: (k, N)."""
+    the first ``counts[m]`` of neuron m's ((N,) ints) rendered at its RF (+ the grid's offset)
+    and scored by the direct path: (k, N), -inf where not re-scored."""
     render, keys = RENDERERS[kind]
     k, n = top.shape
-    nn = torch.arange(n).repeat(k)  # pair i * n + m: candidate i of neuron m
-    p = {key: grid_params[key].float().cpu()[top.reshape(-1)] for key in keys}
+    cand, nn = torch.nonzero(torch.arange(k)[:, None] < counts[None, :], as_tuple=True)
+    p = {key: grid_params[key].float().cpu()[top[cand, nn]] for key in keys}
     rf = torch.as_tensor(np.asarray(pos), dtype=torch.float32)
     p["x"], p["y"] = p["x"] + rf[nn, 0], p["y"] + rf[nn, 1]
     device = model_device(model)
-    scores = torch.empty(k * n)
-    starts = range(0, k * n, chunk_size)
-    for s in _progress(starts, len(starts), progress, f"direct re-scoring of {k} {kind}s"):
+    scores = torch.full((k, n), -math.inf)
+    starts = range(0, len(nn), chunk_size)
+    for s in _progress(starts, len(starts), progress, f"direct re-scoring of {len(nn)} {kind}s"):
         sl = slice(s, s + chunk_size)
         images = render(
             height=height, width=width, **{key: v[sl].to(device) for key, v in p.items()}
         )
-        scores[sl] = own_responses(model, images, nn[sl].to(device)).float().cpu()
-    return scores.view(k, n)
+        scores[cand[sl], nn[sl]] = own_responses(model, images, nn[sl].to(device)).float().cpu()
+    return scores
+
+
+def _refine_counts(refine, n: int) -> torch.Tensor:
+    """``refine`` (an int, or (N,) ints) as (N,) int64 counts of candidates to re-score."""
+    counts = np.asarray(refine)
+    if counts.ndim not in (0, 1) or (counts.ndim == 1 and counts.shape != (n,)):
+        raise ValueError(f"refine must be an int or have shape ({n},); got shape {counts.shape}")
+    if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise ValueError(f"refine must be non-negative integers; got {refine!r}")
+    return torch.as_tensor(np.broadcast_to(counts, (n,)).astype(np.int64))
 
 
 def _optimal(
@@ -581,8 +596,8 @@ def _optimal(
     pos = rf_positions(model, positions)
     gp = _grid_params(grid)
     centred = not (respond is None and center is None)
-    refine = int(refine) if centred else 0
-    k = max(refine, 1)
+    counts = _refine_counts(refine if centred else 0, len(pos))
+    k = max(int(counts.max()) if len(counts) else 0, 1)
     args = (model, kind, gp, pos)
     kw = dict(chunk_size=chunk_size, progress=progress, height=height, width=width)
     resp = None
@@ -591,10 +606,12 @@ def _optimal(
         top_val, top = resp.topk(min(k, len(resp)), dim=0)
     else:
         top_val, top = _top_k(_grid_chunks(*args, respond, center, **kw), k)
-    if refine:
-        top_val = _rescore_direct(model, kind, top, gp, pos, **kw)
+    if counts.any():
+        rescored = _rescore_direct(model, kind, top, counts, gp, pos, **kw)
+        top_val = torch.where(counts[None, :] > 0, rescored, top_val)
     best = top_val.argmax(0, keepdim=True)
     ds = _best(top_val.gather(0, best)[0], top.gather(0, best)[0], gp, pos, keys)
+    refine = counts.numpy() if np.ndim(refine) else int(refine) * centred
     ds.attrs.update(kind=kind, path="centred" if centred else "direct", refine=refine)
     return (ds, resp) if return_responses else ds
 
@@ -609,7 +626,7 @@ def optimal_gabor(
     chunk_size: int = 2048,
     return_responses: bool = False,
     progress: bool = False,
-    refine: int = 0,
+    refine=0,
 ):
     """Optimal Gabor per neuron by grid search (DT "Per neuron optimal Gabors").
 
@@ -617,7 +634,8 @@ def optimal_gabor(
     which the grid's offsets are searched.
     respond / center: see the module docstring. ``respond=None, center=None`` = direct reference.
     refine: with a centred search, re-score each neuron's ``refine`` best stimuli by the direct
-    path and keep the best of them (module docstring); 0 = no re-scoring.
+    path and keep the best of them (module docstring); 0 = no re-scoring; an int, or (N,) ints
+    (one count per neuron).
 
     Returns an xr.Dataset over ``neuron`` with x, y (absolute, pixels), size, sf, contrast,
     orientation, phase and response (the best predicted rate; with ``refine``, the direct path's);
@@ -649,7 +667,7 @@ def optimal_dog(
     chunk_size: int = 2048,
     return_responses: bool = False,
     progress: bool = False,
-    refine: int = 0,
+    refine=0,
 ):
     """Optimal DoG per neuron by grid search (DT Eq. 9-10); as :func:`optimal_gabor`.
 

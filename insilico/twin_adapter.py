@@ -33,8 +33,10 @@ the edge; size tuning passes its largest Gabor's radius, ``insilico.stimuli.gabo
 runs direct). With zero padding the default margin is the whole core's reach (``Twin.reach``),
 wherever the stimulus lies. Add the readout's own spatial extent for the factorized readout.
 Flagged neurons fall back to the direct path: :func:`merge` combines tables or search Datasets,
-:meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it, and
-:func:`optimal_gabor` / :func:`optimal_dog` run the whole search that way.
+and :meth:`TwinResponseModel.hybrid_respond` is a respond callable that does it. The searches
+(:func:`optimal_gabor` / :func:`optimal_dog`) rank every neuron's grid by the fast path and
+re-score the best few by the direct path: ``REFINE`` per interior neuron, ``BORDER_REFINE`` per
+border neuron (the whole grid direct for border neurons with ``border_refine=None``).
 """
 
 from __future__ import annotations
@@ -313,25 +315,34 @@ def has_fast_path(model) -> bool:
     )
 
 
-def _search(fn, model: TwinResponseModel, grid, margin, extent, refine, **kw):
+def _search(fn, model: TwinResponseModel, grid, margin, extent, refine, border_refine, **kw):
     if not has_fast_path(model):
         ds = fn(model, grid, **kw)
         ds.attrs["path"] = "direct"
         return ds
     border = model.border_mask(margin, extent)
-    ds = fn(model, grid, respond=model.fast_respond(), center=model.center, refine=refine, **kw)
-    if border.any():
-        sub = model.subset(np.flatnonzero(border))
-        ds = merge(ds, fn(sub, grid, **kw), border)
+    full = border_refine is None
+    counts = np.where(border, 0 if full else max(int(border_refine), int(refine)), int(refine))
+    ds = fn(model, grid, respond=model.fast_respond(), center=model.center, refine=counts, **kw)
+    if full and border.any():
+        ds = merge(ds, fn(model.subset(np.flatnonzero(border)), grid, **kw), border)
     else:
         ds["border"] = ("neuron", border)
-    ds.attrs["path"] = "fast+direct(border)"
+    ds.attrs.update(
+        path="fast+direct(border)" if full else "fast+rescored(border)",
+        refine=int(refine),
+        border_refine=-1 if full else int(border_refine),
+    )
     return ds
 
 
 # Candidates per neuron that the fast search hands to the direct path (``search.optimal_gabor``'s
 # ``refine``): the fast path's ranking is close to, not the same as, the direct path's.
 REFINE = 4
+# The same for border neurons, whose fast-path ranking the canvas edge disturbs more (it renders
+# every stimulus unclipped at the canvas centre): measured in benchmarks/border.py and
+# docs/benchmarks.md ("Border neurons").
+BORDER_REFINE = 16
 
 
 def optimal_gabor(
@@ -341,12 +352,16 @@ def optimal_gabor(
     margin: float | None = None,
     extent: float = 0.0,
     refine: int = REFINE,
+    border_refine: int | None = BORDER_REFINE,
     **kw,
 ) -> xr.Dataset:
-    """:func:`insilico.search.optimal_gabor` by the fast path for interior neurons, each neuron's
-    ``refine`` best stimuli then re-scored by the direct path, and by the direct reference
-    (rendered at each RF) for border neurons; adds a ``border`` (neuron,) variable."""
-    return _search(search.optimal_gabor, model, grid, margin, extent, refine, **kw)
+    """:func:`insilico.search.optimal_gabor` by the fast path for every neuron, then each
+    neuron's ``refine`` best stimuli (``max(border_refine, refine)`` for the border neurons of
+    ``border_mask(margin, extent)``) re-scored by the direct path, the best of them kept.
+    ``border_refine=None``: border neurons run the whole grid by the direct path instead (the
+    reference; B direct evaluations per border neuron instead of ``border_refine``). Adds a
+    ``border`` (neuron,) variable; attrs ``refine``, ``border_refine`` (-1: whole grid)."""
+    return _search(search.optimal_gabor, model, grid, margin, extent, refine, border_refine, **kw)
 
 
 def optimal_dog(
@@ -356,11 +371,12 @@ def optimal_dog(
     margin: float | None = None,
     extent: float = 0.0,
     refine: int = REFINE,
+    border_refine: int | None = BORDER_REFINE,
     **kw,
 ) -> xr.Dataset:
-    """:func:`insilico.search.optimal_dog` with the same fast / direct split and re-scoring as
+    """:func:`insilico.search.optimal_dog` with the same fast path and re-scoring as
     :func:`optimal_gabor`."""
-    return _search(search.optimal_dog, model, grid, margin, extent, refine, **kw)
+    return _search(search.optimal_dog, model, grid, margin, extent, refine, border_refine, **kw)
 
 
 class ScanStack:

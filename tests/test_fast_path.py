@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from insilico import search
+from insilico import search, twin_adapter
 from insilico.model import ResponseModel, canvas_center
 from insilico.twin_adapter import TwinResponseModel, merge, optimal_gabor
 from twin.data import ScanData
@@ -95,7 +95,7 @@ def half(twin):
         df, rf = search.optimal_gabor(
             m, GRID, respond=m.fast_respond(), center=m.center, return_responses=True
         )
-        merged = optimal_gabor(m, GRID)
+        merged = optimal_gabor(m, GRID, border_refine=None)
     return m, dd, rd, df, rf, merged
 
 
@@ -180,6 +180,44 @@ def test_border_neurons_flagged_and_get_direct_result(half):
     t = merge(rf, rd, BORDER)
     np.testing.assert_array_equal(t[:, BORDER], rd[:, BORDER])
     np.testing.assert_array_equal(merge(rf, rd[:, BORDER], BORDER), t)
+
+
+def test_border_neurons_ranked_fast_and_rescored_by_the_direct_path(half):
+    """Border neurons: the fast path ranks the grid, their ``border_refine`` best are re-scored by
+    the direct path. On this twin the direct optimum of the two border neurons ranks 12th and 6th
+    of 32 by the fast path, so 16 candidates find it (the same Gabor and response as the whole
+    grid direct: tolerance 1e-5 relative), while 1 candidate (the fast path's choice, re-scored)
+    loses > 5 % on one of them; every reported border response is a direct one."""
+    m, dd, rd, df, rf, merged = half
+    assert twin_adapter.BORDER_REFINE == 16
+    with torch.no_grad():
+        new = optimal_gabor(m, GRID)
+        one = optimal_gabor(m, GRID, border_refine=1, refine=1)
+    assert new.attrs["border_refine"] == 16 and merged.attrs["border_refine"] == -1
+    for k in search.GABOR_KEYS + ("response",):
+        np.testing.assert_allclose(new[k], merged[k], rtol=1e-5, err_msg=k)
+    fast_choice = rf.argmax(0)[BORDER]
+    np.testing.assert_allclose(
+        one.response.values[BORDER], rd[:, BORDER].gather(0, fast_choice[None])[0], rtol=1e-5
+    )
+    assert (one.response.values[BORDER] < 0.95 * dd.response.values[BORDER]).any()
+    assert not np.allclose(one.response.values[BORDER], df.response.values[BORDER], rtol=1e-3)
+
+
+def test_refine_counts_per_neuron(half):
+    """``refine`` as one count per neuron equals the scalar where the counts agree, and 0 keeps
+    the fast path's own choice and response."""
+    m = half[0]
+    fast = dict(respond=m.fast_respond(), center=m.center)
+    n = len(POS_HALF)
+    with torch.no_grad():
+        three = search.optimal_gabor(m, GRID, refine=3, **fast)
+        mixed = search.optimal_gabor(m, GRID, refine=np.where(BORDER, 3, 0), **fast)
+    np.testing.assert_allclose(mixed.response[BORDER], three.response[BORDER], rtol=1e-6)
+    np.testing.assert_allclose(mixed.response[~BORDER], half[3].response[~BORDER], rtol=1e-6)
+    for bad in (np.zeros(n - 1, int), -1, 1.5):
+        with pytest.raises(ValueError, match="refine"):
+            search.optimal_gabor(m, GRID, refine=bad, **fast)
 
 
 def test_gray_padding_keeps_fast_path_exact_inside_the_core_reach(twin):
