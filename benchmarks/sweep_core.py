@@ -47,6 +47,14 @@ VARIANTS = {
     "elu1 + dil 1": {"output": "elu1", "core": {"dilations": (1, 1, 1)}},
     "8 + elu1": {"output": "elu1", "core": {"features": (8, 8, 8)}},
     "8 + elu1 + dil 1": {"output": "elu1", "core": {"features": (8, 8, 8), "dilations": (1, 1, 1)}},
+    # the last layer keeps dilation 3 (reach 24 px) but gets all 5 Hermite orders of its 5 x 5 taps
+    "hermite 5,3,5": {"core": {"n_hermite": (5, 3, 5)}},
+    "elu1 + hermite 5,3,5": {"output": "elu1", "core": {"n_hermite": (5, 3, 5)}},
+    # undilated, with a larger last kernel for a reach of 20 px instead of 16
+    "elu1 + dil 1 + 9,5,9": {
+        "output": "elu1",
+        "core": {"dilations": (1, 1, 1), "kernel_sizes": (9, 5, 9)},
+    },
 }
 BASELINE = "Sensorium baseline"
 HI_SF = "simple hi-sf"
