@@ -3,7 +3,7 @@
 On one small simulated scan per population (``simulate_scans(n_scans=1, ...)``), trains the
 "cpu" twin preset, variants of it (``VARIANTS``: one option changed each, plus combinations) and
 the neuralpredictors Sensorium baseline of ``benchmarks/peer.py`` (its builder and training
-recipe, imported; the baseline sees the images pooled like the twin's, 18 x 32), every model for
+recipe, imported; its input is pooled by the preset's downsample, like the twin's), each for
 the same epoch budget on 1 torch thread. Prints per model the median test FEVE (``twin.metrics``)
 of each true cell type (the simulator's ``truth["type"]``), of the simple cells in the top third of
 their spatial frequencies ("simple hi-sf"), and of all neurons, with the test correlation,
