@@ -13,8 +13,11 @@ benchmarks/fit.py: 2 scans x 300 neurons, 4000 train + 500 validation trials, 10
   sqrt(train trials / batch), plus the core and readout regularizers; Adam lr 0.005, batch 128;
   ``neuralpredictors.training.early_stopping`` on the validation correlation (interval 1,
   patience 5, tolerance 1e-6, 3 learning-rate decays by 0.3 with ReduceLROnPlateau, best state
-  restored, at most 200 epochs). Inputs: the twin's standardized images; responses divided by
-  each neuron's training std (NeuroNormalizer), predictions scaled back for scoring.
+  restored, at most 200 epochs). Inputs: the twin's standardized images, average-pooled by
+  ``--baseline-downsample`` (default: the twin's own ``downsample``, so that both models see the
+  same resolution, 18 x 32 for the cpu preset; 1 gives the baseline the full 36 x 64 canvas);
+  responses divided by each neuron's training std (NeuroNormalizer), predictions scaled back for
+  scoring.
 
     python benchmarks/peer.py            # full (CPU: tens of minutes)
     python benchmarks/peer.py --quick    # smoke run: 1 scan x 30 neurons x 256 trials, 1 epoch
@@ -31,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from simulator import simulate_scans
 from twin.data import ScanData
@@ -56,6 +60,12 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="cap both models' epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--baseline-downsample",
+        type=int,
+        default=None,
+        help="average-pool the baseline's input by this factor (default: the twin's downsample)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 scan x 30 neurons, 1 epoch")
     args = p.parse_args(argv)
     if args.quick:
@@ -64,8 +74,20 @@ def parse_args(argv=None):
     return args
 
 
-def baseline(scans: list[ScanData], coords: dict, seed: int):
-    """The Sensorium 2022 baseline (module docstring) as a neuralpredictors FiringRateEncoder."""
+def baseline_inputs(standardize, downsample: int):
+    """The baseline's input function: raw images (B, 1, H, W) -> standardized images
+    average-pooled by ``downsample`` (B, 1, H/d, W/d) float32 numpy."""
+
+    def inputs(raw: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(standardize(raw))
+        return (F.avg_pool2d(x, downsample) if downsample > 1 else x).numpy()
+
+    return inputs
+
+
+def baseline(scans: list[ScanData], coords: dict, seed: int, image_shape: tuple):
+    """The Sensorium 2022 baseline (module docstring) as a neuralpredictors FiringRateEncoder for
+    inputs of ``image_shape`` (H, W) pixels."""
     from neuralpredictors.layers.cores import Stacked2dCore
     from neuralpredictors.layers.encoders import FiringRateEncoder
     from neuralpredictors.layers.readouts import FullGaussian2d, MultiReadoutBase
@@ -92,7 +114,7 @@ def baseline(scans: list[ScanData], coords: dict, seed: int):
         use_avg_reg=False,
     )
     with torch.no_grad():
-        shape = tuple(core(torch.zeros((1,) + scans[0].images.shape[1:])).shape[1:])
+        shape = tuple(core(torch.zeros((1, 1, *image_shape))).shape[1:])
 
     class PerScanGaussians(MultiReadoutBase):  # sensorium's: a source grid per scan
         _base_readout = FullGaussian2d
@@ -116,8 +138,9 @@ def baseline(scans: list[ScanData], coords: dict, seed: int):
     return FiringRateEncoder(core, readout, elu_offset=0.0)
 
 
-def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> dict:
-    """The standard_trainer recipe (module docstring). Returns {"epochs", "val_corr"}."""
+def fit_baseline(model, scans, inputs, max_epochs: int | None, device) -> dict:
+    """The standard_trainer recipe (module docstring) on ``inputs(raw images)`` (`baseline_inputs`).
+    Returns {"epochs", "val_corr", "std": {scan: (N,) response std}}."""
     from neuralpredictors.measures.modules import PoissonLoss
     from neuralpredictors.training import LongCycler, early_stopping
 
@@ -131,9 +154,9 @@ def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> d
         std = np.where(std > 0.01 * std.mean(), std, 0.01 * std.mean())
         data[s.name] = dict(
             train=torch.utils.data.TensorDataset(
-                torch.tensor(standardize(tr.images)), torch.tensor(tr.responses / std)
+                torch.tensor(inputs(tr.images)), torch.tensor(tr.responses / std)
             ),
-            val=(torch.tensor(standardize(va.images)), va.responses / std),
+            val=(torch.tensor(inputs(va.images)), va.responses / std),
             std=std,
         )
     loaders = {
@@ -184,6 +207,15 @@ def fit_baseline(model, scans, standardize, max_epochs: int | None, device) -> d
     }
 
 
+@torch.no_grad()
+def predict_baseline(model, x: np.ndarray, key: str, std: np.ndarray, device) -> np.ndarray:
+    """Rates (B, N) of scan ``key``'s neurons for baseline inputs ``x`` (`baseline_inputs`), in
+    response units (the NeuroNormalizer's ``std`` (N,) undone)."""
+    xb = torch.tensor(x).to(device)
+    pred = torch.cat([model(xb[i : i + 256], data_key=key) for i in range(0, len(xb), 256)])
+    return pred.cpu().numpy() * std
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -217,24 +249,25 @@ def main(argv=None):
     epochs = {"twin": len(hist["epoch"])}
     log(f"twin: {epochs['twin']} epochs, best val corr {hist['best_val_corr']:.3f}")
 
-    base = baseline(data, {s.name: s.cell_motor_coordinates for s in sims}, args.seed)
+    pool = preset.downsample if args.baseline_downsample is None else args.baseline_downsample
+    inputs = baseline_inputs(twin.standardize, pool)
+    shape = inputs(data[0].images[:1]).shape[2:]
+    log(f"baseline input: {shape[0]} x {shape[1]} (pooled {pool}x)")
+    base = baseline(data, {s.name: s.cell_motor_coordinates for s in sims}, args.seed, shape)
     t0 = time.perf_counter()
-    bh = fit_baseline(base, data, twin.standardize, args.epochs, device)
+    bh = fit_baseline(base, data, inputs, args.epochs, device)
     seconds["Sensorium baseline"] = time.perf_counter() - t0
     epochs["Sensorium baseline"] = bh["epochs"]
     log(f"baseline: {bh['epochs']} epochs, val corr {bh['val_corr']:.3f}")
 
     per = {"twin": [], "Sensorium baseline": []}
-    with torch.no_grad():
-        for d in data:
-            test = d.select("test")
-            x = twin.standardize(test.images)
-            per["twin"].append(prediction_scores(twin.predict(x, d.name), test))
-            xb = torch.tensor(x).to(device)
-            pb = torch.cat([base(xb[i : i + 256], data_key=d.name) for i in range(0, len(xb), 256)])
-            per["Sensorium baseline"].append(
-                prediction_scores(pb.cpu().numpy() * bh["std"][d.name], test)
-            )
+    for d in data:
+        test = d.select("test")
+        per["twin"].append(
+            prediction_scores(twin.predict(twin.standardize(test.images), d.name), test)
+        )
+        pb = predict_baseline(base, inputs(test.images), d.name, bh["std"][d.name], device)
+        per["Sensorium baseline"].append(prediction_scores(pb, test))
     n_params = {
         "twin": sum(p.numel() for p in twin.parameters()),
         "Sensorium baseline": sum(p.numel() for p in base.parameters()),
