@@ -308,6 +308,16 @@ class Twin(nn.Module):
             return np.zeros((0, self._readout(scan).n_neurons), dtype=np.float32)
         return torch.cat(out).numpy()
 
+    @torch.no_grad()
+    def rf_shift(self, scan: str, pupil_center) -> np.ndarray:
+        """(T, 2) canvas pixels (x, y) by which `scan`'s pupil shifter moves every read point
+        for recorded pupil centres (T, 2); 0 at the training mean (`twin.behavior`)."""
+        shifter = self._behavior_of(scan, "pupil_center")
+        unit = shifter.shift(torch.as_tensor(np.asarray(pupil_center, np.float32)).to(self.device))
+        readout = self._readout(scan)
+        half = np.array([(readout.width - 1) / 2, (readout.height - 1) / 2])
+        return unit.cpu().numpy() * half * self.downsample
+
     def barcodes(self, scan: str) -> np.ndarray:
         """Feature weights (N, F, O) of `scan`'s neurons, feature-major (see `twin.core`)."""
         return self._readout(scan).barcodes.detach().cpu().numpy()
