@@ -222,6 +222,7 @@ class TrainedModel(dj.Computed):
         feve            : float32   # fraction of explainable variance explained
         rf_x            : float32   # readout RF centre, canvas pixels (column)
         rf_y            : float32   # (row)
+        response_sd = null : float32  # twin unit in recorded units (train s.d.; null: imported)
         """
 
     @property
@@ -263,6 +264,7 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
             "unit_id", order_by="neuron_idx"
         )
         rf = model.rf_positions(scan.name)
+        scale = model.response_scale(scan.name).cpu().numpy()
         for i, unit in enumerate(unit_ids):
             rows.append(
                 dict(
@@ -275,6 +277,7 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
                     feve=m["feve"][i],
                     rf_x=rf[i, 0],
                     rf_y=rf[i, 1],
+                    response_sd=scale[i],
                 )
             )
         allm.append(m)
