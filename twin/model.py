@@ -59,7 +59,8 @@ class Twin(nn.Module):
         output: "elu1" (ELU + 1) or "exp" (exponential, tangent-continued); see `twin.outputs`.
         behavior: {scan name: [B, pupil]} for the scans recorded with behaviour: B values per
             trial (0: none; one B for all scans that have it) and whether the pupil centre is
-            (a shifter; only for `SHIFTABLE` readouts, ignored otherwise). None: no behaviour.
+            recorded (it drives a shifter; only for `SHIFTABLE` readouts, ignored otherwise).
+            None: no behaviour inputs (`twin.behavior`).
     """
 
     def __init__(
