@@ -377,11 +377,11 @@ def test_twin_learns_the_simulated_behaviour(tmp_path):
 
     sim = simulate_scans(
         n_scans=1,
-        n_neurons=40,
-        n_train=800,
-        n_validation=200,
-        n_test_images=20,
-        n_repeats=4,
+        n_neurons=60,
+        n_train=1500,
+        n_validation=300,
+        n_test_images=40,
+        n_repeats=5,
         seed=0,
         behavior=True,
     )[0]
@@ -403,7 +403,7 @@ def test_twin_learns_the_simulated_behaviour(tmp_path):
     }
     twin = build_model(arch, [scan], seed=0)
     config = preset.train
-    config.max_epochs, config.device = 8, "cpu"
+    config.max_epochs, config.device = 12, "cpu"  # 800 trials, 8 epochs: no shift learned yet
     fit(twin, [scan], config, progress=False)
     val = scan.select("validation")
     x = twin.standardize(val.images)
