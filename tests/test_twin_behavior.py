@@ -413,3 +413,14 @@ def test_twin_learns_the_simulated_behaviour(tmp_path):
     px = twin.rf_shift(scan.name, np.asarray(PUPIL_REST) + PUPIL_SD * np.eye(2))
     np.testing.assert_allclose(np.diag(px), EYE_SHIFT, atol=0.6)
     assert np.abs(px[[0, 1], [1, 0]]).max() < 0.6
+
+
+@pytest.mark.slow
+def test_cli_simulate_with_behaviour_writes_an_importable_folder(tmp_path):
+    """`v1twin simulate --behavior` (1,520 trials: its validation and test tiers are fixed)."""
+    args = ["simulate", "--out", str(tmp_path), "--neurons", "4", "--scans", "1", "--trials", "20"]
+    assert cli.main([*args, "--behavior"]) == 0
+    rec = read_sensorium(next(tmp_path.glob("static*")), progress=False)
+    assert rec.behavior.shape == (len(rec.tiers), 3)
+    assert rec.pupil_center.shape == (len(rec.tiers), 2)
+    assert np.isfinite(rec.behavior).all() and (rec.behavior[:, 2] >= 0).all()  # running speed
