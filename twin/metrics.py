@@ -115,7 +115,9 @@ def evaluate(model, scan) -> dict[str, np.ndarray]:
 
     Returns {"test_correlation", "correlation_to_average", "oracle_correlation", "feve"},
     each (N,), with predictions (`Twin.predict`, at each trial's behaviour where the twin takes
-    it) and responses both in recorded units, which FEVE needs.
+    it) and responses both in recorded units, which FEVE needs. With behaviour, the repeats of
+    an image differ in behaviour: their spread counts as noise in FEVE's noise variance, so a
+    twin that predicts it from the behaviour can score above 1.
     """
     test = scan.select("test")
     if len(test.responses) == 0:
