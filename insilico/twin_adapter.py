@@ -74,6 +74,9 @@ class TwinResponseModel(NeuronSubsetModel):
     canvas (``twin.image_shape``); None: the Sensorium screen's (:mod:`insilico.units`), an error
     when first needed if the canvas does not have that screen's aspect ratio.
 
+    Rates are in recorded response units (the twin's output x ``Twin.response_scale``), at the
+    training-mean behaviour and pupil centre (`twin.behavior`).
+
     Evaluation always runs the twin in eval mode (no readout sampling noise, running batch-norm
     statistics) and restores its previous mode. Calls are differentiable (MEIs); the searches
     wrap them in ``torch.no_grad``.
@@ -141,11 +144,19 @@ class TwinResponseModel(NeuronSubsetModel):
         return TwinResponseModel(self.twin, self.scan, pref, glob, self._ppd)
 
     # ---- direct path ---------------------------------------------------------------------------
+    def _scale(self) -> torch.Tensor:
+        """(N,) recorded response units per twin unit of this model's neurons
+        (``Twin.response_scale``)."""
+        scale = self.twin.response_scale(self.scan)
+        return scale if self._index is None else scale[self._neuron_tensor()]
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Standardized images (B,1,H,W) -> rates (B,N), the full model."""
+        """Standardized images (B,1,H,W) -> rates (B,N) in recorded units, the full model (at the
+        training-mean behaviour and pupil centre)."""
         with eval_mode(self.twin):
             out = self.twin(images.to(self.device, torch.float32), self.scan)
-        return out if self._index is None else out[:, self._neuron_tensor()]
+        out = out if self._index is None else out[:, self._neuron_tensor()]
+        return out * self._scale()
 
     def respond_own(self, images: torch.Tensor, neuron_index) -> torch.Tensor:
         """Rate of neuron ``neuron_index[m]`` to ``images[m]``: (M,1,H,W), (M,) -> (M,).
@@ -157,19 +168,19 @@ class TwinResponseModel(NeuronSubsetModel):
         with eval_mode(self.twin):
             core_out = self.twin.features(images.to(self.device, torch.float32))
             drive = self.readout.own(core_out, idx)
-        return self.twin.output(drive)
+        return self.twin.output(drive) * self.twin.response_scale(self.scan)[idx]
 
     # ---- fast path -----------------------------------------------------------------------------
     def fast_respond(self) -> RespondFn:
         """``respond(stimuli_centred (B,1,H,W)) -> (B,N)``: core once, readout moves each stimulus
         onto every RF (``Twin.at_rf``). Stimuli must be centred at :attr:`center`; the callable
         carries it as ``respond.center``. Differentiable."""
-        sel = self._neuron_tensor()
+        sel, scale = self._neuron_tensor(), self._scale()
 
         def respond(stimuli: torch.Tensor) -> torch.Tensor:
             with eval_mode(self.twin):
                 out = self.twin.at_rf(stimuli.to(self.device, torch.float32), self.scan)
-            return out if sel is None else out[:, sel]
+            return (out if sel is None else out[:, sel]) * scale
 
         respond.center = self.center
         return respond

@@ -54,11 +54,19 @@ class ModelConfig(dj.Lookup):
 
     @classmethod
     def add(
-        cls, preset: str = "cpu", canvas=None, glm_alphas: int = len(DT_ALPHAS), **train_overrides
+        cls,
+        preset: str = "cpu",
+        canvas=None,
+        glm_alphas: int = len(DT_ALPHAS),
+        standardize_responses: bool = True,
+        behavior: bool = True,
+        **train_overrides,
     ) -> dict:
         """Insert a preset (with optional TrainConfig overrides, model canvas (H, W), default the
-        preset's, and the number of L2 strengths the GLM baseline chooses from, log-spaced over
-        DT's range (default DT's 48)); returns its key."""
+        preset's, the number of L2 strengths the GLM baseline chooses from, log-spaced over
+        DT's range (default DT's 48), whether the twin is trained on per-neuron standardized
+        responses and whether it takes the scans' behaviour as inputs (`twin.training.build_model`);
+        returns its key."""
         p = get_preset(preset)
         if int(glm_alphas) < 1:
             raise ValueError(f"glm_alphas must be >= 1, got {glm_alphas!r}")
@@ -81,6 +89,14 @@ class ModelConfig(dj.Lookup):
             config["output"] = p.output
         if int(glm_alphas) != len(DT_ALPHAS):  # likewise: DT's grid is the default
             config["glm_alphas"] = int(glm_alphas)
+        for name, value in (
+            ("standardize_responses", standardize_responses),
+            ("behavior", behavior),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            if not value:  # likewise: on by default
+                config[name] = False
         key = {"model_hash": config_hash(config)}
         cls.insert1(dict(key, preset=preset, config=config), skip_duplicates=True)
         return key
@@ -174,7 +190,8 @@ def check_canvas(scan_keys, canvas) -> None:
 
 
 def _model_fields(arrays: dict) -> dict:
-    return {f: arrays[f] for f in ("images", "responses", "tiers", "image_ids")}
+    fields = ("images", "responses", "tiers", "image_ids", "behavior", "pupil_center")
+    return {f: arrays.get(f) for f in fields}
 
 
 @schema
@@ -205,6 +222,7 @@ class TrainedModel(dj.Computed):
         feve            : float32   # fraction of explainable variance explained
         rf_x            : float32   # readout RF centre, canvas pixels (column)
         rf_y            : float32   # (row)
+        response_sd = null : float32  # twin unit in recorded units (train s.d.; null: imported)
         """
 
     @property
@@ -246,6 +264,7 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
             "unit_id", order_by="neuron_idx"
         )
         rf = model.rf_positions(scan.name)
+        scale = model.response_scale(scan.name).cpu().numpy()
         for i, unit in enumerate(unit_ids):
             rows.append(
                 dict(
@@ -258,6 +277,7 @@ def _unit_rows(key: dict, model: Twin, scans: list[ScanData]) -> tuple[list[dict
                     feve=m["feve"][i],
                     rf_x=rf[i, 0],
                     rf_y=rf[i, 1],
+                    response_sd=scale[i],
                 )
             )
         allm.append(m)

@@ -179,13 +179,20 @@ def load_scan(scan_key: str, canvas=None, chunk: int = 512) -> dict[str, np.ndar
 
     Returns:
         images (T, 1, H, W) float32 per trial, responses (T, N) float32, tiers (T,) str,
-        image_ids (T,) int64, unit_ids (N,) int64 in response-column order.
+        image_ids (T,) int64, unit_ids (N,) int64 in response-column order, behavior (T, B)
+        and pupil_center (T, 2) float32 (None where the scan has none).
     """
     key = {"scan_key": scan_key}
     if not Scan & key:
         raise KeyError(f"scan {scan_key!r} is not in {Scan.full_table_name}")
-    trial_idx, tiers, image_ids, responses = (Scan.Trial & key).to_arrays(
-        "trial_idx", "tier", "image_id", "responses", order_by="trial_idx"
+    trial_idx, tiers, image_ids, responses, behavior, pupil = (Scan.Trial & key).to_arrays(
+        "trial_idx",
+        "tier",
+        "image_id",
+        "responses",
+        "behavior",
+        "pupil_center",
+        order_by="trial_idx",
     )
     ids, imgs = _images(key, canvas, chunk)
     lookup = np.searchsorted(ids, image_ids.astype(np.int64))
@@ -196,7 +203,16 @@ def load_scan(scan_key: str, canvas=None, chunk: int = 512) -> dict[str, np.ndar
         tiers=tiers.astype(str),
         image_ids=image_ids.astype(np.int64),
         unit_ids=np.asarray(unit_ids).astype(np.int64),
+        behavior=_per_trial(behavior),
+        pupil_center=_per_trial(pupil),
     )
+
+
+def _per_trial(values) -> np.ndarray | None:
+    """Stored per-trial arrays (NULL where not recorded) -> (T, C) float32, or None."""
+    if len(values) == 0 or any(v is None for v in values):
+        return None
+    return np.stack(values).astype(np.float32, copy=False)
 
 
 def _images(key: dict, canvas, chunk: int) -> tuple[np.ndarray, np.ndarray]:

@@ -96,6 +96,22 @@ matplotlib (nothing is downloaded), grayscale, area-resized to 36 x 64 and store
 The model sees ``(raw - pixel_mean) / pixel_std`` with the mean and std of the scan's train images.
 Image ids are unique across scans (scan k uses ids from ``k * 100000``); test images are repeated
 ``n_repeats`` times with the same id; trial order is shuffled.
+
+Behaviour (``simulate_scans(behavior=True)``)
+---------------------------------------------
+Each trial then also records behaviour (3 values, as Sensorium: pupil dilation, its derivative,
+running speed) and the pupil centre (2 values, eye-camera pixels), with known effects:
+
+* running speed v (cm/s, |N(0, 1)| x 10, so half-normal) multiplies the stimulus-driven part of
+  every neuron's rate: ``rate = baseline + gain * exp(RUNNING_GAIN * v_z) * z ** 1.5``, with
+  ``v_z = (v - E v) / sd v`` (its population mean and s.d.). Pupil dilation and its derivative
+  are recorded (dilation correlated with running, 0.5) but have no effect.
+* the pupil centre ``PUPIL_REST + PUPIL_SD * e`` (e ~ N(0, 1) per coordinate) moves the eye: the
+  image on the retina is the screen image translated by ``-EYE_SHIFT * e`` canvas pixels (gray
+  outside), so every RF lies, on the screen, at ``rf_positions + EYE_SHIFT * e`` (x, y).
+
+Behaviour is drawn from its own random stream, so the images, neurons and (without behaviour)
+responses of a seed are those of ``behavior=False``.
 """
 
 from __future__ import annotations
@@ -126,6 +142,9 @@ __all__ = [
 ]
 
 HEIGHT, WIDTH = 36, 64
+RUNNING_GAIN = 0.4  # log-gain of the stimulus drive per s.d. of running speed
+EYE_SHIFT = 2.0  # canvas pixels the RFs move on the screen per s.d. of the pupil centre
+PUPIL_REST, PUPIL_SD = (160.0, 120.0), 8.0  # eye-camera pixels
 N_ENERGY_ORIENTATIONS = 8
 EXPONENT = 1.5
 _EPS = 1e-6
@@ -446,14 +465,18 @@ class VirtualV1(torch.nn.Module):
         C = torch.sqrt(Lpe**2 + Lpo**2 + _EPS)
         return drive, S, C
 
-    def forward(self, x: torch.Tensor, surround: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, surround: bool = True, gain: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Rates (B, N). ``surround=False``: the surround term held at its natural-image median
-        (S = s0), i.e. the same neurons without surround modulation (a ground-truth ablation)."""
+        (S = s0), i.e. the same neurons without surround modulation (a ground-truth ablation).
+        gain: (B,) factor on every neuron's stimulus drive per image (behaviour); None: 1."""
         drive, S, C = self._components(x)
         if not surround:
             S = self.s0.expand_as(S)
         z = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0) / self.d0
-        return self.base + self.gain * z**EXPONENT
+        modulation = 1.0 if gain is None else gain.to(z).view(-1, 1)
+        return self.base + self.gain * modulation * z**EXPONENT
 
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor, batch_size: int = 250) -> None:
@@ -472,15 +495,17 @@ class VirtualV1(torch.nn.Module):
         self.gain.copy_((tm - self.base) / zp.mean(0))
 
     @torch.no_grad()
-    def rates(self, images, batch_size: int = 256) -> np.ndarray:
-        """Noiseless rates (T, N) as numpy for standardized images (T, 1, H, W), in batches."""
+    def rates(self, images, batch_size: int = 256, gain=None) -> np.ndarray:
+        """Noiseless rates (T, N) as numpy for standardized images (T, 1, H, W), in batches;
+        gain: (T,) per-image factor on the stimulus drive (`forward`), None: 1."""
         dev = self.filters.device
         out = []
         for i in range(0, len(images), batch_size):
             xb = torch.as_tensor(np.asarray(images[i : i + batch_size]), dtype=torch.float32).to(
                 dev
             )
-            out.append(self(xb).cpu())
+            g = None if gain is None else torch.as_tensor(gain[i : i + batch_size]).to(dev)
+            out.append(self(xb, gain=g).cpu())
         return torch.cat(out).numpy()
 
     # ------------------------------------------------------------------------------------------
@@ -536,6 +561,9 @@ class SimulatedScan:
     area: np.ndarray  # (N,) str "V1"
     layer: np.ndarray  # (N,) str "L2/3"
     truth: pd.DataFrame = field(repr=False, default=None)
+    behavior: np.ndarray | None = None  # (T, 3) pupil dilation, its derivative, running speed
+    pupil_center: np.ndarray | None = None  # (T, 2) eye-camera pixels
+    eye_shift: np.ndarray | None = None  # (T, 2) canvas px the RFs move on the screen (x, y)
 
     def standardized(self) -> np.ndarray:
         """The images as the model saw them: (raw - pixel_mean) / pixel_std."""
@@ -552,12 +580,15 @@ def simulate_scans(
     seed: int = 0,
     device=None,
     population: Population | str | dict = "default",
+    behavior: bool = False,
 ) -> list[SimulatedScan]:
     """Simulate ``n_scans`` scans of a virtual V1 (see the module docstring).
 
     Per scan: ``n_train + n_validation + n_test_images * n_repeats`` trials, shuffled; its own
     images and its own ``n_neurons`` neurons drawn from ``population`` (a ``Population``, a name
     in ``simulator.population.POPULATIONS`` or a TOML file; default: six types in equal numbers).
+    behavior: each trial also records behaviour and pupil centre, which modulate the responses
+    (module doc, "Behaviour").
     """
     population = load_population(population)
     scans = []
@@ -582,6 +613,12 @@ def simulate_scans(
         )
         trial_img = rng.permutation(trial_img)
         rates = rates_u[trial_img].astype(np.float32)
+        trial_behavior = {}
+        if behavior:
+            trial_behavior = _draw_behavior(len(trial_img), [int(seed), s, 3])
+            standardized = (raw[trial_img] - pixel_mean) / pixel_std
+            retina = _translate(standardized, -trial_behavior.pop("eye_shift_px"))
+            rates = model.rates(retina, gain=trial_behavior.pop("gain")).astype(np.float32)
         responses = rng.poisson(rates).astype(np.float32)
         animal_id, session, scan_idx = 90001 + s, 1, 1
         rf = model.rf_positions
@@ -615,9 +652,45 @@ def simulate_scans(
                 area=np.array(["V1"] * n_neurons),
                 layer=np.array(["L2/3"] * n_neurons),
                 truth=truth,
+                **trial_behavior,
             )
         )
     return scans
+
+
+def _draw_behavior(n_trials: int, seed) -> dict[str, np.ndarray]:
+    """Per trial: behavior (T, 3), pupil_center (T, 2), eye_shift (T, 2) canvas px, and what the
+    simulation applies: gain (T,) and eye_shift_px (T, 2) (module doc, "Behaviour")."""
+    rng = np.random.default_rng(seed)
+    run_noise, eye = rng.normal(size=n_trials), rng.normal(size=(n_trials, 2))
+    running = 10.0 * np.abs(run_noise)
+    half_normal_mean, half_normal_sd = (
+        10.0 * math.sqrt(2 / math.pi),
+        10.0 * math.sqrt(1 - 2 / math.pi),
+    )
+    run_z = (running - half_normal_mean) / half_normal_sd
+    dilation = 1.0 + 0.2 * (0.5 * run_z + math.sqrt(0.75) * rng.normal(size=n_trials))
+    derivative = np.gradient(dilation)
+    shift = EYE_SHIFT * eye
+    return {
+        "behavior": np.stack([dilation, derivative, running], 1).astype(np.float32),
+        "pupil_center": (np.asarray(PUPIL_REST) + PUPIL_SD * eye).astype(np.float32),
+        "eye_shift": shift.astype(np.float32),
+        "gain": np.exp(RUNNING_GAIN * run_z).astype(np.float32),
+        "eye_shift_px": shift,
+    }
+
+
+def _translate(images: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Images (T, 1, H, W) translated by shift (T, 2) pixels (x, y), bilinear, 0 outside."""
+    t, _, h, w = images.shape
+    theta = np.zeros((t, 2, 3), np.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = -2 * shift[:, 0] / (w - 1)  # output(p) = input(p - shift)
+    theta[:, 1, 2] = -2 * shift[:, 1] / (h - 1)
+    x = torch.as_tensor(np.asarray(images, np.float32))
+    grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=True).numpy()
 
 
 def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
@@ -645,6 +718,8 @@ def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
             animal_id=sc.animal_id,
             session=sc.session,
             scan_idx=sc.scan_idx,
+            behavior=sc.behavior,
+            pupil_center=sc.pupil_center,
         )
         folders.append(folder)
     truth = pd.concat(

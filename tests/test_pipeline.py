@@ -89,6 +89,15 @@ def test_every_stage_populates(db, tiny, tmp_path):
     phase = ins.PhaseTuning.Unit().to_arrays("phase_index")
     assert np.all(np.isfinite(phase)) and np.all((phase >= 0) & (phase <= 1))
     _check_battery_at_cluster_gabor(db, n_neurons)
+    # trained on standardized responses: each neuron's factor is its train-tier s.d.
+    from twin.data import ScanData
+
+    for s in tiny:
+        got = (db["model"].TrainedModel.Unit & {"scan_key": s.name}).to_arrays(
+            "response_sd", order_by="unit_id"
+        )
+        want = ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids).response_scale()
+        np.testing.assert_allclose(got.astype(float), want, rtol=1e-5)
     # A second populate finds nothing to do.
     results = pipeline.populate(
         __import__("v1twin.config", fromlist=["load"]).load(_config(tmp_path))

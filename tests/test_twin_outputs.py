@@ -49,7 +49,7 @@ def test_twin_applies_its_output_and_initial_rates_match_the_data():
     assert model.config["output"] == "exp"
     with torch.no_grad():
         model.readouts["s"].features.zero_()  # drive = bias: the initial rate is the train mean
-        rates = model(torch.zeros(1, 1, 12, 16), "s")[0].numpy()
+    rates = model.predict(np.zeros((1, 1, 12, 16)), "s")[0]  # recorded units
     np.testing.assert_allclose(rates, responses.mean(0), rtol=1e-5)
     with pytest.raises(ValueError, match="output"):
         Twin(arch["core"], arch["readout"], {"s": 3}, (12, 16), output="relu")

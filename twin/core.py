@@ -241,13 +241,18 @@ class RotationEquivariantCore(nn.Module):
         pooled = max((k.shape[-1] // 2 for k in self._surround_kernels()), default=0)
         return hidden + max(last, pooled)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardized images (B, 1, H, W) -> features (B, out_features*O, H, W)."""
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Standardized images (B, 1, H, W) -> features (B, out_features*O, H, W).
+
+        offset: (B, F_first) added to the first layer's convolution output, the same for every
+        orientation and pixel (behaviour inputs, `twin.behavior`), so equivariance holds."""
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             hidden = x
             z = conv(x)
             b, _, h, w = z.shape
             z = z.view(b, -1, self.orientations, h, w)
+            if i == 0 and offset is not None:
+                z = z + offset.to(z.dtype).view(b, -1, 1, 1, 1)
             x = norm(z)
             if i < len(self.convs) - 1:
                 x = F.elu(x)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ class ScanData:
         responses: (T, N) float32, non-negative activity per trial and neuron.
         tiers: (T,) str, each in {"train", "validation", "test"}.
         image_ids: (T,) int64; repeats of one image share an id (test repeats).
+        behavior: (T, B) float32 recorded units (Sensorium: pupil dilation, its derivative,
+            running speed), or None.
+        pupil_center: (T, 2) float32 recorded units (eye-camera pixels), or None.
     """
 
     name: str
@@ -30,6 +33,8 @@ class ScanData:
     responses: np.ndarray
     tiers: np.ndarray
     image_ids: np.ndarray
+    behavior: np.ndarray | None = None
+    pupil_center: np.ndarray | None = None
 
     def __post_init__(self):
         self.images = np.asarray(self.images, dtype=np.float32)
@@ -49,6 +54,7 @@ class ScanData:
             shape = getattr(self, field).shape
             if shape != (t,):
                 raise ValueError(f"ScanData.{field} must be (T={t},), got shape {shape}")
+        self._check_trial_inputs(t)
         for field in ("images", "responses"):
             if not np.isfinite(getattr(self, field)).all():
                 raise ValueError(f"ScanData.{field} of scan {self.name!r} contains NaN or inf")
@@ -57,6 +63,22 @@ class ScanData:
             raise ValueError(
                 f"ScanData.tiers has unknown values {sorted(unknown)}; allowed {TIERS}"
             )
+
+    def _check_trial_inputs(self, t: int) -> None:
+        """behavior (T, B) and pupil_center (T, 2): float32 and finite, or None."""
+        for field, width in (("behavior", None), ("pupil_center", 2)):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            value = np.asarray(value, dtype=np.float32)
+            if value.ndim != 2 or value.shape[0] != t or width not in (None, value.shape[1]):
+                raise ValueError(
+                    f"ScanData.{field} of scan {self.name!r} must be (T={t}, "
+                    f"{width or 'B'}), got shape {value.shape}"
+                )
+            if not np.isfinite(value).all():
+                raise ValueError(f"ScanData.{field} of scan {self.name!r} contains NaN or inf")
+            setattr(self, field, value)
 
     @property
     def n_neurons(self) -> int:
@@ -70,7 +92,7 @@ class ScanData:
     def on_canvas(self, canvas) -> ScanData:
         """The same trials with images area-averaged onto the model canvas (H, W) (`to_canvas`)."""
         images = to_canvas(self.images, canvas, f"scan {self.name!r}")
-        return ScanData(self.name, images, self.responses, self.tiers, self.image_ids)
+        return replace(self, images=images)
 
     def mask(self, tier: str) -> np.ndarray:
         """Boolean (T,) selecting the trials of one tier."""
@@ -82,8 +104,26 @@ class ScanData:
         """The trials of one tier as a new ScanData (same name)."""
         m = self.mask(tier)
         return ScanData(
-            self.name, self.images[m], self.responses[m], self.tiers[m], self.image_ids[m]
+            self.name,
+            self.images[m],
+            self.responses[m],
+            self.tiers[m],
+            self.image_ids[m],
+            None if self.behavior is None else self.behavior[m],
+            None if self.pupil_center is None else self.pupil_center[m],
         )
+
+    def response_scale(self) -> np.ndarray:
+        """(N,) float32: each neuron's train-tier response s.d., floored at 1 % of the mean s.d.
+        over neurons (neuralpredictors' ``NeuroNormalizer``; its threshold keeps a silent neuron
+        from being divided by ~0). Responses / scale are the twin's standardized responses."""
+        train = self.responses[self.mask("train")].astype(np.float64)
+        sd = train.std(0) if len(train) else np.zeros(self.n_neurons)
+        if not sd.mean() > 0:
+            raise ValueError(
+                f"scan {self.name!r}: no train-tier response variance to standardize with"
+            )
+        return np.maximum(sd, 0.01 * sd.mean()).astype(np.float32)
 
 
 def to_canvas(images: np.ndarray, canvas, where: str = "images", chunk: int = 512) -> np.ndarray:

@@ -114,12 +114,15 @@ def evaluate(model, scan) -> dict[str, np.ndarray]:
     """All measures of `model` (a Twin) on the test tier of `scan` (a ScanData).
 
     Returns {"test_correlation", "correlation_to_average", "oracle_correlation", "feve"},
-    each (N,).
+    each (N,), with predictions (`Twin.predict`, at each trial's behaviour where the twin takes
+    it) and responses both in recorded units, which FEVE needs. With behaviour, the repeats of
+    an image differ in behaviour: their spread counts as noise in FEVE's noise variance, so a
+    twin that predicts it from the behaviour can score above 1.
     """
     test = scan.select("test")
     if len(test.responses) == 0:
         raise ValueError(f"scan {scan.name!r} has no test-tier trials")
-    pred = model.predict(model.standardize(test.images), scan.name)
+    pred = model.predict(model.standardize(test.images), scan.name, **model.trial_inputs(test))
     return {
         **prediction_scores(pred, test),
         "oracle_correlation": oracle_correlation(test.responses, test.image_ids),

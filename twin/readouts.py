@@ -168,9 +168,12 @@ class GaussianReadout(_Readout):
             align_corners=True,
         )[..., 0]
 
-    def forward(self, core_out: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> linear drive (B, N)."""
+    def forward(self, core_out: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> linear drive (B, N). shift: (B, 2) unit coordinates added to every
+        read point of a trial (a pupil shifter's output, `twin.behavior`); None: 0."""
         mu = self.mu.clamp(-1, 1)[None].expand(core_out.shape[0], -1, -1)
+        if shift is not None:
+            mu = (mu + shift[:, None, :]).clamp(-1, 1)
         if self.training:
             mu = (mu + self.sigma * torch.randn_like(mu)).clamp(-1, 1)
         sampled = self._read(core_out, mu.to(core_out.dtype))
@@ -280,10 +283,11 @@ class NormalizedGaussianReadout(GaussianReadout):
     def _log_divisor(self, pooled_energy: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
         return torch.log1p(F.softplus(kappa) * torch.sqrt(pooled_energy.clamp_min(0) + 1e-8))
 
-    def forward(self, core_out: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> log-rate drive (B, N)."""
+    def forward(self, core_out: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> log-rate drive (B, N). shift: that of `GaussianReadout.forward`; it
+        moves the read points, while the pools stay around the unshifted ones."""
         pooled = self._energy(core_out) @ self._annulus(self.mu.clamp(-1, 1)).T
-        return super().forward(core_out) - self._log_divisor(pooled, self.kappa)
+        return super().forward(core_out, shift) - self._log_divisor(pooled, self.kappa)
 
     def own(self, core_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Drive (M,) of neuron idx[m] to image m (eval): core_out (M, C, H, W), idx (M,)."""

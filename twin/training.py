@@ -43,9 +43,12 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
     """A Twin for `scans`, initialised with `seed`.
 
     preset: a preset name (`twin.presets`), a `Preset`, or a dict with "core", "readout" and
-    optionally "downsample" and "output" (e.g. a `Twin.config`). Sets input_mean/std from the
-    train-tier pixels of all scans and each readout's bias so that the initial mean rate matches the
-    neuron's train mean.
+    optionally "downsample", "output" (e.g. a `Twin.config`), "behavior" and
+    "standardize_responses" (both default True: a ModelConfig's config). Sets input_mean/std from
+    the train-tier pixels of all scans, each readout's ``response_scale``
+    (`ScanData.response_scale`, or ones when not standardizing), each scan's behaviour
+    standardisation (`twin.behavior`; scans with behaviour or pupil centre, unless "behavior" is
+    False) and each readout's bias so that the initial mean rate matches the neuron's train mean.
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
@@ -69,6 +72,7 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
         shapes.pop(),
         arch.get("downsample", 1),
         arch.get("output", "elu1"),
+        _behavior_spec(scans) if arch.get("behavior", True) else None,
     )
     inverse_output = OUTPUTS[model.output_name][1]
     pixels = np.concatenate([s.images[s.mask("train")].ravel() for s in scans]).astype(np.float64)
@@ -76,25 +80,43 @@ def build_model(preset, scans: list[ScanData], seed: int = 0) -> Twin:
         raise ValueError("no train-tier trials in any scan")
     model.input_mean.fill_(pixels.mean())
     model.input_std.fill_(max(pixels.std(), 1e-6))
+    standardize = arch.get("standardize_responses", True)
     with torch.no_grad():
         for s in scans:
-            mean_rate = s.responses[s.mask("train")].mean(0)
-            model.readouts[s.name].bias.copy_(torch.from_numpy(inverse_output(mean_rate)).float())
+            readout, train = model.readouts[s.name], s.select("train")
+            scale = s.response_scale() if standardize else np.ones(s.n_neurons, np.float32)
+            readout.response_scale.copy_(torch.from_numpy(scale))
+            mean_rate = train.responses.mean(0) / scale
+            readout.bias.copy_(torch.from_numpy(inverse_output(mean_rate)).float())
+            if s.name in model.behavior:
+                model.behavior[s.name].fit(train.behavior, train.pupil_center)
     return model
+
+
+def _behavior_spec(scans: list[ScanData]) -> dict:
+    """{scan: [B, has pupil centre]} of the scans recorded with behaviour or pupil centre."""
+    return {
+        s.name: [0 if s.behavior is None else s.behavior.shape[1], s.pupil_center is not None]
+        for s in scans
+        if s.behavior is not None or s.pupil_center is not None
+    }
 
 
 def _tier_tensors(
     model: Twin, scan: ScanData, tier: str, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    m = scan.mask(tier)
-    x = torch.from_numpy(model.standardize(scan.images[m])).to(device)
-    return x, torch.from_numpy(scan.responses[m]).to(device)
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(standardized images, STANDARDIZED responses, {the twin's behaviour inputs}) of a tier."""
+    part = scan.select(tier)
+    x = torch.from_numpy(model.standardize(part.images)).to(device)
+    y = torch.from_numpy(part.responses) / model.response_scale(scan.name).cpu()
+    extra = {k: torch.from_numpy(v).to(device) for k, v in model.trial_inputs(part).items()}
+    return x, y.to(device), extra
 
 
 def _validation_correlation(model: Twin, val: dict, batch_size: int) -> float:
     corrs = [
-        correlation(model.predict(x, name, batch_size), y.cpu().numpy())
-        for name, (x, y) in val.items()
+        correlation(model.predict(x, name, batch_size, **extra), y.cpu().numpy())
+        for name, (x, y, extra) in val.items()
     ]
     return float(np.concatenate(corrs).mean())
 
@@ -127,10 +149,10 @@ def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, mix
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = model.core.regularizer() * config.core_reg
-        for name, (x, y) in train.items():
+        for name, (x, y, extra) in train.items():
             idx = next(batches[name]).to(x.device)
             with mixed:
-                rates = model(x[idx], name)
+                rates = model(x[idx], name, **{k: v[idx] for k, v in extra.items()})
             loss = (
                 loss
                 + poisson_loss(rates.float(), y[idx])
@@ -159,12 +181,12 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     generator = torch.Generator().manual_seed(config.seed)
     train = {s.name: _tier_tensors(model, s, "train", device) for s in scans}
     val = {s.name: _tier_tensors(model, s, "validation", device) for s in scans}
-    if any(len(y) == 0 for y, _ in train.values()) or any(len(y) == 0 for _, y in val.values()):
+    if any(len(x) == 0 for x, *_ in (*train.values(), *val.values())):
         raise ValueError("every scan needs train and validation trials")
     batches = {
-        name: _batches(len(x), config.batch_size, generator) for name, (x, _) in train.items()
+        name: _batches(len(x), config.batch_size, generator) for name, (x, *_) in train.items()
     }
-    steps = math.ceil(max(len(x) for x, _ in train.values()) / config.batch_size)
+    steps = math.ceil(max(len(x) for x, *_ in train.values()) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = _cosine(optimizer, config, steps) if config.schedule == "cosine" else None
     mixed = autocast(device)

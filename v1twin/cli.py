@@ -2,6 +2,7 @@
 
     v1twin db start|stop|status
     v1twin simulate --out DIR [--seed S] [--neurons N] [--scans K] [--trials T] [--population P]
+                    [--behavior]
     v1twin import sensorium PATH...      (folders or zips)
     v1twin import netcdf PATH...
     v1twin import model PATH --scan SCAN [--scan SCAN...] [--data-key KEY...] [--canvas H W]
@@ -82,6 +83,7 @@ def cmd_simulate(args) -> int:
         n_train=args.trials,
         seed=args.seed,
         population=args.population,
+        behavior=args.behavior,
     )
     folders = write_simulation(args.out, scans)
     print(f"wrote {len(folders)} scans to {args.out} in {time.perf_counter() - t0:.1f} s:")
@@ -300,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cell types and tuning ranges: a name ("
         + ", ".join(POPULATIONS)
         + ") or a TOML file (see simulator.population)",
+    )
+    sim.add_argument(
+        "--behavior",
+        action="store_true",
+        help="record behaviour and pupil centre per trial, with known effects (running speed "
+        "scales the stimulus drive, the pupil centre moves the RFs; simulator.virtual_v1)",
     )
     sim.set_defaults(func=cmd_simulate)
 

@@ -63,6 +63,18 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
             "L2 strengths the GLM baseline chooses from per neuron, log-spaced in [0.1, 5] (DT: "
             "48); its cost grows with their number",
         ),
+        "standardize_responses": (
+            True,
+            True,
+            "train on each neuron's responses / its train-tier s.d. (floor: 1 % of the mean s.d., "
+            "as neuralpredictors' NeuroNormalizer); metrics and predictions in recorded units",
+        ),
+        "behavior": (
+            True,
+            True,
+            "scans with behaviour / pupil centre: behaviour as core inputs, pupil centre drives "
+            "a readout shifter (Sensorium baseline); in-silico at the training means",
+        ),
         "n_seeds": (
             1,
             3,

@@ -17,6 +17,10 @@ import numpy as np
 
 TIERS = ("train", "validation", "test")
 
+#: values per trial of the optional behaviour inputs (Sensorium: pupil dilation, its derivative,
+#: running speed; the pupil centre's x, y)
+TRIAL_INPUTS = {"behavior": 3, "pupil_center": 2}
+
 
 class RecordingError(ValueError):
     """Bad input: the message names the file or key at fault."""
@@ -34,7 +38,8 @@ class Recording:
         images: (I, H, W) float32, one per distinct image id, in ``image_index`` order.
         image_index: (I,) int64, the id of each row of ``images``.
         unit_ids: (N,) int64; area, layer: (N,) str; motor_coordinates: (N, 3) float32 (um).
-        behavior: (T, B) float32 or None; pupil_center: (T, 2) float32 or None.
+        behavior: (T, 3) float32 or None; pupil_center: (T, 2) float32 or None (finite;
+            :data:`TRIAL_INPUTS`).
         source: where it was read from, for messages and provenance.
     """
 
@@ -82,6 +87,10 @@ class Recording:
                     f"but responses have {n_neurons}"
                 )
         _check_finite(self.responses, self._where("responses"))
+        for name in TRIAL_INPUTS:
+            problem = trial_input_problem(name, getattr(self, name))
+            if problem:
+                raise RecordingError(f"{self._where(name)}: {problem[1]}")
         self._check_tiers()
         self._check_images()
         self._check_repeats()
@@ -134,6 +143,22 @@ class Recording:
                 f"{self.unit_ids[flat[:5]].tolist()} "
                 "have zero variance over the train tier"
             )
+
+
+def trial_input_problem(name: str, values) -> tuple[int, str] | None:
+    """(trial, what is wrong) with a behaviour input (``name`` in :data:`TRIAL_INPUTS`), an array
+    of one row per trial; None when it is None or every row holds its number of finite values.
+    A wrong shape is reported at trial 0."""
+    if values is None:
+        return None
+    values, width = np.asarray(values), TRIAL_INPUTS[name]
+    if values.ndim != 2 or values.shape[1] != width:
+        return 0, f"{name} must be ({width},) per trial, got {values.shape[1:]}"
+    bad = np.flatnonzero(~np.isfinite(values).all(1))
+    if bad.size:
+        row = int(bad[0])
+        return row, f"{name} of trial {row} is {values[row].tolist()} ({bad.size} not finite)"
+    return None
 
 
 def _shape2(array: np.ndarray, where: str) -> tuple[int, int]:

@@ -29,7 +29,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
-from .recording import TIERS, Recording, RecordingError, scan_key_from_name
+from .recording import (
+    TIERS,
+    TRIAL_INPUTS,
+    Recording,
+    RecordingError,
+    scan_key_from_name,
+    trial_input_problem,
+)
 
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 REQUIRED_DATA = ("images", "responses")
@@ -162,6 +169,8 @@ def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
     # one image per distinct id is kept (repeats are not stacked: 0.9 GB per Sensorium scan)
     shown = {"images": np.flatnonzero(keep)[first]}
     data = {k: _stack(tree, files[k], k, progress, shown.get(k)) for k in present}
+    for key in set(TRIAL_INPUTS) & set(data):
+        _check_trial_input(tree, files[key], key, data[key])
     neurons = {
         k: tree.load(f"meta/neurons/{k}.npy")
         for k in NEURON_KEYS
@@ -200,6 +209,14 @@ def read_sensorium(path: str | Path, progress: bool = True) -> Recording:
         },
     )
     return rec.validate()
+
+
+def _check_trial_input(tree: _Tree, files: list[str], key: str, values: np.ndarray) -> None:
+    """RecordingError naming the file of the first trial whose behaviour input (``key`` in
+    ``TRIAL_INPUTS``, stacked (T, ...) in file order) has the wrong length or a NaN/inf."""
+    problem = trial_input_problem(key, values)
+    if problem:
+        raise RecordingError(f"{tree.name(files[problem[0]])}: {problem[1]}")
 
 
 def _scan_key(tree: _Tree) -> tuple[int, int, int]:
