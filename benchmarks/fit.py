@@ -65,6 +65,9 @@ def parse_args(argv=None):
         default=None,
         help="override the preset's learning-rate schedule (twin.presets.TrainConfig)",
     )
+    p.add_argument(
+        "--anneal-epochs", type=int, default=None, help="override the preset's anneal_epochs"
+    )
     p.add_argument("--lr", type=float, default=None, help="override the preset's (peak) lr")
     p.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -92,6 +95,7 @@ def main(argv=None):
         ("schedule", args.schedule),
         ("lr", args.lr),
         ("batch_size", args.batch),
+        ("anneal_epochs", args.anneal_epochs),
     ):
         if value is not None:
             setattr(cfg, key, value)
@@ -126,7 +130,7 @@ def main(argv=None):
     log(
         f"twin: preset 'cpu' (core {preset.core}, downsample {preset.downsample}); lr {cfg.lr}, "
         f"batch {cfg.batch_size}, max_epochs {cfg.max_epochs}, schedule {cfg.schedule} "
-        f"(patience {cfg.patience}, warm-up {cfg.warmup_epochs} epochs)"
+        f"(patience {cfg.patience}, warm-up {cfg.warmup_epochs}, anneal {cfg.anneal_epochs} epochs)"
     )
     model = build_model(preset, data, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())

@@ -157,3 +157,21 @@ def test_cosine_schedule_warms_up_decays_to_zero_and_runs_every_epoch(scans):
     np.testing.assert_allclose(history["lr"], expected, atol=1e-9)
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="linear")
+
+
+def test_anneal_schedule_holds_the_rate_then_decays_linearly_to_zero(scans):
+    """No warm-up: lr until the last anneal_epochs, then linear to 0 at max_epochs, all epochs
+    run (tolerance 1: the plateau rule would have stopped)."""
+    config = TrainConfig(
+        **{
+            **CONFIG.to_dict(),
+            "schedule": "anneal",
+            "max_epochs": 5,
+            "anneal_epochs": 2,
+            "tolerance": 1.0,
+        }
+    )
+    history = fit(build_model(ARCH, scans, seed=0), scans, config, progress=False)
+    assert history["epoch"] == [1, 2, 3, 4, 5]
+    # "lr" is the rate after each epoch: factor min(1, (max_epochs - epoch) / anneal_epochs)
+    np.testing.assert_allclose(history["lr"], [config.lr * f for f in (1, 1, 1, 0.5, 0)], atol=1e-9)

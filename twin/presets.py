@@ -3,7 +3,8 @@
 "paper": the published architecture (3 layers, 16 features x 8 orientations, kernels
 13, 5, 5; Ecker et al. 2019, Ustyuzhaninov et al. 2020); meant for a GPU.
 "cpu": a small core for 2 CPU cores: 3 layers of 4 features x 8 orientations, kernels 9, 5, 5,
-the last dilated 3x, on the input average-pooled 2x; exponential output; gray padding.
+the last dilated 3x, on the input average-pooled 2x; exponential output; gray padding; 12
+epochs at a constant rate, the last 4 of them decaying linearly to 0 ("anneal").
 
 The reach of 24 px and ``output="exp"`` let the twin learn a divisive surround; the measurements
 behind the cpu preset's choices are in docs/benchmarks.md.
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 __all__ = ["Preset", "PRESETS", "SCHEDULES", "TrainConfig", "get_preset"]
 
-SCHEDULES = ("plateau", "cosine")
+SCHEDULES = ("plateau", "cosine", "anneal")
 
 
 @dataclass
@@ -32,6 +33,9 @@ class TrainConfig:
     * "cosine": a linear warm-up from 0 to `lr` over `warmup_epochs` epochs, then a cosine
       decay to 0 at the end of `max_epochs` epochs, step by step; training runs all
       `max_epochs` (patience and the decay settings are not used).
+    * "anneal": `lr` (no warm-up) until the last `anneal_epochs` of `max_epochs` epochs, then
+      a linear decay to 0 at the end, step by step; training runs all `max_epochs` (patience
+      and the decay settings are not used).
 
     Either way the weights of the epoch with the best validation correlation are kept.
     readout_reg, core_reg: multipliers of the readouts' and the core's `regularizer()`.
@@ -48,6 +52,7 @@ class TrainConfig:
     lr_decay_factor: float = 0.3
     schedule: str = "plateau"
     warmup_epochs: int = 1
+    anneal_epochs: int = 3
     readout_reg: float = 1.0
     core_reg: float = 0.0
     seed: int = 0
@@ -96,7 +101,9 @@ PRESETS = {
             "padding": "gray",
         },
         readout={"type": "gaussian", "feature_l1": 1e-2},
-        train=TrainConfig(lr=1e-2, batch_size=32, max_epochs=40, patience=3, lr_decay_steps=2),
+        train=TrainConfig(
+            lr=1e-2, batch_size=32, max_epochs=12, schedule="anneal", anneal_epochs=4, patience=3
+        ),
         downsample=2,
         output="exp",
     ),

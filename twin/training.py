@@ -1,5 +1,5 @@
-"""Fitting a Twin: model factory, Poisson loss, Adam with a plateau or cosine learning-rate
-schedule, and the best validation epoch kept."""
+"""Fitting a Twin: model factory, Poisson loss, Adam with a plateau, cosine or anneal
+learning-rate schedule (`twin.presets.TrainConfig`), and the best validation epoch kept."""
 
 from __future__ import annotations
 
@@ -142,6 +142,18 @@ def _cosine(optimizer, config: TrainConfig, steps: int) -> torch.optim.lr_schedu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _anneal(optimizer, config: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step rate factor: 1, then linear to 0 over the last `anneal_epochs` epochs."""
+    total = config.max_epochs * steps
+    tail = max(min(config.anneal_epochs, config.max_epochs) * steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, max(total - step, 0) / tail)
+    )
+
+
+SCHEDULERS = {"cosine": _cosine, "anneal": _anneal}
+
+
 def _train_epoch(model, train, batches, optimizer, scheduler, config, steps, mixed, bar):
     """`steps` optimizer steps, each on one minibatch of every scan; returns the summed loss."""
     model.train()
@@ -188,7 +200,8 @@ def fit(model: Twin, scans: list[ScanData], config: TrainConfig, progress: bool 
     }
     steps = math.ceil(max(len(x) for x, *_ in train.values()) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = _cosine(optimizer, config, steps) if config.schedule == "cosine" else None
+    make_scheduler = SCHEDULERS.get(config.schedule)
+    scheduler = make_scheduler(optimizer, config, steps) if make_scheduler else None
     mixed = autocast(device)
 
     best = _validation_correlation(model, val, 4 * config.batch_size)

@@ -48,9 +48,11 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
                 ),
                 (
                     "schedule",
-                    "learning rate: 'cosine' (1 warm-up epoch, then cosine decay to 0 at "
+                    "learning rate: 'anneal' (constant, then linear decay to 0 over the last "
+                    "anneal_epochs), 'cosine' (1 warm-up epoch, then cosine decay to 0 at "
                     "max_epochs) or 'plateau' (decay when validation stalls)",
                 ),
+                ("anneal_epochs", "'anneal' only: epochs of the final linear decay"),
                 ("patience", "'plateau' only: epochs without improvement before a decay"),
                 ("lr", "peak Adam learning rate"),
                 ("batch_size", "trials per scan per step"),
