@@ -3,8 +3,8 @@
 "paper": the published architecture (3 layers, 16 features x 8 orientations, kernels
 13, 5, 5; Ecker et al. 2019, Ustyuzhaninov et al. 2020); meant for a GPU.
 "cpu": a small core for 2 CPU cores: 3 layers of 4 features x 8 orientations, kernels 9, 5, 5,
-the last dilated 3x, on the input average-pooled 2x; exponential output; gray padding; 12
-epochs at a constant rate, the last 4 of them decaying linearly to 0 ("anneal").
+the last dilated 3x, on the input average-pooled 2x; exponential output; gray padding; up to
+40 epochs, the rate decayed when validation stalls ("plateau").
 
 The reach of 24 px and ``output="exp"`` let the twin learn a divisive surround; the measurements
 behind the cpu preset's choices are in docs/benchmarks.md.
@@ -101,9 +101,7 @@ PRESETS = {
             "padding": "gray",
         },
         readout={"type": "gaussian", "feature_l1": 1e-2},
-        train=TrainConfig(
-            lr=1e-2, batch_size=32, max_epochs=12, schedule="anneal", anneal_epochs=4, patience=3
-        ),
+        train=TrainConfig(lr=1e-2, batch_size=32, max_epochs=40, patience=3, lr_decay_steps=2),
         downsample=2,
         output="exp",
     ),
