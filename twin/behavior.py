@@ -24,18 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ScanBehavior", "standardization"]
+from .data import standardization
+
+__all__ = ["ScanBehavior"]
 
 HIDDEN = 5
-
-
-def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (C,), s.d. (C,)) float32 of train-tier values (T, C); an s.d. below 1 % of the
-    channels' mean s.d. (or 0) is raised to it, or to 1 when every channel is constant."""
-    values = np.asarray(values, dtype=np.float64)
-    sd = values.std(0)
-    floor = 0.01 * sd.mean() if sd.mean() > 0 else 1.0
-    return values.mean(0).astype(np.float32), np.maximum(sd, floor).astype(np.float32)
 
 
 class ScanBehavior(nn.Module):

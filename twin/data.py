@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TIERS", "ScanData", "to_canvas"]
+__all__ = ["TIERS", "ScanData", "standardization", "to_canvas"]
 
 TIERS = ("train", "validation", "test")
 
@@ -117,13 +117,22 @@ class ScanData:
         """(N,) float32: each neuron's train-tier response s.d., floored at 1 % of the mean s.d.
         over neurons (neuralpredictors' ``NeuroNormalizer``; its threshold keeps a silent neuron
         from being divided by ~0). Responses / scale are the twin's standardized responses."""
-        train = self.responses[self.mask("train")].astype(np.float64)
-        sd = train.std(0) if len(train) else np.zeros(self.n_neurons)
-        if not sd.mean() > 0:
+        train = self.responses[self.mask("train")]
+        if not (len(train) and train.std(0).mean() > 0):
             raise ValueError(
                 f"scan {self.name!r}: no train-tier response variance to standardize with"
             )
-        return np.maximum(sd, 0.01 * sd.mean()).astype(np.float32)
+        return standardization(train)[1]
+
+
+def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (C,), s.d. (C,)) float32 of train-tier values (T, C); an s.d. below 1 % of the
+    channels' mean s.d. (or 0) is raised to it (neuralpredictors' ``NeuroNormalizer``), or to 1
+    when every channel is constant."""
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std(0)
+    floor = 0.01 * sd.mean() if sd.mean() > 0 else 1.0
+    return values.mean(0).astype(np.float32), np.maximum(sd, floor).astype(np.float32)
 
 
 def to_canvas(images: np.ndarray, canvas, where: str = "images", chunk: int = 512) -> np.ndarray:

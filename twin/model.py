@@ -34,6 +34,13 @@ __all__ = ["SHIFTABLE", "Twin", "canvas_center"]
 SHIFTABLE = ("gaussian", "gaussian_dn")
 
 
+def _as_tensor(values) -> torch.Tensor | None:
+    """A tensor as given; numpy or lists as float32; None stays None."""
+    if values is None or isinstance(values, torch.Tensor):
+        return values
+    return torch.as_tensor(np.asarray(values, np.float32))
+
+
 def canvas_center(image_shape) -> tuple[float, float]:
     """(x, y) canvas pixels of the centre of an (H, W) canvas: ((W-1)/2, (H-1)/2).
 
@@ -291,14 +298,7 @@ class Twin(nn.Module):
         pupil_center (B, 2): recorded per-trial values, None: the training mean."""
         was_training = self.training
         self.eval()
-        inputs = [
-            None
-            if v is None
-            else torch.as_tensor(np.asarray(v, np.float32))
-            if not isinstance(v, torch.Tensor)
-            else v
-            for v in (images_standardized, behavior, pupil_center)
-        ]
+        inputs = [_as_tensor(v) for v in (images_standardized, behavior, pupil_center)]
         scale = self.response_scale(scan)
         out = []
         for i in range(0, len(inputs[0]), batch_size):
