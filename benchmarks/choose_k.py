@@ -82,6 +82,9 @@ def evaluate(family, k, seed, ks):
     cap = choice["one_se"]
     for t in (80, 85, 90, 95):
         choice[f"cap{t}"] = int(ks[(stab >= t / 100) & (ks <= cap)].max())
+    choice["no_floor"] = mixture.choose_k(ks, scores, stab, floor_se=np.inf)[0]
+    for f in (10, 20, 30):
+        choice[f"floor{f}"] = mixture.choose_k(ks, scores, stab, floor_gain=f / 100)[0]
     choice["choose_k"] = mixture.choose_k(ks, scores, stab)[0]
     ari = {}
     for kk in set(choice.values()) | {k}:
@@ -138,6 +141,10 @@ RULES = (
     "cap85",
     "cap90",
     "cap95",
+    "no_floor",
+    "floor10",
+    "floor20",
+    "floor30",
     "choose_k",
 )
 

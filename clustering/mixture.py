@@ -96,14 +96,25 @@ def stability(x, n_clusters_list, n_pairs=4, random_state=0, progress=True) -> n
 #: Mean ARI between halves at or above which a partition counts as reproducible (choose_k).
 STABLE_ARI = 0.9
 
+#: The floor of choose_k: one more cluster rules the smaller k out when it gains at least this
+#: fraction of the whole held-out gain from k = 1 to the best k ...
+FLOOR_GAIN = 0.2
+#: ... and at least this many paired standard errors (so that noise cannot set the floor).
+FLOOR_SE = 2.0
+
 #: The rule of :func:`choose_k`, as reported by the pipeline.
 K_RULE = (
     f"largest k whose k-means partition is reproducible across random halves (ARI >= "
-    f"{STABLE_ARI}), up to the smallest k within one s.e. of the best held-out log-likelihood"
+    f"{STABLE_ARI}; the most reproducible if none is), from the first k that one more cluster "
+    f"improves by less than {FLOOR_GAIN:g} of the held-out log-likelihood's gain from k = 1 to "
+    f"the best k (or by less than {FLOOR_SE:g} s.e.), up to the smallest k within one s.e. of "
+    f"the best"
 )
 
 
-def choose_k(n_clusters_list, scores, stable) -> tuple[int, np.ndarray]:
+def choose_k(
+    n_clusters_list, scores, stable, floor_gain=FLOOR_GAIN, floor_se=FLOOR_SE
+) -> tuple[int, np.ndarray]:
     """The number of clusters chosen from held-out scores (:func:`heldout_scores`, (n_test, K))
     and the stability of each k (:func:`stability`, (K,)).
 
@@ -114,9 +125,14 @@ def choose_k(n_clusters_list, scores, stable) -> tuple[int, np.ndarray]:
        mean(d_k) <= se_k (the one-standard-error rule). A GMM needs several components for a
        cluster that is not a Gaussian blob (continuous variation within a type, heavy tails), so
        k_ll counts components, not clusters, and over-splits such data;
-    2. of k <= k_ll, the largest whose partition is reproducible (stability >= ``STABLE_ARI``):
-       a split of one continuous cluster lands in different places in independent halves of the
-       data, a split between real clusters does not.
+    2. the likelihood bounds k from below: k_lo = the first k whose next k gains less than
+       ``floor_gain`` of the whole gain ll(k*) - ll(k_1), or less than ``floor_se`` paired
+       standard errors (the elbow; at most k_ll). A k before it leaves clusters merged that the
+       held-out neurons clearly tell apart;
+    3. of k_lo <= k <= k_ll, the largest whose partition is reproducible (stability >=
+       ``STABLE_ARI``): a split of one continuous cluster lands in different places in
+       independent halves of the data, a split between real clusters does not. If none is, the
+       most reproducible of them (the smallest on ties).
     Returns (k, se (K,) the s.e. of each mean(d_k)).
     """
     ks = np.asarray(n_clusters_list)
@@ -128,9 +144,17 @@ def choose_k(n_clusters_list, scores, stable) -> tuple[int, np.ndarray]:
         )
     if stable.shape != ks.shape:
         raise ValueError(f"stable must be ({len(ks)},) stabilities, one per k, got {stable.shape}")
-    best = int(np.argmax(scores.mean(0)))
-    d = scores[:, [best]] - scores
+    d = scores[:, [int(np.argmax(scores.mean(0)))]] - scores
     se = d.std(0, ddof=1) / np.sqrt(len(d))
     k_ll = ks[d.mean(0) <= se].min()
-    ok = (ks <= k_ll) & ((stable >= STABLE_ARI) | (ks == ks.min()))
-    return int(ks[ok].max()), se
+    step = np.diff(scores, axis=1)
+    gain = d.mean(0)[0]  # ll(k*) - ll(first k)
+    small = (step.mean(0) < floor_gain * gain) | (
+        step.mean(0) < floor_se * step.std(0, ddof=1) / np.sqrt(len(step))
+    )
+    k_lo = min(ks[:-1][small].min() if small.any() else ks[-1], k_ll)
+    window = (ks >= k_lo) & (ks <= k_ll)
+    ok = window & ((stable >= STABLE_ARI) | (ks == ks.min()))
+    if ok.any():
+        return int(ks[ok].max()), se
+    return int(ks[window][np.argmax(stable[window])]), se

@@ -39,7 +39,7 @@ class InSilicoParams(dj.Lookup):
     # stimulus grids and experiment settings, deduplicated by hash
     insilico_hash   : char(32)
     ---
-    params          : json          # grid, refine, mei_steps, mei_norm, energies, pixels_per_degree
+    params          : json          # grids, re-scoring, MEI and energy settings (see add)
     """
 
     @classmethod
@@ -47,18 +47,26 @@ class InSilicoParams(dj.Lookup):
         cls,
         grid: str = "cpu",
         refine: int = twin_adapter.REFINE,
+        border_refine: int = twin_adapter.BORDER_REFINE,
         mei_steps: int = 100,
         mei_norm: float = insilico.mei.NORM_DEG,
         energies=experiments.ENERGIES_DEG,
         pixels_per_degree: float = 0.0,
     ) -> dict:
         """Sizes, norms and grids are in degrees of visual angle (``insilico.units``);
-        pixels_per_degree: of the stored images (0: the Sensorium screen's, where it applies)."""
+        pixels_per_degree: of the stored images (0: the Sensorium screen's, where it applies).
+        refine / border_refine: candidates of the fast search re-scored by the direct path per
+        interior / border neuron (border_refine -1: border neurons search the whole grid
+        directly, as parameter sets stored without the key do)."""
         if grid not in ("cpu", "paper"):
             raise ValueError(f"grid must be 'cpu' or 'paper', got {grid!r}")
         if int(refine) < 0:
             raise ValueError(
                 f"refine must be >= 0 (candidates re-scored per neuron), got {refine!r}"
+            )
+        if int(border_refine) < -1:
+            raise ValueError(
+                f"[insilico] border_refine must be >= 0, or -1 (whole grid), got {border_refine!r}"
             )
         if float(pixels_per_degree) < 0:
             raise ValueError(
@@ -67,6 +75,7 @@ class InSilicoParams(dj.Lookup):
         params = dict(
             grid=grid,
             refine=int(refine),
+            border_refine=int(border_refine),
             mei_steps=int(mei_steps),
             mei_norm=float(mei_norm),
             energies=[float(e) for e in energies],
@@ -81,9 +90,11 @@ def _params(key) -> dict:
     return (InSilicoParams & key).fetch1("params")
 
 
-def _refine(params: dict) -> int:
-    """Candidates re-scored by the direct path; 0 for parameter sets stored before it existed."""
-    return int(params.get("refine", 0))
+def _refine(params: dict) -> dict:
+    """``refine`` and ``border_refine`` of twin_adapter's searches: candidates re-scored by the
+    direct path (0 and the whole grid for parameter sets stored before each existed)."""
+    border = int(params.get("border_refine", -1))
+    return dict(refine=int(params.get("refine", 0)), border_refine=None if border < 0 else border)
 
 
 def _grids(params: dict, ppd: float) -> tuple[search.GaborGrid, search.DoGGrid]:
@@ -196,7 +207,7 @@ def _search_rows(key: dict, find, which: int, keys) -> tuple[list[dict], float]:
     rows = []
     for scan, unit_ids, rm in scan_models(key):
         grid = _grids(params, rm.pixels_per_degree)[which]
-        best = find(rm, grid, refine=_refine(params), progress=show_progress())
+        best = find(rm, grid, **_refine(params), progress=show_progress())
         best = units.in_degrees(best, rm.pixels_per_degree)
         rows += _rows(key, scan, unit_ids, _columns(best, keys))
     return rows, rm.pixels_per_degree

@@ -82,15 +82,34 @@ def test_choose_k_rule_and_bad_input():
     assert choose_k([1, 2, 3], scores, stable)[0] == 2
     scores[:, 1] -= 0.1  # now 0.15 worse, outside one s.e.
     assert choose_k([1, 2, 3], scores, stable)[0] == 3
-    # the likelihood allows 3; 3 is not reproducible, 2 is: 2; neither: 1
+    # the likelihood allows 3; 3 is not reproducible, 2 is: 2
     assert choose_k([1, 2, 3], scores, [1.0, 0.95, 0.6])[0] == 2
-    assert choose_k([1, 2, 3], scores, [1.0, 0.5, 0.6])[0] == 1
+    # neither: not 1, which the held-out neurons rule out (2 gains 97 % of the likelihood's
+    # whole gain), but the most reproducible of 2 and 3
+    assert choose_k([1, 2, 3], scores, [1.0, 0.5, 0.6])[0] == 3
+    assert choose_k([1, 2, 3], scores, [1.0, 0.6, 0.5])[0] == 2
+    # without the floor, the old rule: 1
+    assert choose_k([1, 2, 3], scores, [1.0, 0.5, 0.6], floor_gain=np.inf)[0] == 1
     # a stable k above the likelihood's bound is not taken
-    assert choose_k([1, 2, 3, 4], np.c_[scores, best - 1.0], [1.0, 0.5, 0.6, 1.0])[0] == 1
+    assert choose_k([1, 2, 3, 4], np.c_[scores, best - 1.0], [1.0, 0.5, 0.6, 1.0])[0] == 3
     with pytest.raises(ValueError, match="scores must be"):
         choose_k([1, 2], scores, stable[:2])
     with pytest.raises(ValueError, match="stable must be"):
         choose_k([1, 2, 3], scores, stable[:2])
+
+
+def test_choose_k_floor_from_the_likelihood_curve():
+    # benchmarks/recovery.py, fine seed 0: held-out log-likelihood 14.0 -> 19.5 -> 20.5 -> 20.7
+    # per neuron (s.e. ~1), stability 1.0, 0.899, 0.645, 0.653: the old rule took k = 1
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 1)) * 10
+    scores = base + np.array([14.0, 19.5, 20.5, 20.7]) + rng.standard_normal((300, 4))
+    stable = [1.0, 0.899, 0.645, 0.653]
+    assert choose_k([1, 2, 3, 4], scores, stable, floor_gain=np.inf)[0] == 1
+    assert choose_k([1, 2, 3, 4], scores, stable)[0] == 2
+    # a step that is a large fraction of a gain within noise does not set the floor
+    flat = base + rng.standard_normal((300, 4))
+    assert choose_k([1, 2, 3, 4], flat, stable)[0] == 1
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ PRESETS = {
             "orientations": 8,
             "kernel_sizes": (9, 5, 5),
             "dilations": (1, 1, 3),
+            "n_hermite": (5, 3, 5),
             "padding": "gray",
         },
         readout={"type": "gaussian", "feature_l1": 1e-2},

@@ -121,6 +121,11 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
             "stored-image pixels per degree of visual angle; 0: Sensorium's (insilico.units)",
         ),
         "refine": (4, 4, "per neuron, the fast search's best stimuli re-scored directly (0: none)"),
+        "border_refine": (
+            16,
+            16,
+            "per border neuron (readout near the canvas edge), the same (-1: the whole grid)",
+        ),
         "mei_steps": (100, 1000, "gradient-ascent steps per MEI"),
         "mei_norm": (33.0, 33.0, "L2 norm of every MEI, standardized units x degrees"),
         "energies": (
