@@ -142,8 +142,8 @@ def main() -> int:
             root.mkdir(parents=True, exist_ok=True)
             config.write_text(QUICK_CONFIG)
     rows = []
-    for population in args.populations:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seeds outer: a run stopped early has every population once
+        for population in args.populations:
             print(f"{population} seed {seed}: simulate, import, populate, export ...", flush=True)
             row = run_one(population, seed, root / f"{population}-{seed}", args, config)
             rows.append(row)
