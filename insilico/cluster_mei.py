@@ -50,6 +50,7 @@ from .mei import NORM_DEG
 from .model import (
     RespondFn,
     canvas_center,
+    cluster_weights,
     image_shape,
     model_device,
     own_responses,
@@ -200,6 +201,7 @@ def cluster_mei(
     n_angles: int | None = 24,
     seed: int = 0,
     init=None,
+    weights=None,
     chunk_size: int = 256,
     device=None,
     progress: bool = False,
@@ -215,6 +217,8 @@ def cluster_mei(
     canvas pixels; default ``mei.NORM_DEG`` x pixels per degree); steps, lr:
     x-space normalised gradient steps of lr_t * norm, lr_t cosine-decaying from lr to lr / 10;
     orientation_offsets: the phi of Eq. 7; n_angles: see module doc; init (K, K_b): start;
+    weights (N,): each neuron's weight in its cluster's mean (default equal; e.g. 1 / response
+    s.d., :func:`insilico.model.cluster_weights`); ``cluster_responses`` are plain mean rates.
     progress: a tqdm bar over the steps.
 
     Returns :class:`ClusterMEIResult`.
@@ -240,7 +244,7 @@ def cluster_mei(
     center = canvas_center((height, width)) if center is None else tuple(float(c) for c in center)
     offsets = np.asarray(orientation_offsets, dtype=np.float64).ravel()
     n_off = len(offsets)
-    w = torch.as_tensor(1.0 / np.bincount(inv)[inv], dtype=torch.float32, device=device)  # (N,)
+    w = torch.as_tensor(cluster_weights(inv, weights), dtype=torch.float32, device=device)
     inv_t = torch.as_tensor(inv, device=device)
 
     centre_basis = canvas_basis([center], n_orders, sigma, height, width)[0].to(device)  # (Kb,H,W)

@@ -113,6 +113,18 @@ def preferred_orientations(model, orientations=None, n: int | None = None) -> np
     return ori
 
 
+def cluster_weights(inv: np.ndarray, weights=None) -> np.ndarray:
+    """(N,) weight of each neuron in its cluster's mean: ``weights`` (N,) positive and finite
+    (default equal), divided by their sum over the neuron's cluster; ``inv`` (N,): cluster index.
+    For the twin, weights = 1 / each neuron's recorded-response s.d. make a cluster's objective
+    the mean standardised response, so that neurons with large traces do not dominate it."""
+    inv = np.asarray(inv)
+    w = np.ones(len(inv)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != inv.shape or not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights must be ({len(inv)},) positive and finite, one per neuron")
+    return w / np.bincount(inv, weights=w)[inv]
+
+
 def own_responses(model, images: torch.Tensor, neuron_index) -> torch.Tensor:
     """Response of neuron ``neuron_index[m]`` to ``images[m]``: (M,1,H,W), (M,) -> (M,).
 

@@ -44,6 +44,7 @@ import xarray as xr
 from .model import (
     RespondFn,
     canvas_center,
+    cluster_weights,
     image_shape,
     model_device,
     own_responses,
@@ -692,7 +693,9 @@ def optimal_dog(
 # ---------------------------------------------------------------------------------------------
 # Per-cluster search
 # ---------------------------------------------------------------------------------------------
-def _cluster_matrix(clusters, n):
+def _cluster_matrix(clusters, n, weights=None):
+    """Cluster labels (K,), each neuron's cluster index (N,), and (N, K) matrices of the plain
+    and the weighted (``cluster_weights``) cluster means."""
     labels = np.asarray(clusters)
     if labels.shape != (n,):
         raise ValueError(
@@ -701,7 +704,8 @@ def _cluster_matrix(clusters, n):
     uniq, inv = np.unique(labels, return_inverse=True)
     onehot = np.zeros((n, len(uniq)), dtype=np.float32)
     onehot[np.arange(n), inv] = 1.0
-    return uniq, inv, torch.as_tensor(onehot / onehot.sum(0, keepdims=True))
+    w = cluster_weights(inv, weights)[:, None]
+    return uniq, inv, torch.as_tensor(onehot / onehot.sum(0)), torch.as_tensor(onehot * w).float()
 
 
 def _circ_nearest(targets: np.ndarray, grid: np.ndarray, period: float) -> np.ndarray:
@@ -719,6 +723,7 @@ def cluster_optimal_gabor(
     orientation_offsets: Sequence[float] = (0.0,),
     respond: RespondFn | None = None,
     center=None,
+    weights=None,
     chunk_size: int = 2048,
     progress: bool = False,
 ) -> xr.Dataset:
@@ -728,7 +733,9 @@ def cluster_optimal_gabor(
     sees it at its own RF ``positions[n]`` and orientation ``orientations[n] + offset`` (defaults:
     the model's rf_positions / preferred_orientations; for the twin pass the per-neuron optimal
     Gabors' x, y, orientation). The grid's positional offsets are not used. Maximises the mean
-    response over each cluster's neurons; all clusters at once (one-hot matrix product).
+    response over each cluster's neurons, weighted by ``weights`` (N,) if given (e.g. 1 /
+    response s.d., :func:`insilico.model.cluster_weights`); all clusters at once (one-hot matrix
+    product). ``cluster_response`` is the plain mean rate at the chosen Gabor.
 
     Orientation sign: a preferred orientation is known mod pi only, and rotating a Gabor by pi
     turns phase tau into -tau, so with one shared phase, neurons of a cluster whose orientations
@@ -752,7 +759,7 @@ def cluster_optimal_gabor(
     pos = rf_positions(model, positions)
     n = len(pos)
     pref = preferred_orientations(model, orientations, n)
-    uniq, inv, avg = _cluster_matrix(clusters, n)
+    uniq, inv, avg, wavg = _cluster_matrix(clusters, n, weights)
     offsets = np.asarray(orientation_offsets, dtype=np.float64).ravel()
     signed = (offsets[:, None] + np.array([0.0, math.pi])).ravel()  # (n_off * 2,) off, off + pi
     shared = dict(
@@ -809,8 +816,8 @@ def cluster_optimal_gabor(
     # each neuron's better sign: (B / 2, N); flip = 1 where orientation + pi drives it more
     resp, flip = resp.reshape(-1, 2, n).max(1)
     sp = {k: v.reshape(-1, 2)[:, 0] for k, v in sp.items()}  # shared parameters, sign dropped
-    mean = resp @ avg  # (B / 2, K)
-    val, best = mean.max(0)
+    best = (resp @ wavg).argmax(0)  # (K,)
+    val = (resp[best] * avg.T).sum(1)  # plain mean rate of each cluster at its Gabor
     best = best.numpy()
     cl = {
         f"cluster_{k}": ("cluster", sp[k].numpy()[best].astype(np.float64))
@@ -847,10 +854,12 @@ def cluster_optimal_dog(
     positions=None,
     respond: RespondFn | None = None,
     center=None,
+    weights=None,
     chunk_size: int = 2048,
     progress: bool = False,
 ) -> xr.Dataset:
     """Optimal DoG per cluster: shared sigma/amplitudes, each neuron at its own RF (no offsets).
+    ``weights`` (N,): as :func:`cluster_optimal_gabor`'s.
 
     Returns an xr.Dataset with dims ``cluster`` (cluster_sigma_center, cluster_sigma_surround,
     cluster_a_center, cluster_a_surround, cluster_response = mean) and ``neuron`` (cluster_label
@@ -860,7 +869,7 @@ def cluster_optimal_dog(
     grid = DoGGrid.paper(pixels_per_degree(model)) if grid is None else grid
     pos = rf_positions(model, positions)
     n = len(pos)
-    uniq, inv, avg = _cluster_matrix(clusters, n)
+    uniq, inv, avg, wavg = _cluster_matrix(clusters, n, weights)
     gp = DoGGrid(
         offsets=(0.0,),
         sigma_center=grid.sigma_center,
@@ -880,7 +889,8 @@ def cluster_optimal_dog(
         height=height,
         width=width,
     )
-    val, best = (resp @ avg).max(0)
+    best = (resp @ wavg).argmax(0)  # (K,)
+    val = (resp[best] * avg.T).sum(1)  # plain mean rate of each cluster at its DoG
     best = best.numpy()
     shared = ("sigma_center", "sigma_surround", "a_center", "a_surround")
     cl = {f"cluster_{k}": ("cluster", gp[k].numpy()[best].astype(np.float64)) for k in shared}

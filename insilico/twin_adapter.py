@@ -150,6 +150,12 @@ class TwinResponseModel(NeuronSubsetModel):
         scale = self.twin.response_scale(self.scan)
         return scale if self._index is None else scale[self._neuron_tensor()]
 
+    @property
+    def response_sd(self) -> np.ndarray:
+        """(N,) float64: recorded response units per twin unit of each neuron (its train-tier
+        s.d., or 1 where the twin was trained on recorded units)."""
+        return self._scale().detach().cpu().numpy().astype(np.float64)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Standardized images (B,1,H,W) -> rates (B,N) in recorded units, the full model (at the
         training-mean behaviour and pupil centre)."""
@@ -410,6 +416,13 @@ class ScanStack:
     def preferred_orientations(self) -> np.ndarray | None:
         prefs = [m.preferred_orientations for m in self.models]
         return None if any(p is None for p in prefs) else np.concatenate(prefs)
+
+    @property
+    def response_sd(self) -> np.ndarray | None:
+        """(N,) each neuron's :attr:`TwinResponseModel.response_sd`; None unless every scan's
+        model has one (an imported model's scale is unknown)."""
+        sds = [getattr(m, "response_sd", None) for m in self.models]
+        return None if any(s is None for s in sds) else np.concatenate(sds)
 
     @property
     def has_fast_path(self) -> bool:

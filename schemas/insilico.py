@@ -605,6 +605,14 @@ def cluster_inputs(key: dict):
     return stack, labels, positions, orientations, ids
 
 
+def _cluster_weights(stack) -> np.ndarray | None:
+    """Each neuron's weight in its cluster's objective: 1 / its recorded-response s.d., so a
+    cluster maximises the mean standardised response, as the twin was trained on (equal weights
+    for an imported model, whose scale is unknown)."""
+    sd = stack.response_sd
+    return None if sd is None else 1.0 / sd
+
+
 def _cluster_path(stack) -> dict:
     """``respond`` and ``center`` of the equivariant fast path for a twin's stack; none (the
     direct path) for an imported model's."""
@@ -666,6 +674,7 @@ class ClusterOptimalGabor(dj.Computed):
             positions=positions,
             orientations=orientations,
             **_cluster_path(stack),
+            weights=_cluster_weights(stack),
             progress=show_progress(),
         )
         best = units.in_degrees(best, stack.pixels_per_degree)
@@ -810,6 +819,7 @@ class ClusterMEI(dj.Computed):
             positions=positions,
             orientations=orientations,
             **_cluster_path(stack),
+            weights=_cluster_weights(stack),
             norm=p["mei_norm"] * stack.pixels_per_degree,
             steps=p["mei_steps"],
             progress=show_progress(),

@@ -159,3 +159,21 @@ def test_cluster_mei_runs_on_the_twin_fast_path():
     assert res.center == m.center
     assert res.images.shape == (2, 1, H, W) and np.isfinite(res.neuron_responses).all()
     assert res.history[-1] >= res.history[0] - 1e-3
+
+
+def test_weights_standardise_the_objective(population):
+    # one cluster of both types, the odd-phase neurons' responses 40x larger: weighting each
+    # neuron by 1 / its scale leaves the objective, hence the whole ascent, as without the
+    # scales; unweighted, the loud neurons steer the cluster's MEI
+    model, labels, phase = population
+    scale = np.where(labels == 1, 40.0, 1.0)
+    x, y = model.rf_positions.T
+    loud = LinearGabors(x, y, model.preferred_orientations, phase)
+    loud.filters = loud.filters * torch.as_tensor(scale, dtype=torch.float32)[:, None]
+    one = np.zeros_like(labels)
+    kw = dict(norm=10.0, steps=20, lr=0.2, seed=0, n_angles=None)
+    ref = cm.cluster_mei(model, one, **kw).coefficients
+    same = cm.cluster_mei(loud, one, weights=1 / scale, **kw).coefficients
+    plain = cm.cluster_mei(loud, one, **kw).coefficients
+    np.testing.assert_allclose(same, ref, rtol=1e-3, atol=1e-3)
+    assert _corr(plain, ref) < 0.9

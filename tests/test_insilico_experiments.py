@@ -163,6 +163,32 @@ def test_cluster_optimal_gabor_shares_parameters():
     np.testing.assert_allclose(dc.cluster_response.values, ds.cluster_response.values, rtol=1e-3)
 
 
+def test_cluster_optimal_gabor_weights_neurons_by_their_scale():
+    # one cluster: a neuron of sf 1/8 with traces 50x larger than two neurons of sf 1/6. The
+    # plain mean follows the loud neuron; weighted by 1 / s.d. (standardised responses) the
+    # cluster's Gabor is the one that two of its three neurons prefer.
+    tr = dict(
+        x=[20.0, 32.0, 44.0],
+        y=[18.0, 18.0, 18.0],
+        size=[8.0] * 3,
+        sf=[1 / 8, 1 / 6, 1 / 6],
+        orientation=[0.0, 0.0, 0.0],
+        phase=[0.0, 0.0, 0.0],
+    )
+    model = GaborFilterModel(**tr)
+    sd = np.array([50.0, 1.0, 1.0])
+    model.filters = model.filters * torch.as_tensor(sd, dtype=torch.float32)[:, None]
+    clusters = np.zeros(3, int)
+    plain = search.cluster_optimal_gabor(model, clusters, GRID)
+    weighted = search.cluster_optimal_gabor(model, clusters, GRID, weights=1 / sd)
+    np.testing.assert_allclose(plain.cluster_sf.values, 1 / 8)
+    np.testing.assert_allclose(weighted.cluster_sf.values, 1 / 6)
+    # cluster_response stays the plain mean rate of the chosen Gabor
+    np.testing.assert_allclose(weighted.cluster_response.values, weighted.response.values.mean())
+    with pytest.raises(ValueError, match="weights must be"):
+        search.cluster_optimal_gabor(model, clusters, GRID, weights=[1.0, 0.0, 1.0])
+
+
 def _dog_filter(x, y, sc, ss, ac, asur):
     """DT Eq. 9-10 written out independently of insilico.stimuli: (H*W,) numpy."""
     i, j = np.mgrid[0:H, 0:W].astype(float)
