@@ -104,11 +104,9 @@ FLOOR_SE = 2.0
 
 #: The rule of :func:`choose_k`, as reported by the pipeline.
 K_RULE = (
-    f"largest k whose k-means partition is reproducible across random halves (ARI >= "
-    f"{STABLE_ARI}; the most reproducible if none is), from the first k that one more cluster "
-    f"improves by less than {FLOOR_GAIN:g} of the held-out log-likelihood's gain from k = 1 to "
-    f"the best k (or by less than {FLOOR_SE:g} s.e.), up to the smallest k within one s.e. of "
-    f"the best"
+    f"largest k reproducible in random halves (k-means ARI >= {STABLE_ARI}, else the most "
+    f"reproducible) from the elbow (next k gains < {FLOOR_GAIN:g} of the total held-out "
+    f"log-likelihood gain or < {FLOOR_SE:g} s.e.) to the 1-s.e. k"
 )
 
 

@@ -6,6 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from clustering.embedding import tsne_embedding
 from clustering.mixture import (
+    K_RULE,
     STABLE_ARI,
     choose_k,
     fit_clusters,
@@ -96,6 +97,11 @@ def test_choose_k_rule_and_bad_input():
         choose_k([1, 2], scores, stable[:2])
     with pytest.raises(ValueError, match="stable must be"):
         choose_k([1, 2, 3], scores, stable[:2])
+
+
+def test_k_rule_fits_the_clustering_table():
+    # Clustering.k_reason is varchar(255): the rule and its ", over k = 1..K" suffix must fit
+    assert len(f"{K_RULE}, over k = 1..1000") <= 255
 
 
 def test_choose_k_floor_from_the_likelihood_curve():
