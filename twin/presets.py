@@ -3,8 +3,9 @@
 "paper": the published architecture (3 layers, 16 features x 8 orientations, kernels
 13, 5, 5; Ecker et al. 2019, Ustyuzhaninov et al. 2020); meant for a GPU.
 "cpu": a small core for 2 CPU cores: 3 layers of 4 features x 8 orientations, kernels 9, 5, 5,
-the last dilated 3x with all 5 of its Hermite orders, on the input average-pooled 2x; exponential output; gray padding; up to
-40 epochs, the rate decayed when validation stalls ("plateau").
+the last dilated 3x with all 5 of its Hermite orders, on the input average-pooled 2x;
+exponential output; gray padding; up to 40 epochs, the rate decayed when validation stalls
+("plateau").
 
 The reach of 24 px and ``output="exp"`` let the twin learn a divisive surround; the measurements
 behind the cpu preset's choices are in docs/benchmarks.md.
