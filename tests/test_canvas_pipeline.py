@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from clustering.mixture import K_RULE
+
 pytestmark = pytest.mark.slow
 
 CONFIG = """
@@ -65,7 +67,7 @@ def test_144x256_scan_runs_on_the_36x64_canvas_and_exports_degrees(db, big_scan,
     assert set(np.round(neurons.gabor_size_deg, 4)) <= set(search.CPU_GABOR_DEG["sizes"])
     assert set(np.round(neurons.gabor_sf_cpd, 4)) <= set(search.CPU_GABOR_DEG["sfs"])
     summary = json.loads(paths["clustering"].read_text())
-    assert summary["k_reason"].startswith("largest k whose k-means partition is reproducible")
+    assert summary["k_reason"].startswith(K_RULE)
     assert len(summary["stability"]) == len(summary["heldout_k"])
     assert summary["n_clusters"] == neurons.cluster.nunique()
     assert summary["n_clusters"] in summary["heldout_k"]
