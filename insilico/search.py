@@ -704,8 +704,10 @@ def _cluster_matrix(clusters, n, weights=None):
     uniq, inv = np.unique(labels, return_inverse=True)
     onehot = np.zeros((n, len(uniq)), dtype=np.float32)
     onehot[np.arange(n), inv] = 1.0
-    w = cluster_weights(inv, weights)[:, None]
-    return uniq, inv, torch.as_tensor(onehot / onehot.sum(0)), torch.as_tensor(onehot * w).float()
+    plain, weighted = (
+        torch.as_tensor(onehot * cluster_weights(inv, w)[:, None]).float() for w in (None, weights)
+    )
+    return uniq, inv, plain, weighted
 
 
 def _circ_nearest(targets: np.ndarray, grid: np.ndarray, period: float) -> np.ndarray:
