@@ -167,13 +167,13 @@ class TwinResponseModel(NeuronSubsetModel):
     def respond_own(self, images: torch.Tensor, neuron_index) -> torch.Tensor:
         """Rate of neuron ``neuron_index[m]`` to ``images[m]``: (M,1,H,W), (M,) -> (M,).
 
-        The core runs on every image, the readout only for that image's own neuron (for batched
-        MEIs and the direct search). Equals ``self(images).gather(1, idx)``.
+        The core runs on every image (only in the cone of the neuron's read point, where the
+        readout allows: `Twin.own_drive`), the readout only for that image's own neuron (for
+        batched MEIs and the direct search). Equals ``self(images).gather(1, idx)``.
         """
         idx = self._global(neuron_index)
         with eval_mode(self.twin):
-            core_out = self.twin.features(images.to(self.device, torch.float32))
-            drive = self.readout.own(core_out, idx)
+            drive = self.twin.own_drive(images.to(self.device, torch.float32), self.scan, idx)
         return self.twin.output(drive) * self.twin.response_scale(self.scan)[idx]
 
     # ---- fast path -----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_rotation_matrices_form_a_cyclic_orthogonal_group():
     np.testing.assert_allclose(np.linalg.matrix_power(mats[1], 8), np.eye(15), atol=1e-12)
 
 
-def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
+def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=(), padding="gray"):
     torch.manual_seed(seed)
     core = RotationEquivariantCore(
         features=(3, 4, 2),
@@ -55,6 +55,7 @@ def _random_eval_core(orientations, seed=0, dilations=None, surround_sigmas=()):
         kernel_sizes=(7, 5, 3),
         dilations=dilations,
         surround_sigmas=surround_sigmas,
+        padding=padding,
     )
     # non-trivial batch-norm statistics, shared across orientations
     for norm in [*core.norms, *core.surround_norms]:
@@ -242,3 +243,21 @@ def test_surround_pooling_reaches_far_and_keeps_gray_padding_exact():
     assert len(ratio) > 8 and ratio.min() > 0.3 and ratio.max() < 0.6
     with pytest.raises(ValueError, match="surround_sigmas"):
         RotationEquivariantCore(features=(2,), kernel_sizes=(5,), surround_sigmas=(3.0,))
+
+
+@pytest.mark.parametrize("padding", ["gray", "zero"])
+@pytest.mark.parametrize("sigmas", [(), (2.0,)])
+def test_forward_at_equals_the_whole_core_in_every_window(padding, sigmas):
+    """The cone of a window gives the whole core's numbers there, at the canvas edge too."""
+    core = _random_eval_core(8, dilations=(1, 1, 3), surround_sigmas=sigmas, padding=padding)
+    x = torch.randn(6, 1, 13, 21)
+    corners = torch.tensor([[0, 0], [11, 19], [0, 19], [11, 0], [5, 9], [3, 1]])
+    with torch.no_grad():
+        full = core(x)
+        windows = core.forward_at(x, corners)
+    assert windows.shape == (6, core.out_channels, 2, 2)
+    for b, (r, c) in enumerate(corners.tolist()):
+        torch.testing.assert_close(windows[b], full[b, :, r : r + 2, c : c + 2], atol=1e-5, rtol=0)
+    core.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        core.forward_at(x, corners)

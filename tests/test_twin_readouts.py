@@ -187,3 +187,34 @@ def test_forward_takes_the_scan_as_data_key_like_neuralpredictors():
             two(x)
         one = Twin(core, {"type": "gaussian"}, {"a": 2}, (SIZE_H, SIZE_W)).eval()
         torch.testing.assert_close(one(x), one(x, data_key="a"))
+
+
+@pytest.mark.parametrize("kind", sorted(READOUTS))
+def test_own_drive_equals_the_whole_core_and_its_gradient(kind, monkeypatch):
+    """Twin.own_drive (the cone of each read point for one-point readouts) gives own's drive
+    and image gradient, for read points on the canvas edge and between pixels."""
+    torch.manual_seed(2)
+    model = Twin(
+        {"features": (3, 2, 2), "orientations": 4, "kernel_sizes": (5, 3, 3)},
+        {"type": kind},
+        {"s": 6},
+        (22, 30),
+        downsample=2,
+    ).eval()
+    readout = model.readouts["s"]
+    if kind != "factorized":
+        with torch.no_grad():
+            readout.mu.copy_(
+                torch.tensor([[-1, -1], [1, 1], [1, -1], [-1, 1], [0.3, -0.45], [0, 0]])
+            )
+    x = torch.randn(6, 1, 22, 30, requires_grad=True)
+    idx = torch.tensor([0, 1, 2, 3, 4, 5])
+    whole = readout.own(model.features(x), idx)
+    (grad_whole,) = torch.autograd.grad(whole.sum(), x)
+    if readout.reads_one_point:  # the whole core must not run
+        monkeypatch.setattr(model.core, "forward", None)
+    cone = model.own_drive(x, "s", idx)
+    (grad_cone,) = torch.autograd.grad(cone.sum(), x)
+    torch.testing.assert_close(cone, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_cone, grad_whole, atol=1e-6, rtol=1e-5)
+    assert grad_whole.abs().sum() > 0

@@ -123,10 +123,16 @@ class HermiteRotConv2d(nn.Module):
         """Spatial filters (F_out*O, F_in*O_in, S, S), both channel axes feature-major."""
         return synthesize(self.rotated_coefficients(), self.basis)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F_in*O_in, H, W) -> (B, F_out*O, H, W), 'same' zero padding."""
+    @property
+    def reach(self) -> int:
+        """Radius (pixels) of the filter's support: dilation * (kernel_size // 2)."""
+        return self.dilation * (self.kernel_size // 2)
+
+    def forward(self, x: torch.Tensor, same: bool = True) -> torch.Tensor:
+        """(B, F_in*O_in, H, W) -> (B, F_out*O, H, W) with 'same' zero padding, or without
+        padding (``same=False``: the valid part, H - 2 reach by W - 2 reach)."""
         d = self.dilation
-        pad = d * (self.kernel_size // 2)
+        pad = self.reach if same else 0
         if x.shape[1] == 1:  # image layer: convolve with the K basis functions, then mix (faster)
             projections = F.conv2d(
                 x, self.basis[:, None].to(x.dtype), padding=pad, dilation=d
@@ -232,36 +238,73 @@ class RotationEquivariantCore(nn.Module):
         ``hidden_only`` of its last hidden layer (how far a stimulus's influence has spread
         before the last convolution and the surround pooling; what gray padding's border rule
         needs)."""
-        hidden = sum(
-            d * ((k - 1) // 2) for k, d in zip(self.kernel_sizes[:-1], self.dilations[:-1])
-        )
-        if hidden_only:
-            return hidden
-        last = self.dilations[-1] * ((self.kernel_sizes[-1] - 1) // 2)
+        hidden = sum(conv.reach for conv in self.convs[:-1])
+        return hidden if hidden_only else hidden + self._last_reach()
+
+    def _last_reach(self) -> int:
+        """Reach of the output over the last hidden layer: its convolution or the surround."""
         pooled = max((k.shape[-1] // 2 for k in self._surround_kernels()), default=0)
-        return hidden + max(last, pooled)
+        return max(self.convs[-1].reach, pooled)
+
+    def _layer(self, i: int, x: torch.Tensor, offset=None, same: bool = True) -> torch.Tensor:
+        """Layer i: convolution ('same', or valid with ``same=False``), batch norm, and for
+        hidden layers ELU minus the layer's answer to gray (``padding="gray"``).
+        (B, C_in, h, w) -> (B, C_out, h', w')."""
+        conv, norm = self.convs[i], self.norms[i]
+        z = conv(x, same)
+        b, _, h, w = z.shape
+        z = z.view(b, -1, self.orientations, h, w)
+        if i == 0 and offset is not None:
+            z = z + offset.to(z.dtype).view(b, -1, 1, 1, 1)
+        x = norm(z)
+        if i < len(self.convs) - 1:
+            x = F.elu(x)
+            if self.padding == "gray":
+                x = x - F.elu(_normalized_zero(norm, z))
+        return x.view(b, -1, h, w)
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """Standardized images (B, 1, H, W) -> features (B, out_features*O, H, W).
 
         offset: (B, F_first) added to the first layer's convolution output, the same for every
         orientation and pixel (behaviour inputs, `twin.behavior`), so equivariance holds."""
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+        for i in range(len(self.convs)):
             hidden = x
-            z = conv(x)
-            b, _, h, w = z.shape
-            z = z.view(b, -1, self.orientations, h, w)
-            if i == 0 and offset is not None:
-                z = z + offset.to(z.dtype).view(b, -1, 1, 1, 1)
-            x = norm(z)
-            if i < len(self.convs) - 1:
-                x = F.elu(x)
-                if self.padding == "gray":
-                    x = x - F.elu(_normalized_zero(norm, z))
-            x = x.view(b, -1, h, w)
+            x = self._layer(i, x, offset)
         if not self.surround_sigmas:
             return x
         return torch.cat([x, *self._surround(hidden)], dim=1)
+
+    def forward_at(self, x: torch.Tensor, origin: torch.Tensor, size: int = 2) -> torch.Tensor:
+        """``forward(x)`` in one size x size window per image, computing each layer only in
+        that window's cone (eval mode): the same numbers for far fewer operations when a
+        readout looks at one point.
+
+        x: standardized images (B, 1, H, W); origin: (B, 2) int64 (row, col) of each window's
+        top-left output pixel, inside the canvas. Returns (B, out_features*O, size, size) ==
+        ``forward(x)[b, :, r:r + size, c:c + size]``. Each layer runs without padding on its
+        window; positions outside the canvas are set to 0, which is what the 'same' padding of
+        the full forward puts there.
+        """
+        if self.training:
+            raise RuntimeError("forward_at needs eval mode (batch norm with running statistics)")
+        height, width = x.shape[-2:]
+        last = len(self.convs) - 1
+        widths = [size + 2 * self._last_reach()]  # input windows, from the last layer down
+        for conv in reversed(self.convs[:-1]):
+            widths.insert(0, widths[0] + 2 * conv.reach)
+        origin = origin.to(x.device)
+        x = _window(x, origin - (widths[0] - size) // 2, widths[0], height, width)
+        for i in range(last):
+            x = self._layer(i, x, same=False)
+            o = origin - (widths[i + 1] - size) // 2
+            x = x * _inside(o, widths[i + 1], height, width).to(x.dtype)
+        hidden = x
+        out = self._layer(last, _centre(hidden, size + 2 * self.convs[-1].reach), same=False)
+        if not self.surround_sigmas:
+            return out
+        pooled = self._surround(hidden)  # 'same' blur of the window: exact in its centre
+        return torch.cat([out, *(_centre(p, size) for p in pooled)], dim=1)
 
     def _surround_kernels(self) -> list:
         return [getattr(self, f"surround_kernel{i}") for i in range(len(self.surround_sigmas))]
@@ -282,6 +325,32 @@ class RotationEquivariantCore(nn.Module):
     def regularizer(self) -> torch.Tensor:
         """Mean squared Hermite coefficient, summed over layers (L2 weight decay of the filters)."""
         return sum(conv.coefficients.pow(2).mean() for conv in self.convs)
+
+
+def _window(x: torch.Tensor, origin: torch.Tensor, size: int, height: int, width: int):
+    """(B, C, H, W), top-left corners (B, 2) (row, col; may lie outside) -> (B, C, size, size)
+    windows, 0 outside the canvas."""
+    steps = torch.arange(size, device=x.device)
+    rows, cols = origin[:, :1] + steps, origin[:, 1:] + steps  # (B, size) each
+    batch = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    r, c = rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
+    out = x[batch, :, r, c].permute(0, 3, 1, 2)  # advanced indices first: (B, size, size, C)
+    return out * _inside(origin, size, height, width).to(x.dtype)
+
+
+def _inside(origin: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """(B, 1, size, size) bool: which pixels of each window (corner ``origin``) are on the
+    canvas."""
+    steps = torch.arange(size, device=origin.device)
+    rows, cols = origin[:, :1] + steps, origin[:, 1:] + steps
+    ok_r, ok_c = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+    return (ok_r[:, :, None] & ok_c[:, None, :])[:, None]
+
+
+def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size part of square windows (B, C, S, S)."""
+    m = (x.shape[-1] - size) // 2
+    return x[..., m : m + size, m : m + size]
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:

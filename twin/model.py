@@ -206,13 +206,29 @@ class Twin(nn.Module):
     ) -> torch.Tensor:
         """Core output (B, F*O, H/d, W/d) for standardized images (B, 1, H, W); behavior:
         `scan`'s recorded behaviour (B, n_behavior), None: its training mean (`twin.behavior`)."""
-        if self.downsample > 1:
-            x = F.avg_pool2d(x, self.downsample)
+        x = self._pool(x)
         if behavior is None:
             return self.core(x)
         inputs = self._behavior_of(scan, "behavior")
         z = inputs.standardize(behavior.to(x.device, x.dtype))
         return self.core(x, offset=self.behavior_bias(z))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Canvas (B, 1, H, W) -> core grid (B, 1, H/d, W/d): area average by ``downsample``."""
+        return F.avg_pool2d(x, self.downsample) if self.downsample > 1 else x
+
+    def own_drive(self, x: torch.Tensor, scan: str, idx: torch.Tensor) -> torch.Tensor:
+        """Drive (M,) of `scan`'s neuron idx[m] to standardized image x[m] (M, 1, H, W), at the
+        training-mean behaviour and a centred pupil.
+
+        In eval mode, with a readout that reads one point (``reads_one_point``), the core runs
+        only in the cone of each neuron's read point (`RotationEquivariantCore.forward_at`):
+        the same numbers at a fraction of the cost on a large canvas."""
+        readout = self._readout(scan)
+        if self.training or not readout.reads_one_point:
+            return readout.own(self.features(x), idx)
+        grid = self._pool(x)
+        return readout.own_at(lambda origin: self.core.forward_at(grid, origin), idx)
 
     def _behavior_of(self, scan: str, what: str) -> ScanBehavior:
         """The scan's ScanBehavior; ValueError when it was built without `what`."""

@@ -20,7 +20,12 @@ __all__ = ["FactorizedReadout", "GaussianReadout", "READOUTS"]
 
 
 class _Readout(nn.Module):
-    """Shared parameters: feature weights (N, C) and bias (N,)."""
+    """Shared parameters: feature weights (N, C) and bias (N,).
+
+    ``reads_one_point``: whether a neuron's drive depends on the core output only at its read
+    point (then `own_at` computes it from a 2 x 2 window of the core)."""
+
+    reads_one_point = False
 
     def __init__(self, n_neurons, features, orientations, height, width):
         super().__init__()
@@ -134,6 +139,8 @@ class GaussianReadout(_Readout):
         feature_l1: strength of the L1 penalty on feature weights in `regularizer`.
     """
 
+    reads_one_point = True
+
     def __init__(
         self,
         n_neurons,
@@ -188,6 +195,24 @@ class GaussianReadout(_Readout):
         sampled = self._read(core_out, mu[:, None, :])[..., 0]  # (M, C)
         return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
 
+    def own_at(self, core_window, idx: torch.Tensor) -> torch.Tensor:
+        """`own` from the core output around each read point only (eval).
+
+        core_window: ``f(origin (M, 2) int64 (row, col)) -> (M, C, 2, 2)``, the core output
+        at rows r, r + 1 and columns c, c + 1 of image m (``RotationEquivariantCore.forward_at``);
+        idx: (M,) neurons. Returns the drive (M,), bilinear at mu as `own` reads it.
+        """
+        xy = self._unit_to_pixel(self.mu.clamp(-1, 1)[idx].detach())  # (M, 2) core-grid px
+        last = xy.new_tensor([self.width - 2, self.height - 2]).clamp_min(0)
+        corner = torch.minimum(xy.floor(), last)
+        fx, fy = (xy - corner).unbind(-1)
+        window = core_window(corner.flip(-1).long())  # (M, C, 2, 2)
+        fx, fy = fx[:, None].to(window.dtype), fy[:, None].to(window.dtype)
+        top = window[..., 0, 0] * (1 - fx) + window[..., 0, 1] * fx
+        bottom = window[..., 1, 0] * (1 - fx) + window[..., 1, 1] * fx
+        sampled = top * (1 - fy) + bottom * fy  # (M, C)
+        return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
+
     def regularizer(self) -> torch.Tensor:
         """L1 of feature weights, averaged over neurons (scalar)."""
         return self.feature_l1 * self.features.abs().sum() / self.n_neurons
@@ -222,6 +247,8 @@ class NormalizedGaussianReadout(GaussianReadout):
 
     Args: those of `GaussianReadout`, plus init_inner, init_outer: initial si, so (grid px).
     """
+
+    reads_one_point = False  # the pool reads an annulus
 
     def __init__(
         self,
