@@ -57,6 +57,9 @@ from .units import to_pixels
 GABOR_KEYS = ("x", "y", "size", "sf", "contrast", "orientation", "phase")
 DOG_KEYS = ("x", "y", "sigma_center", "sigma_surround", "a_center", "a_surround")
 PLAID_KEYS = GABOR_KEYS + ("orthogonal_contrast",)
+#: Relative margin by which a Gabor rotated by pi must drive a neuron more to be chosen over its own
+#: orientation (``cluster_optimal_gabor``): above float32 rendering error, so ties keep the own.
+SIGN_TIE = 1e-5
 
 
 def _stimuli():
@@ -815,8 +818,11 @@ def cluster_optimal_gabor(
         # resp[b0, s, n] = resp_full[b0, nearest[s, n], n]
         idx = nearest[None].expand(b0, -1, -1)
         resp = resp_full.gather(1, idx).reshape(b, n)
-    # each neuron's better sign: (B / 2, N); flip = 1 where orientation + pi drives it more
-    resp, flip = resp.reshape(-1, 2, n).max(1)
+    # each neuron's better sign: (B / 2, N); flip where orientation + pi drives it more by more
+    # than float error (an even Gabor is the same at both signs: keep the neuron's own)
+    pair = resp.reshape(-1, 2, n)
+    flip = pair[:, 1] > pair[:, 0] + SIGN_TIE * pair[:, 0].abs()
+    resp = torch.where(flip, pair[:, 1], pair[:, 0])
     sp = {k: v.reshape(-1, 2)[:, 0] for k, v in sp.items()}  # shared parameters, sign dropped
     best = (resp @ wavg).argmax(0)  # (K,)
     val = (resp[best] * avg.T).sum(1)  # plain mean rate of each cluster at its Gabor
