@@ -140,7 +140,8 @@ def baseline(scans: list[ScanData], coords: dict, seed: int, image_shape: tuple)
 
 def fit_baseline(model, scans, inputs, max_epochs: int | None, device) -> dict:
     """The standard_trainer recipe (module docstring) on ``inputs(raw images)`` (`baseline_inputs`).
-    Returns {"epochs", "val_corr", "std": {scan: (N,) response std}}."""
+    Returns {"epochs", "best_epoch" (epochs trained when the validation correlation peaked),
+    "seconds", "val_corr", "std": {scan: (N,) response std}}."""
     from neuralpredictors.measures.modules import PoissonLoss
     from neuralpredictors.training import LongCycler, early_stopping
 
@@ -182,15 +183,19 @@ def fit_baseline(model, scans, inputs, max_epochs: int | None, device) -> dict:
             )
             out.append(correlation(pred.cpu().numpy(), y))
         m.train()
-        return float(np.mean(np.concatenate(out)))
+        score = float(np.mean(np.concatenate(out)))
+        scores.append((score, trained))
+        return score
 
-    epochs = 0
+    scores, trained = [], 0  # (validation correlation, epochs trained) at each evaluation
+
+    epochs, start = 0, time.perf_counter()
     for epoch, score in early_stopping(
         model, val_corr, interval=1, patience=5, start=0, max_iter=max_epochs or 200,
         maximize=True, tolerance=1e-6, restore_best=True, scheduler=scheduler, lr_decay_steps=3,
     ):  # fmt: skip
         epochs = epoch
-        log(f"  baseline epoch {epoch}: validation correlation {score:.3f}")
+        log(f"  baseline: validation correlation {score:.3f} after {trained} epochs")
         model.train()
         for key, (x, y) in LongCycler(loaders):
             scale = np.sqrt(n_train / x.shape[0])
@@ -199,9 +204,12 @@ def fit_baseline(model, scans, inputs, max_epochs: int | None, device) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        trained += 1
     model.eval()
     return {
         "epochs": epochs,
+        "best_epoch": max(scores, key=lambda sc: sc[0])[1],  # the first of equal scores
+        "seconds": time.perf_counter() - start,
         "val_corr": val_corr(model),
         "std": {k: d["std"] for k, d in data.items()},
     }

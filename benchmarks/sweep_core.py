@@ -1,18 +1,21 @@
 """Benchmark: which core option recovers which true cell type (issue 26).
 
-On one small simulated scan per population (``simulate_scans(n_scans=1, ...)``), trains the
-"cpu" twin preset, variants of it (``VARIANTS``: one option changed each, plus combinations) and
-the neuralpredictors Sensorium baseline of ``benchmarks/peer.py`` (its builder and training
-recipe, imported; its input is pooled by the preset's downsample, like the twin's), each for
-the same epoch budget on 1 torch thread. Prints per model the median test FEVE (``twin.metrics``)
-of each true cell type (the simulator's ``truth["type"]``), of the simple cells in the top third of
-their spatial frequencies ("simple hi-sf"), and of all neurons, with the test correlation,
-parameters, epochs run, best epoch and seconds per epoch (validation included). Models are
-trained one after another in one process; the load average is printed beside each.
+On small simulated scans of each population (``simulate_scans(n_scans=--scans, ...)``), trains
+the "cpu" twin preset, variants of it (``VARIANTS``: one option changed each, plus combinations)
+and the neuralpredictors Sensorium baseline of ``benchmarks/peer.py`` (its builder and training
+recipe, imported; its input is pooled by the preset's downsample, like the twin's) on 1 torch
+thread, each for ``--epochs`` at most, or without it each to its own recipe's end (the twin:
+the preset's early stopping and epoch cap; the baseline: early stopping, 200 epochs at most).
+Prints per model the median test FEVE (``twin.metrics``) of each true cell type (the simulator's
+``truth["type"]``), of the simple cells in the top third of their spatial frequencies ("simple
+hi-sf"), and of all neurons, with the test correlation, parameters, epochs run and the best
+epoch (validation correlation peak), seconds per epoch (validation included) and seconds to the
+best epoch (best epoch x seconds per epoch). Models are trained one after another in one
+process; the load average is printed beside each.
 
-    .venv/bin/python benchmarks/sweep_core.py                      # default + fine, all variants
+    .venv/bin/python benchmarks/sweep_core.py --epochs 10          # default + fine, all variants
     .venv/bin/python benchmarks/sweep_core.py --quick              # smoke run (seconds)
-    .venv/bin/python benchmarks/sweep_core.py --variants cpu elu1 --no-baseline
+    .venv/bin/python benchmarks/sweep_core.py --variants cpu --scans 2 --trials 4000  # converged
 
 Imports ``peer`` and ``common`` as sibling modules: run it with the venv's python.
 """
@@ -24,6 +27,7 @@ import os
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from common import architecture
 from peer import baseline, baseline_inputs, fit_baseline, predict_baseline
@@ -73,7 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=int, default=2000, help="train trials")
     p.add_argument("--test-images", type=int, default=100)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=10, help="epoch budget of every model")
+    p.add_argument("--scans", type=int, default=1, help="scans per population")
+    p.add_argument("--epochs", type=int, default=None, help="epoch cap (default: each recipe's)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--no-baseline", action="store_true", help="skip the Sensorium baseline")
     p.add_argument("--seed", type=int, default=0)
@@ -96,45 +101,53 @@ def groups(truth) -> dict[str, np.ndarray]:
     return out
 
 
-def train_twin(variant: dict, data: list[ScanData], epochs: int, seed: int):
+def train_twin(variant: dict, data: list[ScanData], epochs: int | None, seed: int):
     """A twin of the cpu preset changed by ``variant``, fitted with the cpu preset's training
-    settings for at most ``epochs``. Returns (twin, fit history)."""
+    settings (for at most ``epochs`` if given). Returns (twin, fit history)."""
     twin = build_model(architecture(variant), data, seed=seed)
     cfg = get_preset("cpu").train
-    cfg.max_epochs, cfg.device, cfg.seed = epochs, "cpu", seed
+    cfg.max_epochs = cfg.max_epochs if epochs is None else epochs
+    cfg.device, cfg.seed = "cpu", seed
     return twin, fit(twin, data, cfg, progress=False)
 
 
-def sweep(sim, names: list[str], with_baseline: bool, epochs: int, seed: int) -> dict:
-    """Fit every model to one simulated scan. Returns {model: {"feve", "corr", "params",
-    "epochs", "best", "s_per_epoch", "load"}} with per-neuron (N,) "feve" and "corr"."""
-    data = [ScanData(sim.name, sim.images, sim.responses, sim.tiers, sim.image_ids)]
-    test = data[0].select("test")
+def sweep(sims, names: list[str], with_baseline: bool, epochs: int | None, seed: int) -> dict:
+    """Fit every model to the simulated scans. Returns {model: {"feve", "corr", "params",
+    "epochs", "best", "s_per_epoch", "load"}} with per-neuron (N,) "feve" and "corr", the scans'
+    neurons concatenated in order."""
+    data = [ScanData(s.name, s.images, s.responses, s.tiers, s.image_ids) for s in sims]
+    tests = [d.select("test") for d in data]
     rows = {}
     for name in names:
         t0 = time.perf_counter()
         twin, hist = train_twin(VARIANTS[name], data, epochs, seed)
         seconds = time.perf_counter() - t0
-        scores = prediction_scores(twin.predict(twin.standardize(test.images), sim.name), test)
+        scores = [
+            prediction_scores(twin.predict(twin.standardize(t.images), d.name), t)
+            for d, t in zip(data, tests)
+        ]
         rows[name] = _row(scores, twin, len(hist["epoch"]), hist["best_epoch"], seconds)
         log(f"  {name}: {rows[name]['epochs']} epochs, {rows[name]['s_per_epoch']:.1f} s/epoch")
     if with_baseline:
         pool = get_preset("cpu").downsample
         inputs = baseline_inputs(build_model("cpu", data).standardize, pool)
-        coords = {sim.name: sim.cell_motor_coordinates}
-        t0 = time.perf_counter()
-        model = baseline(data, coords, seed, inputs(test.images[:1]).shape[2:])
+        coords = {s.name: s.cell_motor_coordinates for s in sims}
+        model = baseline(data, coords, seed, inputs(tests[0].images[:1]).shape[2:])
         bh = fit_baseline(model, data, inputs, epochs, torch.device("cpu"))
-        seconds = time.perf_counter() - t0
-        pred = predict_baseline(model, inputs(test.images), sim.name, bh["std"][sim.name], "cpu")
-        rows[BASELINE] = _row(prediction_scores(pred, test), model, bh["epochs"], None, seconds)
+        scores = [
+            prediction_scores(
+                predict_baseline(model, inputs(t.images), d.name, bh["std"][d.name], "cpu"), t
+            )
+            for d, t in zip(data, tests)
+        ]
+        rows[BASELINE] = _row(scores, model, bh["epochs"], bh["best_epoch"], bh["seconds"])
     return rows
 
 
-def _row(scores: dict, model, epochs: int, best, seconds: float) -> dict:
+def _row(scores: list[dict], model, epochs: int, best: int, seconds: float) -> dict:
     return {
-        "feve": scores["feve"],
-        "corr": scores["test_correlation"],
+        "feve": np.concatenate([s["feve"] for s in scores]),
+        "corr": np.concatenate([s["test_correlation"] for s in scores]),
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": epochs,
         "best": best,
@@ -146,13 +159,14 @@ def _row(scores: dict, model, epochs: int, best, seconds: float) -> dict:
 def table(rows: dict, masks: dict) -> list[str]:
     """Markdown rows: per model the median FEVE per group and overall, and the costs."""
     cols = [f"{g} (n={m.sum()})" for g, m in masks.items()]
-    head = ["model", *cols, "all", "test corr", "params", "epochs (best)", "s/epoch", "load"]
+    head = ["model", *cols, "all", "test corr", "params", "epochs (best)", "s/epoch"]
+    head += ["s to best", "load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         per = [f"{np.median(r['feve'][m]):.3f}" for m in masks.values()]
-        best = "?" if r["best"] is None else r["best"]
         cells = [name, *per, f"{np.median(r['feve']):.3f}", f"{np.median(r['corr']):.3f}"]
-        cells += [f"{r['params']:,}", f"{r['epochs']} ({best})", f"{r['s_per_epoch']:.1f}"]
+        cells += [f"{r['params']:,}", f"{r['epochs']} ({r['best']})", f"{r['s_per_epoch']:.1f}"]
+        cells.append(f"{r['best'] * r['s_per_epoch']:.0f}")
         lines.append("| " + " | ".join(cells + [f"{r['load']:.1f}"]) + " |")
     return lines
 
@@ -163,8 +177,8 @@ def main(argv=None):
     if not args.no_baseline:
         load()  # neuralpredictors, fails early when it is missing
     for pop in args.populations:
-        (sim,) = simulate_scans(
-            n_scans=1,
+        sims = simulate_scans(
+            n_scans=args.scans,
             n_neurons=args.neurons,
             n_train=args.trials,
             n_validation=max(args.trials // 8, 1),
@@ -173,14 +187,16 @@ def main(argv=None):
             seed=args.seed,
             population=pop,
         )
+        cap = "each recipe's own" if args.epochs is None else f"{args.epochs} at most"
         log(
-            f"population {pop}: 1 scan x {args.neurons} neurons, {args.trials} train trials, "
-            f"{args.test_images} test images x {args.repeats}; {args.epochs} epochs at most; "
+            f"population {pop}: {args.scans} scan(s) x {args.neurons} neurons, {args.trials} "
+            f"train trials, {args.test_images} test images x {args.repeats}; epochs: {cap}; "
             f"{torch.get_num_threads()} thread(s)"
         )
-        rows = sweep(sim, args.variants, not args.no_baseline, args.epochs, args.seed)
+        rows = sweep(sims, args.variants, not args.no_baseline, args.epochs, args.seed)
+        truth = pd.concat([s.truth for s in sims], ignore_index=True)
         log(f"\nmedian test FEVE by true type, population {pop!r}")
-        log("\n".join(table(rows, groups(sim.truth))) + "\n")
+        log("\n".join(table(rows, groups(truth))) + "\n")
 
 
 if __name__ == "__main__":
