@@ -777,7 +777,7 @@ class GaborSet(dj.Computed):
             grid,
             fraction=self.fraction,
             n_select=self.n_select,
-            progress=True,
+            progress=show_progress(),
         )
         best = units.in_degrees(best, models[0].pixels_per_degree)
         self.insert1(dict(key, fraction=self.fraction, n_neurons=best.attrs["n_neurons"]))
