@@ -193,6 +193,10 @@ class GaussianReadout(_Readout):
         (M,)."""
         mu = self.mu.clamp(-1, 1)[idx].to(core_out.dtype)  # (M, 2)
         sampled = self._read(core_out, mu[:, None, :])[..., 0]  # (M, C)
+        return self._own_drive(sampled, idx)
+
+    def _own_drive(self, sampled: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Drive (M,) of neuron idx[m] from its read features sampled (M, C)."""
         return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
 
     def own_at(self, core_window, idx: torch.Tensor) -> torch.Tensor:
@@ -211,7 +215,7 @@ class GaussianReadout(_Readout):
         top = window[..., 0, 0] * (1 - fx) + window[..., 0, 1] * fx
         bottom = window[..., 1, 0] * (1 - fx) + window[..., 1, 1] * fx
         sampled = top * (1 - fy) + bottom * fy  # (M, C)
-        return (sampled * self.features[idx].to(sampled.dtype)).sum(-1) + self.bias[idx]
+        return self._own_drive(sampled, idx)
 
     def regularizer(self) -> torch.Tensor:
         """L1 of feature weights, averaged over neurons (scalar)."""
