@@ -4,13 +4,14 @@ the temperature T.
 Distances. The paper's Eq. 3 and Eq. 5 use the plain (non-squared) Euclidean norm, and that is the
 default here (``metric="euclidean"``): each pair pulls with a unit-length gradient however close it
 already is, so neurons of one type collapse onto one representative even when other types are far
-away. Its pairwise sum has no closed form, so it is computed over all pairs when they fit in memory
-(N(N-1)/2 * K <= 2**24 numbers) and otherwise over ``pair_sample`` random partners per neuron, drawn
-afresh at every step (an unbiased estimate of the mean pairwise distance, O(N * pair_sample * K)
-memory and time; no N x N x K tensor is ever built). ``metric="sqeuclidean"`` uses squared distances
-and the exact identity sum_{i<j} ||a_i - a_j||^2 = N * sum_i ||a_i - mean(a)||^2 (O(N K)): every
-readout is then aligned to the common mean, which is cheaper and deterministic but lets far-apart
-types dominate the alignment of each other.
+away. Its pairwise sum has no closed form, so it is computed over all pairs when N(N-1)/2 * K <=
+2**24 (from the N x N Gram matrix, :func:`all_pairs_mean`) and otherwise over ``pair_sample`` random
+partners per neuron, drawn afresh at every step (an unbiased estimate of the mean pairwise distance,
+O(N * pair_sample * K) memory and time; no N x N x K tensor is ever built).
+``metric="sqeuclidean"`` uses squared distances and the exact identity
+sum_{i<j} ||a_i - a_j||^2 = N * sum_i ||a_i - mean(a)||^2 (O(N K)): every readout is then aligned
+to the common mean, which is cheaper and deterministic but lets far-apart types dominate the
+alignment of each other.
 
 Scale of beta. Both sums of Eq. 5 are taken as means (over pairs and over neurons), so one beta
 means the same trade-off for any N; this is Eq. 5 with beta multiplied by (N - 1) / 2. Reported
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from .rotation import as_barcodes, relaxed_rotate, rotate
 
 DEFAULT_BETAS = tuple(np.logspace(-3, 1, 20))
-_MAX_EXACT_ELEMENTS = 2**24  # pairs x K numbers held for the exact Euclidean training term
+_MAX_EXACT_ELEMENTS = 2**24  # pairs x K: above it, the exact Euclidean training term is sampled
 _MAX_EVAL_PAIRS = 10_000_000  # above this, Eq. 3 / Eq. 5 are evaluated on a fixed sample of pairs
 _N_EVAL_PAIRS = 500_000
 _EPS = 1e-12  # smooths ||d|| = sqrt(||d||^2 + eps) at d = 0
@@ -107,12 +108,27 @@ def sampled_pairwise_mean(a, rounds):
     return total / len(rounds)
 
 
+def all_pairs_mean(a):
+    """Mean ||a_i - a_j|| over all pairs i < j, from the Gram matrix: (N, N) float64 numbers and
+    one (N, K) x (K, N) product, ||a_i - a_j||^2 = |a_i|^2 + |a_j|^2 - 2 a_i . a_j (float64, so
+    the cancellation of near pairs costs ~1e-16 of |a|^2). a: (N, K). Differentiable; the
+    diagonal is masked, so its zero distances pass no gradient."""
+    n = a.shape[0]
+    x = a.double()
+    sq = (x * x).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * (x @ x.T)).clamp_min(0)
+    diagonal = torch.eye(n, dtype=torch.bool, device=a.device)
+    dist = torch.sqrt(torch.where(diagonal, 0.0, d2) + _EPS)
+    return ((dist.sum() - n * math.sqrt(_EPS)) / (n * (n - 1))).to(a.dtype)
+
+
 def pairwise_mean(a, metric="euclidean", pairs=None):
     """Mean over pairs i < j of ||a_i - a_j|| (``euclidean``) or ||a_i - a_j||^2 (``sqeuclidean``).
 
     a: (N, K). pairs: optional (2, P) indices, or random rounds [(perm, offset)] (see
-    :func:`sampled_pairwise_mean`), to average over instead of all pairs (Euclidean only).
-    Differentiable. The squared case uses sum_{i<j} ||a_i - a_j||^2 = N sum_i ||a_i - mean||^2.
+    :func:`sampled_pairwise_mean`), to average over instead of all pairs (Euclidean only; all
+    pairs: :func:`all_pairs_mean`). Differentiable. The squared case uses
+    sum_{i<j} ||a_i - a_j||^2 = N sum_i ||a_i - mean||^2.
     """
     n = a.shape[0]
     if metric == "sqeuclidean":
@@ -121,7 +137,7 @@ def pairwise_mean(a, metric="euclidean", pairs=None):
     if metric != "euclidean":
         raise ValueError(f"metric must be 'euclidean' or 'sqeuclidean', got {metric!r}")
     if pairs is None:
-        pairs = torch.triu_indices(n, n, 1, device=a.device)
+        return all_pairs_mean(a)
     if isinstance(pairs, list):
         return sampled_pairwise_mean(a, pairs)
     return _norm(a.index_select(0, pairs[0]) - a.index_select(0, pairs[1])).mean()
@@ -322,11 +338,8 @@ class CyclicAligner:
     def _pair_fn(self, n, exact_train, generator, device):
         """Callable giving the pairs of one step: all pairs, fresh random pairs, or None
         (squared)."""
-        if self.metric == "sqeuclidean":
+        if self.metric == "sqeuclidean" or exact_train:
             return lambda: None
-        if exact_train:
-            pairs = torch.triu_indices(n, n, 1, device=device)
-            return lambda: pairs
         return lambda: _random_rounds(n, self.pair_sample, generator, device)
 
     def _minimise(self, params, loss_fn, stochastic, max_iter=None):

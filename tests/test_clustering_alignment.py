@@ -57,6 +57,25 @@ def test_pairwise_mean_equals_brute_force(metric):
         assert float(full) == pytest.approx(float(d.sum()), rel=1e-9)
 
 
+def test_all_pairs_gram_form_has_the_gradient_of_the_pairs_themselves():
+    """The Gram-matrix mean (the exact training term) against the explicit pairs, in value and
+    gradient, float32 input, with two coincident rows and two rows 1e-3 apart (the cancellation
+    case): coincident pairs must pass no gradient, as ||d|| smoothed at 0 does not."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((40, 32)).astype(np.float32)
+    a[1] = a[0]
+    a[3] = a[2] + np.float32(1e-3)
+    x = torch.tensor(a, requires_grad=True)
+    gram = pairwise_mean(x)
+    (g_gram,) = torch.autograd.grad(gram, x)
+    x64 = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    explicit = pairwise_mean(x64, pairs=torch.triu_indices(40, 40, 1))
+    (g_explicit,) = torch.autograd.grad(explicit, x64)
+    assert gram.dtype == torch.float32
+    assert float(gram.detach()) == pytest.approx(float(explicit.detach()), rel=1e-6)
+    np.testing.assert_allclose(g_gram.numpy(), g_explicit.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_random_pairs_have_no_self_pairs_and_cover_each_neuron():
     pairs = alignment._random_pairs(10, 3, torch.Generator().manual_seed(0), "cpu")
     assert pairs.shape == (2, 30) and torch.all(pairs[0] != pairs[1])
