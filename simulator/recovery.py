@@ -31,6 +31,9 @@ class SimSubset:
     def __call__(self, images):
         return self.sim(images)[:, self.idx]
 
+    def respond_own(self, images, neuron_index):
+        return self.sim.respond_own(images, self.idx[torch.as_tensor(neuron_index)])
+
 
 def centred_grid() -> search.GaborGrid:
     """The benchmarks' Gabor grid: no position offsets, 2 sizes x 3 sfs x 8 orientations x 4

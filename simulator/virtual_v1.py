@@ -447,7 +447,9 @@ class VirtualV1(torch.nn.Module):
         E = E[:, pr // 2 : pr // 2 + self.height // 2, pc // 2 : pc // 2 + self.width // 2]
         return E.reshape(x.shape[0], -1)
 
-    def _components(self, x: torch.Tensor):
+    def _components(self, x: torch.Tensor, own: torch.Tensor | None = None):
+        """(drive, S, C) of images (B, 1, H, W): each (B, N) for every neuron, or (B, 1) for
+        neuron ``own[b]`` (B,) of image b only (its filters and pools alone)."""
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2:] != (self.height, self.width):
             raise ValueError(
                 f"VirtualV1 expects images (B, 1, {self.height}, {self.width}); "
@@ -455,15 +457,38 @@ class VirtualV1(torch.nn.Module):
             )
         x = x.to(self.filters.dtype)
         B, N = x.shape[0], self.n_neurons
-        L = (x.reshape(B, -1) @ self.filters.T).view(B, 4, N)
+        if own is None:
+            L = (x.flatten(1) @ self.filters.T).view(B, 4, N)
+            P = (self.energy_map(x) @ self.pool_weights.T).clamp_min(0).view(B, 2, N)
+        else:
+            L = _own_product(x.flatten(1), self.filters.view(4, N, -1), own)
+            P = _own_product(self.energy_map(x), self.pool_weights.view(2, N, -1), own)
+            P = P.clamp_min(0)
+        m, u = self._per_neuron("m", own), self._per_neuron("u", own)
         Le, Lo, Lpe, Lpo = L.unbind(1)
-        P = (self.energy_map(x) @ self.pool_weights.T).clamp_min(0).view(B, 2, N)
-        tuned = (1 - self.m) * F.relu(Le) + self.m * torch.sqrt(Le**2 + Lo**2 + _EPS)
+        tuned = (1 - m) * F.relu(Le) + m * torch.sqrt(Le**2 + Lo**2 + _EPS)
         untuned = torch.sqrt(P[:, 0] + _EPS)
-        drive = (1 - self.u) * tuned + self.u * untuned
+        drive = (1 - u) * tuned + u * untuned
         S = torch.sqrt(P[:, 1] + _EPS)
         C = torch.sqrt(Lpe**2 + Lpo**2 + _EPS)
         return drive, S, C
+
+    def _per_neuron(self, name: str, own: torch.Tensor | None) -> torch.Tensor:
+        """Buffer ``name`` (N,), or its values (B, 1) for the neurons ``own`` (B,)."""
+        value = getattr(self, name)
+        return value if own is None else value[own, None]
+
+    def _rates(self, x, own=None, surround: bool = True, gain=None) -> torch.Tensor:
+        """Rates (B, N), or (B, 1) with ``own`` (see `_components`)."""
+        drive, S, C = self._components(x, own)
+        p = {k: self._per_neuron(k, own) for k in ("k_sur", "k_cross", "s0", "c0", "d0")}
+        if not surround:
+            S = p["s0"].expand_as(S)
+        z = drive / (1 + p["k_sur"] * S / p["s0"] + p["k_cross"] * C / p["c0"]) / p["d0"]
+        modulation = 1.0 if gain is None else gain.to(z).view(-1, 1)
+        return self._per_neuron("base", own) + self._per_neuron("gain", own) * modulation * (
+            z**EXPONENT
+        )
 
     def forward(
         self, x: torch.Tensor, surround: bool = True, gain: torch.Tensor | None = None
@@ -471,12 +496,14 @@ class VirtualV1(torch.nn.Module):
         """Rates (B, N). ``surround=False``: the surround term held at its natural-image median
         (S = s0), i.e. the same neurons without surround modulation (a ground-truth ablation).
         gain: (B,) factor on every neuron's stimulus drive per image (behaviour); None: 1."""
-        drive, S, C = self._components(x)
-        if not surround:
-            S = self.s0.expand_as(S)
-        z = drive / (1 + self.k_sur * S / self.s0 + self.k_cross * C / self.c0) / self.d0
-        modulation = 1.0 if gain is None else gain.to(z).view(-1, 1)
-        return self.base + self.gain * modulation * z**EXPONENT
+        return self._rates(x, None, surround, gain)
+
+    def respond_own(self, images: torch.Tensor, neuron_index) -> torch.Tensor:
+        """Rate (M,) of neuron ``neuron_index[m]`` to ``images[m]`` (M, 1, H, W): ``forward``'s,
+        with only that neuron's filters and pools (the direct path of
+        `insilico.model.own_responses`; N times fewer products than ``forward``)."""
+        own = torch.as_tensor(neuron_index, dtype=torch.long, device=self.filters.device)
+        return self._rates(images, own)[:, 0]
 
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor, batch_size: int = 250) -> None:
@@ -728,3 +755,13 @@ def write_simulation(out_dir, scans: list[SimulatedScan]) -> list[Path]:
     )
     truth.to_csv(out_dir / "truth.csv", index=False)
     return folders
+
+
+def _own_product(x: torch.Tensor, weights: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """x (B, D), weights (K, N, D), own (B,) -> (B, K, 1): x[b] . weights[k, own[b]], in chunks
+    of images so that the gathered weights stay small."""
+    out = [
+        torch.einsum("bd,kbd->bk", x[i : i + 1024], weights[:, own[i : i + 1024]])
+        for i in range(0, len(x), 1024)
+    ]
+    return torch.cat(out)[..., None]

@@ -114,6 +114,28 @@ def test_rates_positive_and_differentiable(model):
         model(torch.zeros(2, 36, 64))
 
 
+def test_respond_own_is_forward_of_that_neuron_only(model):
+    """respond_own(images, idx)[m] = forward(images)[m, idx[m]]: over more images than one
+    chunk of its gathered weights (1024), with repeated neurons, and as a subset's, whose
+    indices are into the subset; the insilico direct path takes it."""
+    from insilico.model import own_responses
+    from simulator.recovery import SimSubset
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1100, 1, 36, 64, generator=gen)
+    idx = torch.randint(0, model.n_neurons, (1100,), generator=gen)
+    expected = model(x).gather(1, idx[:, None])[:, 0]
+    torch.testing.assert_close(model.respond_own(x, idx), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(own_responses(model, x, idx), expected, rtol=1e-5, atol=1e-6)
+    subset = SimSubset(model, [5, 2, 7])
+    torch.testing.assert_close(
+        subset.respond_own(x[:4], [0, 1, 2, 1]),
+        model(x[:4])[torch.arange(4), torch.tensor([5, 2, 7, 2])],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 def test_phase_invariance_complex_vs_simple(model):
     phases = np.arange(16) * 2 * math.pi / 16
     r = _own(model, gabor, ("phase", phases))

@@ -57,13 +57,18 @@ PARAMETERS: dict[str, dict[str, tuple]] = {
                 ("lr", "peak Adam learning rate"),
                 ("batch_size", "trials per scan per step"),
                 ("seed", "seeds initialisation and batch order (the first of n_seeds)"),
+                (
+                    "precision",
+                    "of the training steps: 'auto' (bfloat16 on CUDA and on CPUs with AMX or "
+                    "AVX-512 BF16, else float32), 'float32' or 'bfloat16'",
+                ),
             )
         },
         "glm_alphas": (
-            48,
+            16,
             48,
             "L2 strengths the GLM baseline chooses from per neuron, log-spaced in [0.1, 5] (DT: "
-            "48); its cost grows with their number",
+            "48); its cost grows with their number (16 predict as well: docs/benchmarks.md)",
         ),
         "standardize_responses": (
             True,
@@ -176,15 +181,17 @@ def load(path: str | Path | None = None, preset: str = "cpu") -> dict[str, dict]
                     f"{path}: unknown key {section}.{key}; known: {sorted(PARAMETERS[section])}"
                 )
             config[section][key] = _checked(path, section, key, value, config[section][key])
-    _check_schedule(path, config["model"]["schedule"])
+    _check_choices(path, config["model"])
     return config
 
 
-def _check_schedule(path: Path, schedule: str) -> None:
-    from twin.presets import SCHEDULES
+def _check_choices(path: Path, model: dict) -> None:
+    """model.schedule and model.precision must be among the trainer's choices."""
+    from twin.presets import PRECISIONS, SCHEDULES
 
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"{path}: model.schedule = {schedule!r}: choose from {list(SCHEDULES)}")
+    for key, choices in (("schedule", SCHEDULES), ("precision", PRECISIONS)):
+        if model[key] not in choices:
+            raise ConfigError(f"{path}: model.{key} = {model[key]!r}: choose from {list(choices)}")
 
 
 def _checked(path: Path, section: str, key: str, value, default):
