@@ -5,9 +5,11 @@ scan, the Poisson loss plus the readout penalty, backward and an Adam update. "b
 same model with the readout drive computed as ``einsum("bcn,nc->bn")`` (the code before
 issue 22's profiling: N tiny batched matmuls); "after" is the library's. Both models start
 from the same weights and are checked to give the same rates; their steps are then timed
-interleaved, in rounds, in one process, so that the machine's load hits both alike. Two
-variants of "after" that were tried and rejected (slower on CPU) are timed alongside:
-channels-last hidden convolutions and Hermite-factorised hidden convolutions.
+interleaved, in rounds, in one process, so that the machine's load hits both alike. "after,
+bfloat16" is "after" under the training's bfloat16 autocast (`twin.training.autocast`, the
+"auto" precision on CPUs with AMX or AVX-512 BF16). Two variants of "after" that were tried and
+rejected (slower on CPU) are timed alongside: channels-last hidden convolutions and
+Hermite-factorised hidden convolutions.
 
     python benchmarks/step.py                  # 2 scans x 300 neurons, batch 32, 1 thread
     python benchmarks/step.py --profile        # and the top operators of an "after" step
@@ -27,7 +29,7 @@ from simulator import simulate_scans
 from twin.core import HermiteRotConv2d
 from twin.data import ScanData
 from twin.readouts import GaussianReadout
-from twin.training import build_model, poisson_loss
+from twin.training import autocast, build_model, native_bfloat16, poisson_loss
 
 
 class EinsumReadout(GaussianReadout):
@@ -89,16 +91,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_step(model, batches):
-    """A closure running one training step of `model` on the fixed `batches` {scan: (x, y)}."""
+def make_step(model, batches, precision="float32"):
+    """A closure running one training step of `model` on the fixed `batches` {scan: (x, y)},
+    its forward pass under the training's autocast for `precision`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    cpu = torch.device("cpu")
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for name, (x, y) in batches.items():
-            rates = model(x, name)
-            loss = loss + poisson_loss(rates, y) + model.readouts[name].regularizer()
+            with autocast(cpu, precision):
+                rates = model(x, name)
+            loss = loss + poisson_loss(rates.float(), y) + model.readouts[name].regularizer()
         loss.backward()
         optimizer.step()
 
@@ -141,6 +146,10 @@ def main(argv=None):
             if not same:
                 raise AssertionError(f"{key} and after predict different rates for scan {name}")
     steps = {key: make_step(model, batches) for key, model in models.items()}
+    if native_bfloat16(torch.device("cpu")):
+        steps["after, bfloat16"] = make_step(copy.deepcopy(after), batches, "bfloat16")
+    else:
+        print("this CPU has no native bfloat16 (AMX / AVX-512 BF16): 'after, bfloat16' not timed")
     seconds = {key: [] for key in steps}
     for key in steps:  # warm-up
         steps[key]()
@@ -156,9 +165,9 @@ def main(argv=None):
         f"{torch.get_num_threads()} thread(s); median of {args.rounds} interleaved rounds of "
         f"{args.steps} steps (same rates checked before timing)"
     )
-    print(f"{'':15}{'s / step':>10}{'before / this':>15}")
+    print(f"{'':17}{'s / step':>10}{'before / this':>15}")
     for key, value in med.items():
-        print(f"{key:15}{value:>10.4f}{med['before'] / value:>14.2f}x")
+        print(f"{key:17}{value:>10.4f}{med['before'] / value:>14.2f}x")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -78,6 +78,8 @@ class ModelConfig(dj.Lookup):
         if unknown:
             raise KeyError(f"unknown training parameters {sorted(unknown)}")
         TrainConfig(**train)  # a bad value (e.g. the schedule) is refused before any insert
+        if train["precision"] == "auto":  # only when set, so that stored models keep their hashes
+            del train["precision"]
         config = {
             "core": _jsonable(p.core),
             "readout": p.readout,
@@ -203,7 +205,7 @@ class TrainedModel(dj.Computed):
     ---
     architecture    : json          # Twin.config: rebuilds the model without data
     weights         : <blob>        # state_dict as {name: array}
-    device          : varchar(32)   # where it was trained
+    device          : varchar(32)   # where it was trained, and the precision of its steps
     epochs          : int32
     train_seconds   : float32
     best_val_corr   : float32       # mean single-trial validation correlation
@@ -244,7 +246,7 @@ class TrainedModel(dj.Computed):
                 key,
                 architecture=model.config,
                 weights={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-                device=str(history["device"]),
+                device=f"{history['device']}, {history['precision']}",
                 epochs=len(history["epoch"]),
                 train_seconds=seconds,
                 best_val_corr=history["best_val_corr"],

@@ -51,6 +51,7 @@ def test_canvas_ppd_and_k_defaults(tmp_path):
         ("[model]\nmax_epochs = 2.5\n", "model.max_epochs = 2.5 is a float, expected int"),
         ("[model]\nmax_epochs = true\n", "model.max_epochs = True is a bool"),
         ("[model]\nschedule = 'linear'\n", "model.schedule = 'linear': choose from"),
+        ("[model]\nprecision = 'float16'\n", "model.precision = 'float16': choose from"),
         ("[insilico]\nenergies = ['a']\n", "insilico.energies"),
         (
             "[model]\ncanvas = [36.5, 64]\n",
@@ -81,14 +82,16 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_glm_alphas_default_keeps_the_model_hash(db, tmp_path):
-    """[model] glm_alphas: DT's 48 by default, which leaves the stored config (and so every
-    existing model_hash) as it was; fewer give another key and that many log-spaced alphas."""
+    """[model] glm_alphas: DT's 48 in the paper preset, which leaves the stored config (and so
+    every existing model_hash) as it was; fewer (the cpu preset's 16) give another key and that
+    many log-spaced alphas."""
     import numpy as np
 
     from schemas.model import ModelConfig, glm_alphas
     from twin.glm import DT_ALPHAS
 
-    assert config.defaults("cpu")["model"]["glm_alphas"] == len(DT_ALPHAS) == 48
+    assert config.defaults("paper")["model"]["glm_alphas"] == len(DT_ALPHAS) == 48
+    assert config.defaults("cpu")["model"]["glm_alphas"] == 16
     plain = ModelConfig.add("cpu")
     assert ModelConfig.add("cpu", glm_alphas=48) == plain
     assert "glm_alphas" not in (ModelConfig & plain).fetch1("config")
@@ -98,3 +101,21 @@ def test_glm_alphas_default_keeps_the_model_hash(db, tmp_path):
     np.testing.assert_allclose(alphas, [0.1, 0.1 * 50 ** (1 / 3), 0.1 * 50 ** (2 / 3), 5.0])
     path = _write(tmp_path, "[model]\nglm_alphas = 4\n")
     assert config.load(path)["model"]["glm_alphas"] == 4
+
+
+def test_training_precision_auto_keeps_the_model_hash(db):
+    """[model] precision: "auto" is not stored (existing model_hashes stay), another value is,
+    and a trained row of it would say so; an unknown one is refused before any insert."""
+    from schemas.model import ModelConfig
+
+    assert config.defaults("cpu")["model"]["precision"] == "auto"
+    plain = ModelConfig.add("cpu")
+    assert ModelConfig.add("cpu", precision="auto") == plain
+    assert "precision" not in (ModelConfig & plain).fetch1("config")["train"]
+    exact = ModelConfig.add("cpu", precision="float32")
+    assert exact != plain
+    assert (ModelConfig & exact).fetch1("config")["train"]["precision"] == "float32"
+    before = len(ModelConfig())
+    with pytest.raises(ValueError, match="unknown precision"):
+        ModelConfig.add("cpu", precision="fp8")
+    assert len(ModelConfig()) == before

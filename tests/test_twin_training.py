@@ -119,6 +119,35 @@ def test_same_seed_same_weights(scans):
     assert not torch.equal(first.readouts["a"].features, other.readouts["a"].features)
 
 
+@pytest.mark.parametrize("requested", ["float32", "bfloat16"])
+def test_training_precision_is_applied_and_recorded(scans, requested):
+    """precision="bfloat16" runs the training steps under bfloat16 autocast (the core's output
+    inside a step is bfloat16), "float32" runs none; both learn, the history says which ran,
+    and validation and predictions outside training are float32 either way."""
+    model = build_model(ARCH, scans, seed=0)
+    seen = []
+    model.core.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    config = TrainConfig(**{**CONFIG.to_dict(), "precision": requested})
+    history = fit(model, scans, config, progress=False)
+    assert history["precision"] == requested
+    assert history["best_val_corr"] > 0.25
+    assert (torch.bfloat16 in seen) == (requested == "bfloat16")  # training steps
+    assert torch.float32 in seen  # validation
+    x = torch.from_numpy(model.standardize(scans[0].images[:4]))
+    assert model(x, "a").dtype == torch.float32
+
+
+def test_auto_precision_is_bfloat16_only_where_native():
+    from twin.training import native_bfloat16, precision
+
+    cpu = torch.device("cpu")
+    assert precision(cpu) == ("bfloat16" if native_bfloat16(cpu) else "float32")
+    assert precision(cpu, "float32") == "float32"
+    assert precision(torch.device("cuda")) == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        TrainConfig(precision="half")
+
+
 def test_config_round_trip_predicts_identically(scans):
     model = build_model(ARCH, scans, seed=5)
     with torch.no_grad():

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Preset", "PRESETS", "SCHEDULES", "TrainConfig", "get_preset"]
+__all__ = ["Preset", "PRECISIONS", "PRESETS", "SCHEDULES", "TrainConfig", "get_preset"]
 
 SCHEDULES = ("plateau", "cosine", "anneal")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainConfig:
     readout_reg, core_reg: multipliers of the readouts' and the core's `regularizer()`.
     seed: seeds batch order and readout sampling noise.
     device: None -> "cuda" if available else "cpu".
+    precision: of the training steps (`twin.training.autocast`): "auto" (bfloat16 where the
+    device computes in it natively, else float32), "float32" or "bfloat16".
     """
 
     lr: float = 5e-3
@@ -58,10 +61,13 @@ class TrainConfig:
     core_reg: float = 0.0
     seed: int = 0
     device: str | None = None
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
 
     def to_dict(self) -> dict:
         return asdict(self)
