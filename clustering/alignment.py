@@ -336,8 +336,8 @@ class CyclicAligner:
         return torch.remainder(alpha.detach(), 2 * math.pi)
 
     def _pair_fn(self, n, exact_train, generator, device):
-        """Callable giving the pairs of one step: all pairs, fresh random pairs, or None
-        (squared)."""
+        """Callable giving the pairs of one step for :func:`pairwise_mean`: None (all pairs, or
+        the squared metric's closed form) or fresh random pairs."""
         if self.metric == "sqeuclidean" or exact_train:
             return lambda: None
         return lambda: _random_rounds(n, self.pair_sample, generator, device)

@@ -58,7 +58,7 @@ def autocast(device: torch.device, requested: str = "auto"):
     (no GradScaler: bfloat16 has float32's exponent range) or none (float32). Parameters,
     gradients, the optimizer, the loss and every prediction outside training (validation,
     evaluation, in-silico experiments) stay float32. On this project's 2-core CPU, "auto" trains
-    the cpu preset 1.6x faster to the same validation correlation (docs/benchmarks.md,
+    the cpu preset about 1.5x faster to the same validation correlation (docs/benchmarks.md,
     "Training in bfloat16 on the CPU")."""
     if precision(device, requested) == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
